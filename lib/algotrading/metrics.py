@@ -1,0 +1,224 @@
+"""Performance metrics from a daily equity curve and a list of closed-trade PnLs.
+
+Conventions: ratios are fractions (0.05 = 5 %); returns are r_t = equity_t / equity_{t-1} - 1 with
+equity_{-1} = starting cash, so N bars give N returns (as backtrader's TimeReturn). A metric that is
+undefined (zero denominator, no trades) is None in the dict and NaN in array results; `to_json`
+turns NaN/inf into null. Array functions work along axis 0, so the sweep scores every column of a
+(bars x combos) matrix with the same code that scores one run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+YEAR = 252
+
+# Keys every run reports (and the sweep reports per combination).
+KEYS = ("final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_drawdown",
+        "max_drawdown_money", "calmar", "exposure", "turnover", "trades_closed", "trades_open",
+        "win_rate", "profit_factor", "expectancy", "sqn")
+
+
+def returns(equity: np.ndarray, cash: float) -> np.ndarray:
+    """Simple per-bar returns, the first one against the starting cash."""
+    prev = np.concatenate([np.full((1, *equity.shape[1:]), cash), equity[:-1]])
+    return equity / prev - 1.0
+
+
+def _daily_rf(risk_free: float) -> float:
+    return (1.0 + risk_free) ** (1.0 / YEAR) - 1.0
+
+
+def sharpe(rets: np.ndarray, risk_free: float = 0.0) -> np.ndarray | float:
+    """Sharpe = mean(excess daily return) / std(ddof=1) * sqrt(252); NaN if std is 0 or N < 2."""
+    ex = rets - _daily_rf(risk_free)
+    if len(ex) < 2:
+        return np.full(ex.shape[1:], np.nan) if ex.ndim > 1 else math.nan
+    sd = ex.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, ex.mean(axis=0) / sd * math.sqrt(YEAR), np.nan)[()]
+
+
+def sortino(rets: np.ndarray, risk_free: float = 0.0) -> np.ndarray | float:
+    """Sortino = mean(excess) / sqrt(mean(min(excess, 0)^2) over all bars) * sqrt(252); NaN if 0."""
+    ex = rets - _daily_rf(risk_free)
+    down = np.sqrt(np.mean(np.minimum(ex, 0.0) ** 2, axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(down > 0, ex.mean(axis=0) / down * math.sqrt(YEAR), np.nan)[()]
+
+
+def cagr(equity: np.ndarray, cash: float) -> np.ndarray | float:
+    """CAGR = (final / cash) ** (1 / years) - 1, years = bars / 252; -1 once equity is <= 0."""
+    growth = np.maximum(equity[-1] / cash, 0.0)
+    return (growth ** (YEAR / len(equity)) - 1.0)[()]
+
+
+def drawdown(equity: np.ndarray, cash: float) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Max drawdown from the running peak (cash included), as (fraction, money), both positive."""
+    curve = np.concatenate([np.full((1, *equity.shape[1:]), cash), equity])
+    peak = np.maximum.accumulate(curve, axis=0)
+    return ((peak - curve) / peak).max(axis=0)[()], (peak - curve).max(axis=0)[()]
+
+
+def calmar(cagr_: np.ndarray | float, max_dd: np.ndarray | float) -> np.ndarray | float:
+    """Calmar = CAGR / max drawdown; NaN without a drawdown."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.asarray(max_dd) > 0, cagr_ / np.asarray(max_dd), np.nan)[()]
+
+
+def exposure(positions: np.ndarray) -> np.ndarray | float:
+    """Exposure = share of bars that end with an open position."""
+    return (positions != 0).mean(axis=0)[()]
+
+
+def turnover(traded: np.ndarray, equity: np.ndarray) -> np.ndarray | float:
+    """Turnover = traded notional / mean equity / years (times the book is traded per year)."""
+    return (traded.sum(axis=0) / equity.mean(axis=0) / (len(equity) / YEAR))[()]
+
+
+def trade_stats(pnl: np.ndarray, group: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Closed-trade statistics for k groups (sweep columns) from flat arrays of PnL and group id.
+
+    won = pnl >= 0 (backtrader's rule); win_rate = won / closed; profit_factor = gross profit /
+    gross loss (NaN without a loss); expectancy = mean PnL per trade;
+    SQN = sqrt(N) * mean / std(ddof=1) of trade PnL (NaN if N < 2 or std is 0).
+    """
+    n = np.bincount(group, minlength=k).astype(float)
+    total = np.bincount(group, pnl, minlength=k)
+    squares = np.bincount(group, pnl * pnl, minlength=k)
+    won = np.bincount(group, pnl >= 0, minlength=k)
+    profit = np.bincount(group, np.where(pnl > 0, pnl, 0.0), minlength=k)
+    loss = -np.bincount(group, np.where(pnl < 0, pnl, 0.0), minlength=k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / n
+        var = np.maximum(squares - n * mean * mean, 0.0) / (n - 1)
+        sd = np.sqrt(var)
+        return {
+            "trades_closed": n,
+            "trades_won": won,
+            "trades_lost": n - won,
+            "win_rate": np.where(n > 0, won / n, np.nan),
+            "profit_factor": np.where(loss > 0, profit / loss, np.nan),
+            "expectancy": np.where(n > 0, mean, np.nan),
+            "sqn": np.where((n > 1) & (sd > 1e-12 * np.abs(mean)), np.sqrt(n) * mean / sd, np.nan),
+        }
+
+
+def streaks(won: np.ndarray) -> tuple[int, int]:
+    """Longest runs of consecutive winning and losing trades."""
+    best = {True: 0, False: 0}
+    run, last = 0, None
+    for w in map(bool, won):
+        run = run + 1 if w == last else 1
+        last = w
+        best[w] = max(best[w], run)
+    return best[True], best[False]
+
+
+def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray, traded: np.ndarray,
+                   risk_free: float = 0.0) -> dict[str, Any]:
+    """Equity-curve metrics for one run or for every column of a (bars x combos) matrix."""
+    rets = returns(equity, cash)
+    growth = cagr(equity, cash)
+    dd, dd_money = drawdown(equity, cash)
+    return {
+        "final_value": equity[-1],
+        "pnl": equity[-1] - cash,
+        "total_return": equity[-1] / cash - 1.0,
+        "cagr": growth,
+        "sharpe": sharpe(rets, risk_free),
+        "sortino": sortino(rets, risk_free),
+        "max_drawdown": dd,
+        "max_drawdown_money": dd_money,
+        "calmar": calmar(growth, dd),
+        "exposure": exposure(positions),
+        "turnover": turnover(traded, equity),
+    }
+
+
+def summarize(equity: np.ndarray, cash: float, positions: np.ndarray, traded: np.ndarray,
+              pnl: np.ndarray, trade_returns: np.ndarray, trades_open: int,
+              risk_free: float = 0.0) -> dict[str, Any]:
+    """The metrics dict of one run: equity-curve metrics plus statistics of the closed trades
+    (`pnl` and `trade_returns`, in exit order); open trades are only counted."""
+    out = equity_metrics(equity, cash, positions, traded, risk_free)
+    out.update(trade_stats(pnl, np.zeros(len(pnl), dtype=np.intp), 1))
+    out = {key: _scalar(value) for key, value in out.items()}
+    won_streak, lost_streak = streaks(pnl >= 0)
+    some = len(pnl) > 0
+    out.update({
+        "trades_open": trades_open,
+        "trades_closed": len(pnl),
+        "trades_won": int((pnl >= 0).sum()),
+        "trades_lost": int((pnl < 0).sum()),
+        "pnl_closed": float(pnl.sum()),
+        "win_streak": won_streak,
+        "loss_streak": lost_streak,
+        "avg_trade_return": float(trade_returns.mean()) if some else None,
+        "best_trade_return": float(trade_returns.max()) if some else None,
+        "worst_trade_return": float(trade_returns.min()) if some else None,
+        "bars": len(equity),
+    })
+    return out
+
+
+def benchmark(close: np.ndarray, cash: float, risk_free: float = 0.0) -> dict[str, Any]:
+    """Buy-and-hold of the same symbol and period: all cash in at the first close, no costs."""
+    equity = cash * close / close[0]
+    ones = np.ones(len(equity))
+    traded = np.zeros(len(equity))
+    traded[0] = cash
+    out = equity_metrics(equity, cash, ones, traded, risk_free)
+    return {key: _scalar(v) for key, v in out.items()} | {"trades_closed": 0, "trades_open": 1}
+
+
+def _scalar(value: Any) -> float | None:
+    value = float(np.asarray(value, dtype=float).squeeze())
+    return value if math.isfinite(value) else None
+
+
+def to_json(obj: Any) -> Any:
+    """A JSON-serialisable copy: numpy scalars to Python, NaN/inf to None, dates to ISO strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def report(metrics: Mapping[str, Any]) -> str:
+    """The workshop's report block: the "Trade Analysis Results" table and the summary line that
+    SageMaker's metric regexes `Total PnL:(.*?)]` and `Sharpe Ratio:(.*?),` parse."""
+    def num(key: str) -> float:
+        return metrics.get(key) or 0.0
+    rows = [
+        ["Total Open", "Total Closed", "Total Won", "Total Lost"],
+        [metrics["trades_open"], metrics["trades_closed"], metrics.get("trades_won", 0),
+         metrics.get("trades_lost", 0)],
+        ["Strike Rate", "Win Streak", "Losing Streak", "PnL Net"],
+        [f"{num('win_rate') * 100:.2f}%", metrics.get("win_streak", 0),
+         metrics.get("loss_streak", 0), round(num("pnl_closed"), 2)],
+        ["DrawDown Pct", "MoneyDown", "", ""],
+        [f"{num('max_drawdown') * 100:.2f}%", round(num("max_drawdown_money"), 2), "", ""],
+    ]
+    lines = ["Trade Analysis Results:"]
+    lines += [("{:<15}" * 5).format("", *row) for row in rows]
+    lines.append(f"[SQN:{num('sqn'):.2f}, Sharpe Ratio:{num('sharpe'):.2f}, "
+                 f"Final Portfolio:{num('final_value'):.2f}, Total PnL:{num('pnl'):.2f}]")
+    return "\n".join(lines)
+
+
+def print_report(metrics: Mapping[str, Any]) -> None:
+    """Print `report(metrics)` (what the workshop's containers printed at the end of a run)."""
+    print(report(metrics))

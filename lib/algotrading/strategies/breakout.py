@@ -1,0 +1,69 @@
+"""The workshop's daily breakout: when flat, go long if the close is above the highest close of
+the previous `period` bars (`go_long`), short if below the lowest (`go_short`); a long exits when
+the close falls back below that highest close, a short when it rises above that lowest close.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from algotrading.strategies import Strategy
+
+
+def channel(close: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """Highest and lowest close of the `period` bars before each bar (NaN until they exist)."""
+    high = np.full(len(close), np.nan)
+    low = np.full(len(close), np.nan)
+    if len(close) > period:
+        windows = sliding_window_view(close[:-1], period)
+        high[period:] = windows.max(axis=1)
+        low[period:] = windows.min(axis=1)
+    return high, low
+
+
+def targets(close: np.ndarray, period: int, go_long: bool, go_short: bool) -> np.ndarray:
+    """The breakout position per bar; a plain loop, since each decision depends on the last."""
+    high, low = channel(close, period)
+    enter_long = (go_long & (close > high)).tolist()  # NaN comparisons are False: no decision
+    enter_short = (go_short & (close < low)).tolist()
+    exit_long = (close < high).tolist()
+    exit_short = (close > low).tolist()
+    out = [0] * len(close)
+    side = 0
+    for t in range(len(close)):
+        if side == 0:
+            side = 1 if enter_long[t] else -1 if enter_short[t] else 0
+        elif (side > 0 and exit_long[t]) or (side < 0 and exit_short[t]):
+            side = 0
+        out[t] = side
+    return np.array(out, dtype=np.int8)
+
+
+def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
+    """Targets for many (period, go_long, go_short) sets, one column each."""
+    close = prices["close"].to_numpy(float)
+    cache: dict[tuple, np.ndarray] = {}
+    cols = []
+    for c in combos:
+        key = (int(c["period"]), _flag(c["go_long"]), _flag(c["go_short"]))
+        if key not in cache:
+            cache[key] = targets(close, *key)
+        cols.append(cache[key])
+    return np.stack(cols, axis=1) if cols else np.zeros((len(close), 0), dtype=np.int8)
+
+
+def _flag(value: Any) -> bool:
+    """The workshop passed booleans as the strings "true"/"false"."""
+    return value.lower() == "true" if isinstance(value, str) else bool(value)
+
+
+STRATEGY = Strategy(
+    name="breakout",
+    grid=grid,
+    defaults={"period": 9, "go_long": True, "go_short": True},
+    size=1000,
+)
