@@ -1,0 +1,137 @@
+"""The AWS edge: boto3 clients, stack outputs -> settings, Athena SQL and the Glue table.
+
+boto3 and pyathena are imported inside the functions, so the local backend never needs them.
+Every client honours the standard AWS variables (AWS_ENDPOINT_URL included), which is how the
+tests point the same code at a moto server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from algotrading.config import Settings
+from algotrading.schema import COLUMNS, TABLE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# CloudFormation output key -> (Settings field, the ALGO_* variable that wins over it)
+STACK_OUTPUTS: dict[str, tuple[str, str]] = {
+    "BucketName": ("lake", "ALGO_LAKE"),
+    "DatabaseName": ("database", "ALGO_DATABASE"),
+    "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
+}
+ROLE_OUTPUT = "SageMakerRoleArn"
+ATHENA_OUTPUT_ENV = "ALGO_ATHENA_OUTPUT"
+
+
+def resolve_region(region: str | None = None) -> str | None:
+    """`region`, else AWS_REGION, else AWS_DEFAULT_REGION: botocore itself reads only the last."""
+    env = os.environ
+    return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """A boto3 client; botocore (>= 1.31) applies AWS_ENDPOINT_URL[_<SERVICE>] by itself."""
+    import boto3
+
+    return boto3.client(service, region_name=resolve_region(region))
+
+
+def stack_outputs(stack_name: str, region: str | None = None) -> dict[str, str]:
+    """The stack's outputs by key, from CloudFormation DescribeStacks."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = client("cloudformation", region).describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        raise LookupError(f"CloudFormation stack {stack_name!r}: "
+                          f"{exc.response['Error'].get('Message', exc)}") from exc
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def apply_stack_outputs(settings: Settings, outputs: Mapping[str, str],
+                        explicit: Mapping[str, str] = os.environ) -> Settings:
+    """Settings with the stack's bucket (as the lake root), database and workgroup filled in;
+    a non-empty ALGO_* variable in `explicit` wins over the matching output."""
+    changes: dict[str, str] = {}
+    for output, (field, variable) in STACK_OUTPUTS.items():
+        value = outputs.get(output)
+        if value and not explicit.get(variable):
+            changes[field] = f"s3://{value}" if field == "lake" else value
+    return replace(settings, **changes)
+
+
+def role_arn(outputs: Mapping[str, str]) -> str | None:
+    """The SageMaker execution role the stack created (for training jobs), if it has one."""
+    return outputs.get(ROLE_OUTPUT) or None
+
+
+def athena_sql(text: str, cfg: Settings) -> pd.DataFrame:
+    """Run `text` on Athena in cfg.workgroup / cfg.database and return a DataFrame.
+
+    Results go to the workgroup's result location; ALGO_ATHENA_OUTPUT (an s3:// URL) overrides it.
+    """
+    from pyathena import connect
+    from pyathena.error import ProgrammingError
+    from pyathena.pandas.cursor import PandasCursor
+
+    try:
+        conn = connect(work_group=cfg.workgroup, schema_name=cfg.database,
+                       region_name=resolve_region(cfg.region),
+                       s3_staging_dir=os.environ.get(ATHENA_OUTPUT_ENV) or None,
+                       cursor_class=PandasCursor)
+    except ProgrammingError as exc:
+        raise ValueError("Athena needs a workgroup (ALGO_WORKGROUP or ALGO_STACK) or a result "
+                         f"location ({ATHENA_OUTPUT_ENV}=s3://...)") from exc
+    with conn:
+        return conn.cursor().execute(text).as_pandas()
+
+
+def glue_table_input(database: str, bucket_prefix: str) -> dict[str, Any]:
+    """`DatabaseName` and `TableInput` of the hist_data_daily table over `<lake>/hist_data_daily/`,
+    built from schema.COLUMNS: the arguments of Glue CreateTable and the properties of an
+    AWS::Glue::Table, so the CloudFormation template can be checked against this one definition.
+
+    The lake's CSV is unquoted with one header line: LazySimpleSerDe with the header skipped.
+    """
+    return {
+        "DatabaseName": database,
+        "TableInput": {
+            "Name": TABLE,
+            "TableType": "EXTERNAL_TABLE",
+            "Parameters": {"classification": "csv", "skip.header.line.count": "1",
+                           "EXTERNAL": "TRUE"},
+            "StorageDescriptor": {
+                "Columns": [{"Name": name, "Type": kind} for name, kind in COLUMNS],
+                "Location": f"{bucket_prefix.rstrip('/')}/{TABLE}/",
+                "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+                "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+                "SerdeInfo": {
+                    "SerializationLibrary": "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+                    "Parameters": {"field.delim": ",", "serialization.format": ","},
+                },
+            },
+        },
+    }
+
+
+def ensure_glue_table(cfg: Settings) -> dict[str, Any]:
+    """Create (or bring up to date) the Glue database and hist_data_daily table over cfg's S3
+    lake, so Athena sees what was ingested without a stack update; returns the table input."""
+    if not cfg.lake_is_s3:
+        raise ValueError(f"the Glue table needs an s3:// lake; ALGO_LAKE is {cfg.lake!r}")
+    glue = client("glue", cfg.region)
+    spec = glue_table_input(cfg.database, cfg.lake_path())
+    try:
+        glue.get_database(Name=cfg.database)
+    except glue.exceptions.EntityNotFoundException:
+        glue.create_database(DatabaseInput={"Name": cfg.database})
+    try:
+        glue.create_table(**spec)
+    except glue.exceptions.AlreadyExistsException:
+        glue.update_table(**spec)
+    return spec
