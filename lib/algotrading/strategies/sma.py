@@ -15,42 +15,36 @@ import pandas as pd
 from algotrading.strategies import Strategy
 
 
-def moving_averages(close: np.ndarray, periods: set[int]) -> dict[int, np.ndarray]:
-    """Simple moving average per period via one cumulative sum (NaN before the window is full)."""
+def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Simple moving averages, one column per period, via one cumulative sum (NaN until full)."""
     csum = np.concatenate([[0.0], np.cumsum(close)])
-    out = {}
-    for n in periods:
-        ma = np.full(len(close), np.nan)
-        ma[n - 1:] = (csum[n:] - csum[:-n]) / n
-        out[n] = ma
+    out = np.full((len(close), len(periods)), np.nan)
+    for j, n in enumerate(periods):
+        out[n - 1:, j] = (csum[n:] - csum[:-n]) / n
     return out
 
 
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
     close = prices["close"].to_numpy(float)
-    fast = np.array([int(c["fast_period"]) for c in combos])
-    slow = np.array([int(c["slow_period"]) for c in combos])
-    mas = moving_averages(close, set(fast) | set(slow))
-    diff = np.stack([mas[f] for f in fast], axis=1) - np.stack([mas[s] for s in slow], axis=1)
+    fast = np.array([int(c["fast_period"]) for c in combos], dtype=int)
+    slow = np.array([int(c["slow_period"]) for c in combos], dtype=int)
+    periods, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
+    mas = moving_averages(close, periods)
+    diff = mas[:, index[:len(combos)]] - mas[:, index[len(combos):]]
     # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
     # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
     for t, j in zip(*np.nonzero(np.abs(diff) <= 1e-9 * close[:, None]), strict=True):
         diff[t, j] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
                       - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
-    side = np.sign(diff)
+    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
     first = np.maximum(fast, slow) - 1  # first decision bar per combo
-    cols = np.arange(len(combos))
-    live = first < len(close)
-    start = side[first[live], cols[live]]
-    side[first[live], cols[live]] = np.where(start == 0, -1.0, start)  # flat and a tie: short
-    rows = np.arange(len(close))[:, None]
-    known = (side != 0) & ~np.isnan(side) & (rows >= first)
-    last = np.maximum.accumulate(np.where(known, rows, 0), axis=0)
-    out = np.where(rows >= first, side[last, cols], 0.0)
+    # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
+    tie_t, tie_j = np.nonzero(diff == 0)
+    for t, j in sorted(zip(tie_t.tolist(), tie_j.tolist(), strict=True), key=lambda x: x[::-1]):
+        out[t, j] = -1 if t == first[j] else out[t - 1, j]
     long_only = np.array([bool(c.get("long_only", False)) for c in combos])
-    out = np.where(long_only & (out < 0), 0.0, out)
-    return out.astype(np.int8)
+    return np.where(long_only & (out < 0), 0, out).astype(np.int8)
 
 
 def _valid(params: Mapping[str, Any]) -> bool:
