@@ -146,7 +146,7 @@ def key(sym: str) -> str:
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     """One symbol's rows in the lake's CSV form (header dt,sym,open,high,low,close,vol)."""
     buf = io.StringIO()
-    frame.loc[:, list(NAMES)].to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
+    frame.loc[:, list(NAMES)].to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue().encode()
 
 

@@ -41,12 +41,14 @@ class Batch:
     frame: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
     origin: str = ""
+    repaired: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
-        """One row per symbol: rows kept, dropped, first and last date."""
+        """One row per symbol: rows kept, dropped, repaired, first and last date."""
         g = self.frame.groupby("sym")["dt"]
         out = pd.DataFrame({"rows": g.size(), "first": g.min(), "last": g.max()})
         out.insert(1, "dropped", [self.dropped.get(s, 0) for s in out.index])
+        out.insert(2, "repaired", [self.repaired.get(s, 0) for s in out.index])
         return out
 
 
@@ -183,6 +185,8 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
 
     Day i is 2012-08-13 + i calendar days. Weekend/holiday rows are forward-filled copies of the
     previous row (volume included); they are not trading days and are dropped and counted.
+    Three rows of the file (AAPL 2015-04-30, INTC 2014-01-21 and 2014-08-05) have an open above
+    the high; their high/low are widened to contain open and close, and counted as repaired.
     """
     import h5py
 
@@ -203,11 +207,16 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
         raise DataError(origin, f"history has shape {history.shape}; want (symbols, days, 5)")
     dates = (PUBLIC_START + pd.to_timedelta(np.arange(history.shape[1]), unit="D")).strftime(
         "%Y-%m-%d")
-    frames, dropped = [], {}
+    frames, dropped, repaired = [], {}, {}
     for k, sym in enumerate(names):
         if symbols and sym not in symbols:
             continue
-        bars = history[k]
+        bars = history[k].copy()
+        o, c = bars[:, 0], bars[:, 3]
+        bad = (bars[:, 1] < np.maximum(o, c)) | (bars[:, 2] > np.minimum(o, c))
+        repaired[sym] = int(bad.sum())
+        bars[:, 1] = np.maximum(bars[:, 1], np.maximum(o, c))
+        bars[:, 2] = np.minimum(bars[:, 2], np.minimum(o, c))
         repeat = np.zeros(len(bars), dtype=bool)
         repeat[1:] = (bars[1:] == bars[:-1]).all(axis=1)
         dropped[sym] = int(repeat.sum())
@@ -216,7 +225,7 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
         frame.insert(0, "sym", sym)
         frame.insert(0, "dt", dates[keep])
         frames.append(validate(frame, origin, pd.Series(np.flatnonzero(keep))))
-    return Batch(pd.concat(frames, ignore_index=True), dropped, origin)
+    return Batch(pd.concat(frames, ignore_index=True), dropped, origin, repaired)
 
 
 def read_csv(path: str, columns: Mapping[str, str] | None = None,

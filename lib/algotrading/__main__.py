@@ -1,0 +1,5 @@
+import sys
+
+from algotrading.cli import main
+
+sys.exit(main())

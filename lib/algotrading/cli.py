@@ -1,0 +1,173 @@
+"""The `algotrading` command: ingest, query, backtest, sweep, run. Errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+
+def _value(text: str) -> object:
+    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} {item!r}: want key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[object]]:
+    """`k=a:b[:step]` (inclusive range) or `k=v1,v2,...` -> {k: [values]}."""
+    grid: dict[str, list[object]] = {}
+    for key, spec in _pairs(items, "--grid").items():
+        if ":" in spec:
+            parts = [_value(p) for p in spec.split(":")]
+            if len(parts) not in (2, 3) or not all(isinstance(p, int | float) for p in parts):
+                raise ValueError(f"--grid {key}={spec}: want a:b or a:b:step with numbers")
+            lo, hi, step = (*parts, 1) if len(parts) == 2 else parts
+            if step <= 0 or hi < lo:
+                raise ValueError(f"--grid {key}={spec}: want a <= b and step > 0")
+            count = int(round((hi - lo) / step)) + 1
+            grid[key] = [lo + i * step for i in range(count) if lo + i * step <= hi + 1e-12]
+        else:
+            grid[key] = [_value(v) for v in spec.split(",")]
+    return grid
+
+
+def _print_frame(frame: pd.DataFrame, fmt: str) -> None:
+    if fmt == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        with pd.option_context("display.max_rows", 200, "display.width", 200):
+            print(frame.to_string(index=False))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from algotrading import lake, sources
+
+    batch = sources.read(args.source, args.path, args.symbols)
+    written = lake.write(batch.frame, lake=args.lake)
+    print(batch.summary().to_string())
+    print(f"ingested {len(batch.frame)} rows for {len(written)} symbol(s): {' '.join(written)}")
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from algotrading import query
+
+    _print_frame(query.sql(args.sql), args.format)
+
+
+def _prices(args: argparse.Namespace) -> pd.DataFrame:
+    from algotrading import query
+
+    return query.load_prices(args.symbol, args.start, args.end)
+
+
+def cmd_backtest(args: argparse.Namespace) -> None:
+    from algotrading import backtest, metrics
+
+    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    result = backtest.run(args.strategy, _prices(args), **params)
+    if args.json:
+        print(json.dumps(metrics.to_json(result), sort_keys=True))
+    else:
+        print(metrics.report_block(result))
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from algotrading import backtest
+
+    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), **params)
+    if args.sort:
+        table = table.sort_values(args.sort, ascending=False)
+    _print_frame(table.head(args.top) if args.top else table, args.format)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from algotrading import pipeline
+
+    params = {k: _value(v) for k, v in _pairs(args.parameter, "-p").items()}
+    pipeline.run(only=args.only, parameters=params, update_notebooks=args.update_notebooks)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="algotrading", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="load a source into the lake")
+    s.add_argument("source", choices=("sample", "adx", "public", "csv"))
+    s.add_argument("path", nargs="?", help="folder, file, URL or s3:// prefix of the source")
+    s.add_argument("--symbols", nargs="+", help="only these symbols")
+    s.add_argument("--lake", help="lake folder or s3:// prefix (default: ALGO_LAKE)")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("query", help="run SQL on the lake (DuckDB or Athena)")
+    s.add_argument("sql")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.set_defaults(func=cmd_query)
+
+    for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
+        s = sub.add_parser(name, help=f"{name} a strategy on one symbol from the lake")
+        s.add_argument("strategy")
+        s.add_argument("--symbol", required=True)
+        s.add_argument("--start")
+        s.add_argument("--end")
+        s.add_argument("--param", action="append", metavar="K=V",
+                       help="strategy or engine parameter (repeatable)")
+        s.set_defaults(func=func)
+        if name == "backtest":
+            s.add_argument("--json", action="store_true", help="print one JSON object")
+        else:
+            s.add_argument("--grid", action="append", required=True, metavar="K=A:B[:STEP]")
+            s.add_argument("--sort", help="sort by this metric, best first")
+            s.add_argument("--top", type=int, help="print only the first N rows")
+            s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    s = sub.add_parser("run", help="execute every notebook into runs/latest with a report")
+    s.add_argument("--only", nargs="+", help="only notebooks whose path contains these")
+    s.add_argument("-p", "--parameter", action="append", metavar="K=V",
+                   help="papermill parameter for the notebooks that declare it")
+    s.add_argument("--update-notebooks", action="store_true",
+                   help="write the executed outputs back into the committed notebooks")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("algotrading: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for the user; ALGO_DEBUG=1 shows the traceback
+        if os.environ.get("ALGO_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"algotrading: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
