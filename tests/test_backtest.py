@@ -1,0 +1,219 @@
+"""Engine semantics on tiny hand-made frames, and the strategies' rules by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from algotrading import backtest, metrics, schema, sources
+from algotrading.strategies import breakout, get, sma
+
+
+def frame(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
+    a = np.array(rows, dtype=float)
+    return pd.DataFrame({"open": a[:, 0], "high": a[:, 1], "low": a[:, 2], "close": a[:, 3],
+                         "vol": 1.0},
+                        index=pd.date_range("2021-01-04", periods=len(a), freq="B", name="dt"))
+
+
+# opens 10..15, closes open + 0.5
+STEPS = frame([(o, o + 1, o - 1, o + 0.5) for o in (10.0, 11, 12, 13, 14, 15)])
+LOOP = {"max_bars": 10**9}  # a holding limit that never binds: forces the bar-by-bar loop
+
+
+@pytest.fixture(scope="module")
+def gspc() -> pd.DataFrame:
+    return schema.to_prices(sources.read("sample").frame, "GSPC")
+
+
+@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
+def test_decision_at_close_fills_at_next_open(extra):
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, **extra)
+    (trade,) = r.trades.itertuples()
+    assert (trade.entry_date, trade.entry_price) == (STEPS.index[1], 11.0)
+    assert (trade.exit_date, trade.exit_price) == (STEPS.index[3], 13.0)
+    assert (trade.side, trade.size, trade.pnl, trade.bars_held) == ("long", 10, 20.0, 2)
+    assert trade.exit_reason == "signal" and trade.status == "closed"
+    assert r.trades["return"].iloc[0] == pytest.approx(20.0 / (10 * 11.0))
+    np.testing.assert_allclose(r.equity, [1e5, 1e5 + 5, 1e5 + 15, 1e5 + 20, 1e5 + 20, 1e5 + 20])
+    np.testing.assert_array_equal(r.positions, [0, 10, 10, 0, 0, 0])
+    assert r.metrics["final_value"] == pytest.approx(100_020.0)
+
+
+@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
+def test_same_close_fill_option(extra):
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, fill="close", **extra)
+    (trade,) = r.trades.itertuples()
+    assert (trade.entry_date, trade.entry_price) == (STEPS.index[0], 10.5)
+    assert (trade.exit_date, trade.exit_price) == (STEPS.index[2], 12.5)
+    assert trade.bars_held == 2 and r.metrics["final_value"] == pytest.approx(100_020.0)
+
+
+def test_bad_fill_and_double_sizing_are_refused():
+    with pytest.raises(ValueError, match="fill"):
+        backtest.run(np.zeros(6), STEPS, fill="vwap")
+    with pytest.raises(ValueError, match="either size"):
+        backtest.run(np.zeros(6), STEPS, size=1, fraction=0.5)
+
+
+ENTRY = [(100, 100, 100, 100), (100, 102, 99, 101)]  # long decided on bar 0, filled at 100
+
+
+@pytest.mark.parametrize(("bar", "side", "price", "reason"), [
+    ((90, 92, 88, 91), 1, 90.0, "stop_loss"),  # gap through the stop: the open
+    ((100, 101, 94, 96), 1, 95.0, "stop_loss"),  # inside the bar: the level
+    ((100, 111, 94, 100), 1, 95.0, "stop_loss"),  # stop and target in one bar: stop first
+    ((115, 116, 114, 115), 1, 115.0, "take_profit"),  # gap through the target: the open
+    ((100, 111, 99, 105), 1, 110.0, "take_profit"),
+    ((100, 106, 99, 100), -1, 105.0, "stop_loss"),  # short: stop above
+    ((100, 101, 89, 95), -1, 90.0, "take_profit"),  # short: target below
+    ((112, 113, 111, 112), -1, 112.0, "stop_loss"),  # short: gap up through the stop
+])
+def test_stops_and_targets(bar, side, price, reason):
+    prices = frame([*ENTRY, bar, (100, 100, 100, 100)])
+    r = backtest.run(np.full(4, side), prices, size=10, stop_loss=0.05, take_profit=0.10)
+    first = r.trades.iloc[0]
+    assert (first.exit_date, first.exit_reason) == (prices.index[2], reason)
+    assert first.exit_price == pytest.approx(price, rel=1e-12)
+    assert first.pnl == pytest.approx(10 * side * (price - 100.0))
+    assert len(r.trades) == 1  # no re-entry while the strategy still wants the same position
+
+
+def test_stopped_out_position_reenters_only_after_the_target_changes():
+    prices = frame([*ENTRY, (90, 92, 88, 91)] + [(91, 92, 90, 91)] * 4)
+    r = backtest.run(np.array([1, 1, 1, 1, 0, 1, 1]), prices, size=10, stop_loss=0.05)
+    assert list(r.trades["exit_reason"]) == ["stop_loss", "open"]
+    assert r.trades["entry_date"].iloc[1] == prices.index[6]
+
+
+@pytest.mark.parametrize("fill", ["open", "close"])
+def test_max_holding_period(fill):
+    r = backtest.run(np.ones(6), STEPS, size=10, max_bars=2, fill=fill)
+    (trade,) = r.trades.itertuples()
+    assert trade.bars_held == 2 and trade.exit_reason == "max_bars"
+    assert trade.entry_date == STEPS.index[0 if fill == "close" else 1]
+
+
+@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
+def test_commission_per_share_and_bps(extra):
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, commission_per_share=0.01,
+                     commission_bps=10, **extra)
+    entry = 10 * 0.01 + 110 * 0.001
+    leave = 10 * 0.01 + 130 * 0.001
+    assert r.trades["commission"].iloc[0] == pytest.approx(entry + leave)
+    assert r.trades["pnl"].iloc[0] == pytest.approx(20 - entry - leave)
+    assert r.metrics["final_value"] == pytest.approx(100_020 - entry - leave)
+
+
+@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
+def test_slippage_moves_every_fill_against_us(extra):
+    r = backtest.run(np.array([1, 1, -1, -1, 0, 0]), STEPS, size=10, slippage_bps=50, **extra)
+    long, short = r.trades.itertuples()
+    assert long.entry_price == pytest.approx(11 * 1.005)
+    assert long.exit_price == short.entry_price == pytest.approx(13 * 0.995)  # sell 20 at once
+    assert short.exit_price == pytest.approx(15 * 1.005)
+    assert short.side == "short" and short.pnl == pytest.approx(10 * (13 * 0.995 - 15 * 1.005))
+
+
+def test_fraction_sizing_buys_whole_shares_with_equity_at_the_decision_close():
+    prices = frame([(30, 30, 30, 30), (31, 31, 31, 31), (32, 32, 32, 32)])
+    r = backtest.run(np.ones(3), prices, cash=1000, fraction=0.5)
+    assert r.trades["size"].iloc[0] == 16  # floor(500 / 30)
+    r = backtest.run(np.ones(3), prices, cash=1000, fraction=0.5, whole_shares=False)
+    assert r.trades["size"].iloc[0] == pytest.approx(500 / 30)
+
+
+@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
+def test_open_position_at_the_end_is_marked_to_the_last_close(extra):
+    r = backtest.run(np.array([0, 0, 0, -1, -1, -1]), STEPS, size=10, **extra)
+    (trade,) = r.trades.itertuples()
+    assert (trade.status, trade.exit_reason, trade.side) == ("open", "open", "short")
+    assert (trade.exit_date, trade.exit_price) == (STEPS.index[-1], 15.5)
+    assert trade.pnl == pytest.approx(10 * (14 - 15.5))
+    assert r.metrics["trades_open"] == 1 and r.metrics["trades_closed"] == 0
+    assert r.metrics["final_value"] == pytest.approx(1e5 + trade.pnl)
+
+
+def test_no_trades_gives_defined_json_metrics():
+    r = backtest.run(np.zeros(6), STEPS)
+    assert r.trades.empty and r.metrics["trades_closed"] == 0
+    assert r.metrics["final_value"] == 1e5 and r.metrics["sharpe"] is None
+    json.dumps(metrics.to_json(r.metrics), allow_nan=False)
+
+
+def test_portfolio_shares_cash_equal_weight():
+    a = frame([(10, 10, 10, 10)] * 3 + [(12, 12, 12, 12)])
+    b = frame([(20, 20, 20, 20)] * 4)
+    r = backtest.run_portfolio(lambda prices: np.ones(len(prices)), {"A": a, "B": b})
+    assert list(r.positions.columns) == ["A", "B"]
+    np.testing.assert_array_equal(r.positions.iloc[1], [5000, 2500])  # half the equity each
+    assert r.equity.iloc[-1] == pytest.approx(100_000 + 5000 * 2)
+    assert set(r.trades["symbol"]) == {"A", "B"} and r.metrics["trades_open"] == 2
+    r = backtest.run_portfolio(lambda prices: np.ones(len(prices)), {"A": a, "B": b}, size=100)
+    np.testing.assert_array_equal(r.positions.iloc[-1], [100, 100])
+    assert r.equity.iloc[-1] == pytest.approx(100_000 + 100 * 2)
+
+
+def test_portfolio_of_the_sample_symbols(gspc):
+    ixic = schema.to_prices(sources.read("sample").frame, "IXIC")
+    r = backtest.run_portfolio("sma", {"GSPC": gspc, "IXIC": ixic}, fraction=0.9)
+    cash = r.equity - (r.positions * pd.concat([gspc.close, ixic.close], axis=1).to_numpy()).sum(axis=1)
+    assert cash.min() > -0.2 * r.equity.max()  # each symbol uses ~45 %: little or no borrowing
+    assert r.metrics["trades_closed"] > 100 and r.metrics["benchmark"]["trades_open"] == 1
+
+
+@pytest.mark.parametrize(("name", "extra"), [("sma", {}), ("breakout", {}),
+                                             ("sma", {"stop_loss": 0.02, "fraction": 0.5})])
+def test_no_look_ahead_future_bars_never_change_earlier_decisions(gspc, name, extra):
+    params = extra if "fraction" in extra else {"size": 10}
+    base = backtest.run(name, gspc, **params)
+    for k in (500, 2500):
+        changed = gspc.copy()
+        rng = np.random.default_rng(k)
+        changed.iloc[k + 1:] = changed.iloc[k + 1:] * rng.uniform(0.5, 1.5, (len(gspc) - k - 1, 1))
+        other = backtest.run(name, changed, **params)
+        pd.testing.assert_series_equal(base.equity.iloc[:k + 1], other.equity.iloc[:k + 1])
+        pd.testing.assert_series_equal(base.positions.iloc[:k + 1], other.positions.iloc[:k + 1])
+        assert not base.equity.iloc[k + 2:].equals(other.equity.iloc[k + 2:])
+
+
+def test_vectorised_and_loop_paths_agree_on_real_data(gspc):
+    fast = backtest.run("sma", gspc, size=10, commission_bps=5, slippage_bps=3)
+    slow = backtest.run("sma", gspc, size=10, commission_bps=5, slippage_bps=3, **LOOP)
+    np.testing.assert_allclose(fast.equity, slow.equity, rtol=1e-12)
+    pd.testing.assert_frame_equal(fast.trades, slow.trades, rtol=1e-12)
+
+
+def test_start_keeps_history_for_indicators_only(gspc):
+    r = backtest.run("sma", gspc, size=10, start="2010-01-04", slow_period=200)
+    assert r.equity.index[0] == pd.Timestamp("2010-01-04")
+    assert r.trades["entry_date"].iloc[0] == pd.Timestamp("2010-01-05")  # no warm-up wasted
+
+
+def test_sma_rules_by_hand():
+    c = np.array([1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1.0])
+    prices = frame([(x, x, x, x) for x in c])
+    # first decision on bar 2 (a tie while flat: short); ties keep; 1.5 > 4/3 -> long; ...
+    expected = [0, 0, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1]
+    assert sma.STRATEGY.targets(prices, fast_period=2, slow_period=3).tolist() == expected
+    long_only = [0 if x < 0 else x for x in expected]
+    assert get("sma").targets(prices, fast_period=2, slow_period=3,
+                              long_only=True).tolist() == long_only
+
+
+def test_breakout_rules_by_hand():
+    c = [5, 4, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 3.0]
+    prices = frame([(x, x, x, x) for x in c])
+    expected = [0, 0, 0, 0, 1, 1, 1, 0, -1, -1, -1, -1, 0]
+    assert breakout.STRATEGY.targets(prices, period=3).tolist() == expected
+    only_long = breakout.STRATEGY.targets(prices, period=3, go_short="false").tolist()
+    assert only_long == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_unknown_strategy_or_parameter_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        backtest.run("nope", STEPS)
+    with pytest.raises(TypeError, match="no parameter"):
+        backtest.run("sma", STEPS, fast=3)
