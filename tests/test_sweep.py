@@ -1,0 +1,112 @@
+"""Sweeps equal single runs; in-sample selection and walk-forward never see test data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from algotrading import backtest, metrics, schema, sources
+
+GRID = {"fast_period": range(5, 51, 5), "slow_period": range(20, 201, 20)}
+
+
+@pytest.fixture(scope="module")
+def gspc() -> pd.DataFrame:
+    return schema.to_prices(sources.read("sample").frame, "GSPC").iloc[-2000:]
+
+
+def _same(row: pd.Series, m: dict) -> None:
+    for key in metrics.KEYS:
+        ours, theirs = row[key], m[key]
+        if theirs is None:
+            assert np.isnan(ours), key
+        else:
+            assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-9), key
+
+
+@pytest.mark.parametrize("costs", [{}, {"commission_bps": 5, "commission_per_share": 0.01,
+                                        "slippage_bps": 2}])
+def test_vectorised_sweep_rows_equal_single_runs(gspc, costs):
+    table = backtest.sweep("sma", gspc, GRID, size=10, **costs)
+    assert len(table) == sum(f < s for f in GRID["fast_period"] for s in GRID["slow_period"])
+    assert (table["fast_period"] < table["slow_period"]).all()
+    for i in (0, 7, 33, len(table) - 1):
+        row = table.iloc[i]
+        result = backtest.run("sma", gspc, size=10, fast_period=int(row["fast_period"]),
+                              slow_period=int(row["slow_period"]), **costs)
+        _same(row, result.metrics)
+        assert row["trades_closed"] == result.metrics["trades_closed"] > 0
+
+
+def test_breakout_and_long_only_sweeps_equal_runs(gspc):
+    table = backtest.sweep("breakout", gspc, {"period": [5, 20, 60], "go_short": [True, False]},
+                           size=10)
+    for row in table.itertuples():
+        m = backtest.run("breakout", gspc, size=10, period=row.period, go_short=row.go_short)
+        assert row.final_value == pytest.approx(m.metrics["final_value"], rel=1e-12)
+        assert row.trades_closed == m.metrics["trades_closed"]
+    table = backtest.sweep("sma", gspc, GRID, size=10, long_only=True)
+    row = table.iloc[12]
+    m = backtest.run("sma", gspc, size=10, long_only=True, fast_period=int(row["fast_period"]),
+                     slow_period=int(row["slow_period"])).metrics
+    _same(row, m)
+
+
+def test_path_dependent_sweeps_loop_over_run(gspc):
+    grid = {"fast_period": [10, 20], "slow_period": [50], "stop_loss": [0.03, 0.1]}
+    table = backtest.sweep("sma", gspc, grid, fraction=0.5)
+    assert len(table) == 4 and list(table.columns[:3]) == list(grid)
+    m = backtest.run("sma", gspc, fraction=0.5, fast_period=20, slow_period=50, stop_loss=0.1)
+    _same(table.iloc[3], m.metrics)
+
+
+def test_best_picks_the_top_row_by_metric():
+    table = pd.DataFrame({"period": [5, 10, 20], "sharpe": [0.5, np.nan, 0.9],
+                          "max_drawdown": [0.1, 0.3, 0.2]})
+    assert backtest.best(table) == {"period": 20}
+    assert backtest.best(table, "max_drawdown", maximize=False) == {"period": 5}
+    with pytest.raises(ValueError, match="no combination"):
+        backtest.best(table.assign(sharpe=np.nan))
+
+
+def test_split_is_chronological_and_complete(gspc):
+    train, valid, test = backtest.split(gspc, 0.6, 0.2)
+    assert len(train) == 1200 and len(valid) == 400 and len(test) == 400
+    assert train.index[-1] < valid.index[0] and valid.index[-1] < test.index[0]
+    with pytest.raises(ValueError):
+        backtest.split(gspc, 0.9, 0.2)
+
+
+SMALL = {"fast_period": [5, 10, 20], "slow_period": [50, 100]}
+
+
+def test_walk_forward_chooses_on_in_sample_data_only(gspc):
+    wf = backtest.walk_forward("sma", gspc, SMALL, train_bars=1000, test_bars=500, size=10)
+    assert len(wf) == 2
+    assert list(wf["test_start"]) == [gspc.index[1000], gspc.index[1500]]
+    assert wf["train_start"].iloc[1] == gspc.index[500]  # rolling window
+    first = wf.iloc[0]
+    table = backtest.sweep("sma", gspc.iloc[:1000], SMALL, size=10)
+    choice = backtest.best(table)
+    assert {k: first[k] for k in choice} == choice
+    oos = backtest.run("sma", gspc.iloc[:1500], size=10, start=gspc.index[1000], **choice)
+    assert first["final_value"] == pytest.approx(oos.metrics["final_value"])
+    # Scrambling everything after the training window cannot change what was chosen.
+    changed = gspc.copy()
+    rng = np.random.default_rng(0)
+    changed.iloc[1000:] = changed.iloc[1000:] * rng.uniform(0.8, 1.2, (1000, 1))
+    again = backtest.walk_forward("sma", changed, SMALL, train_bars=1000, test_bars=500, size=10)
+    assert {k: again.iloc[0][k] for k in choice} == choice
+    assert again.iloc[0]["in_sample_sharpe"] == first["in_sample_sharpe"]
+    assert again.iloc[0]["final_value"] != first["final_value"]
+
+
+def test_anchored_walk_forward_warms_up_on_history(gspc):
+    wf = backtest.walk_forward("sma", gspc, SMALL, train_bars=1000, test_bars=500, size=10,
+                               anchored=True)
+    assert (wf["train_start"] == gspc.index[0]).all()
+    oos = backtest.run("sma", gspc.iloc[:2000], size=10, start=gspc.index[1500],
+                       **{k: int(wf.iloc[1][k]) for k in SMALL})
+    # indicators come from history, so the window trades from its first bar on
+    assert oos.trades["entry_date"].iloc[0] == gspc.index[1501]
+    assert wf.iloc[1]["final_value"] == pytest.approx(oos.metrics["final_value"])
