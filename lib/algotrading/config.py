@@ -66,10 +66,11 @@ def settings(**overrides: object) -> Settings:
         stack=env.get("ALGO_STACK") or None,
         public_data=env.get("ALGO_PUBLIC_DATA") or None,
         run_dir=env.get("ALGO_RUN_DIR", "runs/latest"),
-    ).with_(**overrides)
-    if base.stack:
+    )
+    stack = overrides.get("stack") or base.stack
+    if stack:
         from algotrading import aws
 
-        outputs = aws.stack_outputs(base.stack, region=base.region)
+        outputs = aws.stack_outputs(str(stack), region=base.region)
         base = aws.apply_stack_outputs(base, outputs, explicit=env)
-    return base
+    return base.with_(**overrides)

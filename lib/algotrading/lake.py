@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from algotrading.schema import NAMES, TABLE, DataError, validate
+from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, validate
 
 
 class LocalStore:
@@ -188,7 +188,7 @@ def read(sym: str, lake: str | None = None, store: Store | None = None) -> pd.Da
     data = store.get(key(sym))
     if data is None:
         raise DataError(store.describe(key(sym)), f"symbol {sym} is not in the lake; ingest it")
-    return pd.read_csv(io.BytesIO(data), dtype={"dt": str, "sym": str})
+    return pd.read_csv(io.BytesIO(data), dtype={"dt": str, "sym": str} | dict.fromkeys(NUMERIC, float))
 
 
 def read_all(syms: Iterable[str] | None = None, lake: str | None = None,

@@ -36,9 +36,10 @@ class DataError(ValueError):
 
 
 def _row(frame: pd.DataFrame, mask: np.ndarray | pd.Series, rows: pd.Series | None) -> str:
-    """'row N (dt)' of the first True in mask; N is the 1-based data row in the source file."""
+    """'line N (dt)' (N: line in the source file) or 'row N (dt)' (1-based row of an in-memory
+    frame) of the first True in mask."""
     i = int(np.flatnonzero(np.asarray(mask))[0])
-    label = f"row {int(rows.iloc[i])}" if rows is not None else f"row {i + 1}"
+    label = f"line {int(rows.iloc[i])}" if rows is not None else f"row {i + 1}"
     dt = frame["dt"].iloc[i]
     return f"{label} ({dt})" if isinstance(dt, str) and dt else label
 
@@ -47,7 +48,7 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
     """Check a frame against the canonical schema and return it typed and sorted.
 
     `origin` names the file (or source) in errors; `rows` gives each row's line number in the
-    source so an error points at the row a person would open. Raises DataError on the first problem.
+    source file so an error points at the line a person would open. Raises DataError on the first problem.
     """
     if frame.empty:
         raise DataError(origin, "no data rows (empty file)")
@@ -64,7 +65,7 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         sym = frame["sym"].iloc[i]
-        where = f"row {int(rows.iloc[i])}" if rows is not None else f"row {i + 1}"
+        where = f"line {int(rows.iloc[i])}" if rows is not None else f"row {i + 1}"
         raise DataError(origin, f"column dt: unparseable date {raw_dt.iloc[i]!r} (want YYYY-MM-DD)",
                         sym, where)
     frame["dt"] = parsed.dt.strftime("%Y-%m-%d")

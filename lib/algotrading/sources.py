@@ -146,7 +146,8 @@ def read_adx(path: str, symbols: list[str] | None = None) -> Batch:
         _check_numeric(frame, origin, sym, rows)
         frames.append(validate(_adjust(frame, raw["adjusted_close"]), origin, rows))
     if not frames:
-        raise DataError(path, "no daily_adjusted_<SYM>.csv files found")
+        wanted = f" for {', '.join(symbols)}" if symbols else ""
+        raise DataError(path, f"no daily_adjusted_<SYM>.csv files found{wanted}")
     return Batch(pd.concat(frames, ignore_index=True), origin=path)
 
 
@@ -224,7 +225,7 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
         frame = pd.DataFrame(bars[keep], columns=["open", "high", "low", "close", "vol"])
         frame.insert(0, "sym", sym)
         frame.insert(0, "dt", dates[keep])
-        frames.append(validate(frame, origin, pd.Series(np.flatnonzero(keep))))
+        frames.append(validate(frame, origin))
     return Batch(pd.concat(frames, ignore_index=True), dropped, origin, repaired)
 
 

@@ -1,0 +1,107 @@
+"""The command line: ingest/query work, and every kind of bad input gives one clear line, a
+non-zero exit and an untouched lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from algotrading.cli import main, parse_grid
+
+from helpers import ADX_HEADER, adx_rows, snapshot, write_adx
+
+
+@pytest.fixture
+def lake_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "lake"
+    monkeypatch.setenv("ALGO_LAKE", str(folder))
+    assert main(["ingest", "sample"]) == 0
+    return folder
+
+
+def _bad(folder: Path, edit) -> Path:
+    rows = adx_rows(6)
+    lines = [ADX_HEADER] + [",".join(str(v) for v in row) for row in reversed(rows)]
+    edit(lines)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "daily_adjusted_BAD.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _cell(lines, row, col, value):
+    cells = lines[row].split(",")
+    cells[col] = value
+    lines[row] = ",".join(cells)
+
+
+BAD_INPUTS = {
+    "missing column": (lambda ls: ls.__setitem__(slice(None), [",".join(x.split(",")[:6])
+                                                             for x in ls]), "missing column(s) volume"),
+    "unparseable date": (lambda ls: _cell(ls, 3, 0, "2020/31/01"), "line 4: column dt: unparseable date"),
+    "duplicate date": (lambda ls: ls.__setitem__(2, ls[3]), "duplicate date"),
+    "NaN price": (lambda ls: _cell(ls, 2, 4, "NaN"),
+                  "line 3 (2020-01-10): column close: not a finite number"),
+    "high < low": (lambda ls: (_cell(ls, 4, 2, "90"), _cell(ls, 4, 3, "95")),
+                   "line 5 (2020-01-08): high < max(open, close)"),
+    "negative volume": (lambda ls: _cell(ls, 5, 6, "-10"), "line 6 (2020-01-07): vol must be >= 0"),
+    "empty file": (lambda ls: ls.clear(), "no data rows (empty file)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_adx_input_is_one_line_and_lake_is_unchanged(case, lake_dir, tmp_path, capsys):
+    edit, expected = BAD_INPUTS[case]
+    folder = _bad(tmp_path / "adx", edit)
+    write_adx(folder, "GOOD", adx_rows(6))  # a good file beside it must not be written either
+    before = snapshot(lake_dir)
+    capsys.readouterr()
+    assert main(["ingest", "adx", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("algotrading: error: ")
+    assert "daily_adjusted_BAD.csv" in err and expected in err
+    assert snapshot(lake_dir) == before
+
+
+def test_wrong_file_type_is_one_line(lake_dir, tmp_path, capsys):
+    blob = tmp_path / "adx" / "daily_adjusted_ZIP.csv"
+    blob.parent.mkdir()
+    blob.write_bytes(b"PK\x03\x04\x00\x00binary")
+    before = snapshot(lake_dir)
+    capsys.readouterr()
+    assert main(["ingest", "adx", str(blob.parent)]) == 2
+    assert "not a CSV text file" in capsys.readouterr().err
+    assert main(["ingest", "public", str(blob)]) == 2
+    assert "not an HDF5 file" in capsys.readouterr().err
+    assert snapshot(lake_dir) == before
+
+
+def test_query_formats(lake_dir, capsys):
+    capsys.readouterr()
+    sql = "SELECT sym, count(*) AS n FROM algo_data.hist_data_daily GROUP BY sym ORDER BY sym"
+    assert main(["query", sql, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"sym": "GSPC", "n": 5031}, {"sym": "IXIC", "n": 5031}]
+    assert main(["query", sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "sym,n\nGSPC,5031\nIXIC,5031\n"
+    assert main(["query", "SELECT nope FROM algo_data.hist_data_daily"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path):
+    env = {**os.environ, "ALGO_LAKE": str(tmp_path / "empty")}
+    command = [sys.executable, "-m", "algotrading", "query", "SELECT 1 FROM algo_data.hist_data_daily"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "the lake is empty" in done.stderr
+
+
+def test_parse_grid():
+    assert parse_grid(["fast_period=5:15:5", "long_only=true,false"]) == {
+        "fast_period": [5, 10, 15], "long_only": [True, False]}
+    assert parse_grid(["stop_loss=0.01:0.03:0.01"])["stop_loss"] == pytest.approx([0.01, 0.02, 0.03])
+    with pytest.raises(ValueError):
+        parse_grid(["fast_period=10:5"])

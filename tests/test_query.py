@@ -1,0 +1,63 @@
+"""SQL on DuckDB: the workshop's Athena queries run unchanged; load_prices filters and orders.
+
+What this proves: the SQL text is valid and means the same on DuckDB (the local engine). Athena is
+Trino: `date_parse`, `cast(... as date)`, `substr` and `limit` behave the same there, but only a
+real Athena run proves it for a given query.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from algotrading import lake, sources
+from algotrading.config import settings
+from algotrading.query import load_prices, prices_sql, sql
+
+BLOG_QUERY = ("SELECT cast(date_parse(dt,'%Y-%m-%d') as date) as day, sym, open, close, high, low, vol "
+              "FROM algo_data.hist_data_daily limit 1000")
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lake")
+    lake.write(sources.read("sample").frame, lake=str(folder))
+    return settings(lake=str(folder))
+
+
+def test_blog_queries_run_unchanged(cfg):
+    preview = sql("SELECT * FROM algo_data.hist_data_daily limit 10", cfg)
+    assert list(preview.columns) == ["dt", "sym", "open", "high", "low", "close", "vol"]
+    assert len(preview) == 10
+    days = sql(BLOG_QUERY, cfg)
+    assert len(days) == 1000
+    assert pd.api.types.is_datetime64_any_dtype(days["day"])
+    assert days["day"].iloc[0] == pd.Timestamp("1999-01-04")
+
+
+def test_aggregates_match_the_source(cfg):
+    counts = sql("SELECT sym, count(*) AS n FROM algo_data.hist_data_daily GROUP BY sym ORDER BY sym", cfg)
+    assert counts.to_dict("list") == {"sym": ["GSPC", "IXIC"], "n": [5031, 5031]}
+
+
+def test_load_prices_filters_one_symbol_and_orders(cfg):
+    prices = load_prices("IXIC", "2008-10-01", "2008-10-31", cfg)
+    assert list(prices.columns) == ["open", "high", "low", "close", "vol"]
+    assert prices.index.name == "dt" and prices.index.is_monotonic_increasing
+    assert len(prices) == 23
+    assert prices.index[0] == pd.Timestamp("2008-10-01")
+    assert prices.index[-1] == pd.Timestamp("2008-10-31")
+
+
+def test_prices_sql_always_filters_and_orders():
+    text = prices_sql("INTC", "2014-01-01")
+    assert "WHERE sym = 'INTC' AND dt >= '2014-01-01'" in text and text.endswith("ORDER BY dt")
+    with pytest.raises(ValueError):
+        prices_sql("X'; DROP TABLE t; --")
+
+
+def test_unknown_symbol_and_empty_lake_are_clear(cfg, tmp_path):
+    with pytest.raises(ValueError, match="no rows for symbol NOPE"):
+        load_prices("NOPE", cfg=cfg)
+    with pytest.raises(ValueError, match="the lake is empty"):
+        sql("SELECT 1 FROM algo_data.hist_data_daily", settings(lake=str(tmp_path)))
