@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from algotrading import backtest, metrics, schema, sources
 from algotrading.strategies import breakout, get, sma
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from algotrading import backtest, schema, sources
 
 bt = pytest.importorskip("backtrader")

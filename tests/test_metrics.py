@@ -10,6 +10,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
+
 from algotrading import backtest, metrics
 
 
@@ -56,7 +57,7 @@ def test_calmar_exposure_turnover():
     # 252 bars, 200 traded on mean equity 100: twice a year
     traded = np.zeros(252)
     traded[[3, 9]] = 100.0
-    assert metrics.turnover(traded, np.full(252, 100.0)) == pytest.approx(2.0)
+    assert metrics.turnover(traded.sum(), np.full(252, 100.0)) == pytest.approx(2.0)
 
 
 def test_trade_stats_by_hand():
@@ -88,7 +89,7 @@ def test_streaks():
 
 def _run_metrics(equity: list[float], pnl: list[float], cash: float = 100.0) -> dict:
     values = np.array(equity)
-    return metrics.summarize(values, cash, np.zeros(len(values)), np.zeros(len(values)),
+    return metrics.summarize(values, cash, np.zeros(len(values)), 0.0,
                              np.array(pnl), np.array(pnl) / cash, 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from algotrading import backtest, metrics, schema, sources
 
 GRID = {"fast_period": range(5, 51, 5), "slow_period": range(20, 201, 20)}

@@ -3,8 +3,8 @@
 Conventions: ratios are fractions (0.05 = 5 %); returns are r_t = equity_t / equity_{t-1} - 1 with
 equity_{-1} = starting cash, so N bars give N returns (as backtrader's TimeReturn). A metric that is
 undefined (zero denominator, no trades) is None in the dict and NaN in array results; `to_json`
-turns NaN/inf into null. Array functions work along axis 0, so the sweep scores every column of a
-(bars x combos) matrix with the same code that scores one run.
+turns NaN/inf into null. Array functions work along the last axis, so the sweep scores every row
+of a (combos x bars) matrix with the same code that scores one run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ KEYS = ("final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_
 
 def returns(equity: np.ndarray, cash: float) -> np.ndarray:
     """Simple per-bar returns, the first one against the starting cash."""
-    prev = np.concatenate([np.full((1, *equity.shape[1:]), cash), equity[:-1]])
+    prev = np.concatenate([np.full((*equity.shape[:-1], 1), cash), equity[..., :-1]], axis=-1)
     return equity / prev - 1.0
 
 
@@ -37,32 +37,36 @@ def _daily_rf(risk_free: float) -> float:
 def sharpe(rets: np.ndarray, risk_free: float = 0.0) -> np.ndarray | float:
     """Sharpe = mean(excess daily return) / std(ddof=1) * sqrt(252); NaN if std is 0 or N < 2."""
     ex = rets - _daily_rf(risk_free)
-    if len(ex) < 2:
-        return np.full(ex.shape[1:], np.nan) if ex.ndim > 1 else math.nan
-    sd = ex.std(axis=0, ddof=1)
+    if ex.shape[-1] < 2:
+        return np.full(ex.shape[:-1], np.nan)[()]
+    sd = ex.std(axis=-1, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > 0, ex.mean(axis=0) / sd * math.sqrt(YEAR), np.nan)[()]
+        return np.where(sd > 0, ex.mean(axis=-1) / sd * math.sqrt(YEAR), np.nan)[()]
 
 
 def sortino(rets: np.ndarray, risk_free: float = 0.0) -> np.ndarray | float:
     """Sortino = mean(excess) / sqrt(mean(min(excess, 0)^2) over all bars) * sqrt(252); NaN if 0."""
     ex = rets - _daily_rf(risk_free)
-    down = np.sqrt(np.mean(np.minimum(ex, 0.0) ** 2, axis=0))
+    below = np.minimum(ex, 0.0)
+    down = np.sqrt(np.einsum("...i,...i->...", below, below) / ex.shape[-1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(down > 0, ex.mean(axis=0) / down * math.sqrt(YEAR), np.nan)[()]
+        return np.where(down > 0, ex.mean(axis=-1) / down * math.sqrt(YEAR), np.nan)[()]
 
 
 def cagr(equity: np.ndarray, cash: float) -> np.ndarray | float:
     """CAGR = (final / cash) ** (1 / years) - 1, years = bars / 252; -1 once equity is <= 0."""
-    growth = np.maximum(equity[-1] / cash, 0.0)
-    return (growth ** (YEAR / len(equity)) - 1.0)[()]
+    growth = np.maximum(equity[..., -1] / cash, 0.0)
+    return (growth ** (YEAR / equity.shape[-1]) - 1.0)[()]
 
 
 def drawdown(equity: np.ndarray, cash: float) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Max drawdown from the running peak (cash included), as (fraction, money), both positive."""
-    curve = np.concatenate([np.full((1, *equity.shape[1:]), cash), equity])
-    peak = np.maximum.accumulate(curve, axis=0)
-    return ((peak - curve) / peak).max(axis=0)[()], (peak - curve).max(axis=0)[()]
+    curve = np.concatenate([np.full((*equity.shape[:-1], 1), cash), equity], axis=-1)
+    down = np.maximum.accumulate(curve, axis=-1)
+    np.subtract(down, curve, out=down)
+    money = down.max(axis=-1)
+    np.divide(down, curve + down, out=down)  # peak = curve + drop
+    return down.max(axis=-1)[()], money[()]
 
 
 def calmar(cagr_: np.ndarray | float, max_dd: np.ndarray | float) -> np.ndarray | float:
@@ -73,12 +77,12 @@ def calmar(cagr_: np.ndarray | float, max_dd: np.ndarray | float) -> np.ndarray 
 
 def exposure(positions: np.ndarray) -> np.ndarray | float:
     """Exposure = share of bars that end with an open position."""
-    return (positions != 0).mean(axis=0)[()]
+    return (positions != 0).mean(axis=-1)[()]
 
 
-def turnover(traded: np.ndarray, equity: np.ndarray) -> np.ndarray | float:
-    """Turnover = traded notional / mean equity / years (times the book is traded per year)."""
-    return (traded.sum(axis=0) / equity.mean(axis=0) / (len(equity) / YEAR))[()]
+def turnover(traded: np.ndarray | float, equity: np.ndarray) -> np.ndarray | float:
+    """Turnover = total traded notional / mean equity / years (times the book turns a year)."""
+    return (traded / equity.mean(axis=-1) / (equity.shape[-1] / YEAR))[()]
 
 
 def trade_stats(pnl: np.ndarray, group: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -120,16 +124,17 @@ def streaks(won: np.ndarray) -> tuple[int, int]:
     return best[True], best[False]
 
 
-def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray, traded: np.ndarray,
-                   risk_free: float = 0.0) -> dict[str, Any]:
-    """Equity-curve metrics for one run or for every column of a (bars x combos) matrix."""
+def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray,
+                   traded: np.ndarray | float, risk_free: float = 0.0) -> dict[str, Any]:
+    """Equity-curve metrics for one run, or for every row of (combos x bars) matrices; `traded`
+    is the total notional traded (per row)."""
     rets = returns(equity, cash)
     growth = cagr(equity, cash)
     dd, dd_money = drawdown(equity, cash)
     return {
-        "final_value": equity[-1],
-        "pnl": equity[-1] - cash,
-        "total_return": equity[-1] / cash - 1.0,
+        "final_value": equity[..., -1],
+        "pnl": equity[..., -1] - cash,
+        "total_return": equity[..., -1] / cash - 1.0,
         "cagr": growth,
         "sharpe": sharpe(rets, risk_free),
         "sortino": sortino(rets, risk_free),
@@ -141,7 +146,7 @@ def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray, trade
     }
 
 
-def summarize(equity: np.ndarray, cash: float, positions: np.ndarray, traded: np.ndarray,
+def summarize(equity: np.ndarray, cash: float, positions: np.ndarray, traded: float,
               pnl: np.ndarray, trade_returns: np.ndarray, trades_open: int,
               risk_free: float = 0.0) -> dict[str, Any]:
     """The metrics dict of one run: equity-curve metrics plus statistics of the closed trades
@@ -171,9 +176,7 @@ def benchmark(close: np.ndarray, cash: float, risk_free: float = 0.0) -> dict[st
     """Buy-and-hold of the same symbol and period: all cash in at the first close, no costs."""
     equity = cash * close / close[0]
     ones = np.ones(len(equity))
-    traded = np.zeros(len(equity))
-    traded[0] = cash
-    out = equity_metrics(equity, cash, ones, traded, risk_free)
+    out = equity_metrics(equity, cash, ones, cash, risk_free)
     return {key: _scalar(v) for key, v in out.items()} | {"trades_closed": 0, "trades_open": 1}
 
 

@@ -148,12 +148,12 @@ def window(prices: pd.DataFrame, targets: np.ndarray, start: Any
 
 @dataclass
 class Sim:
-    """Raw simulation output; columns are sweep combinations or portfolio symbols."""
+    """Raw simulation output; rows are sweep combinations or portfolio symbols."""
 
-    positions: np.ndarray  # (bars x cols) shares at each close
-    equity: np.ndarray  # (bars x cols) for fixed(), (bars,) for loop()
-    traded: np.ndarray  # (bars x cols) notional traded on each bar
-    trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its column
+    positions: np.ndarray  # (rows x bars) shares at each close
+    equity: np.ndarray  # (rows x bars) for fixed(), (bars,) for loop()
+    traded: np.ndarray  # (rows,) total notional traded
+    trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
 
 
 def _prices(prices: pd.DataFrame, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -163,31 +163,41 @@ def _prices(prices: pd.DataFrame, settings: Settings) -> tuple[np.ndarray, np.nd
 
 
 def fixed(prices: pd.DataFrame, targets: np.ndarray, settings: Settings) -> Sim:
-    """Whole-array simulation of fixed-size targets in {-1, 0, 1}, one column per combination."""
+    """Whole-array simulation of fixed-size (bars x combos) targets in {-1, 0, 1}.
+
+    Works on (combos x bars) arrays so running sums go along contiguous memory; fills are
+    sparse, so prices, costs and trades are computed only where the position changes.
+    """
     base, close = _prices(prices, settings)
-    wanted = targets * float(settings.size)
-    pos = np.vstack([np.zeros((1, wanted.shape[1])), wanted[:-1]]) \
-        if settings.fill == "open" else wanted
-    qty = np.diff(pos, axis=0, prepend=0.0)
-    px = base[:, None] * (1.0 + np.sign(qty) * settings.slippage_bps / 1e4) \
-        if settings.slippage_bps else np.broadcast_to(base[:, None], qty.shape)
-    traded = np.abs(qty) * px
-    flow = qty * px
-    if settings.commission_bps or settings.commission_per_share:
-        flow = flow + np.abs(qty) * settings.commission_per_share \
-            + traded * settings.commission_bps / 1e4
-    equity = settings.cash - np.cumsum(flow, axis=0) + pos * close[:, None]
-    return Sim(pos, equity, traded, _fixed_trades(pos, qty, px, close, settings))
+    size = float(settings.size)
+    wanted = np.ascontiguousarray(targets.T, dtype=np.int8)
+    held = wanted
+    if settings.fill == "open":
+        held = np.zeros_like(wanted)
+        held[:, 1:] = wanted[:, :-1]
+    step = np.diff(held, axis=1, prepend=np.int8(0))
+    col, bar = np.nonzero(step)  # row-major: grouped by combo, in bar order
+    qty = step[col, bar] * size
+    px = base[bar] * (1.0 + np.sign(qty) * settings.slippage_bps / 1e4)
+    per_share = settings.commission_per_share + px * settings.commission_bps / 1e4
+    flow = np.zeros(held.shape)
+    flow[col, bar] = qty * px + np.abs(qty) * per_share
+    positions = held * size
+    equity = np.cumsum(flow, axis=1)
+    np.subtract(settings.cash, equity, out=equity)
+    equity += positions * close
+    traded = np.bincount(col, np.abs(qty) * px, minlength=held.shape[0])
+    after = positions[col, bar]
+    return Sim(positions, equity, traded,
+               _fixed_trades(col, bar, after - qty, after, px, per_share, close))
 
 
-def _fixed_trades(pos: np.ndarray, qty: np.ndarray, px: np.ndarray, close: np.ndarray,
-                  settings: Settings) -> dict[str, np.ndarray]:
+def _fixed_trades(col: np.ndarray, bar: np.ndarray, before: np.ndarray, after: np.ndarray,
+                  price: np.ndarray, per_share: np.ndarray, close: np.ndarray
+                  ) -> dict[str, np.ndarray]:
     """Trades from the fills: with constant size each fill closes the trade its predecessor in the
-    same column opened (a reversal both closes and opens)."""
-    col, bar = np.nonzero(qty.T)
-    price, before = px[bar, col], np.where(bar > 0, pos[bar - 1, col], 0.0)
-    per_share = settings.commission_per_share + price * settings.commission_bps / 1e4
-    shut = np.flatnonzero(before != 0)  # fills that close a trade; the opener is the fill before
+    same row opened (a reversal both closes and opens); a row's last fill may leave one open."""
+    shut = np.flatnonzero(before != 0)
     opener = shut - 1
     size = before[shut]
     closed = {
@@ -196,15 +206,14 @@ def _fixed_trades(pos: np.ndarray, qty: np.ndarray, px: np.ndarray, close: np.nd
         "commission": np.abs(size) * (per_share[opener] + per_share[shut]),
         "reason": np.full(len(shut), "signal"), "open": np.zeros(len(shut), bool),
     }
-    last = pos[-1]
-    still = np.flatnonzero(last != 0)
-    opener = np.searchsorted(col, still, side="right") - 1  # each open column's last fill
+    final = np.append(col[1:] != col[:-1], True) & (after != 0)  # a row's last fill, still held
+    opener = np.flatnonzero(final)
     held = {
-        "col": still, "entry_bar": bar[opener], "exit_bar": np.full(len(still), len(close) - 1),
-        "size": last[still], "entry_price": price[opener],
-        "exit_price": np.full(len(still), close[-1]),
-        "commission": np.abs(last[still]) * per_share[opener],
-        "reason": np.full(len(still), "open"), "open": np.ones(len(still), bool),
+        "col": col[opener], "entry_bar": bar[opener], "exit_bar": np.full(len(opener), len(close) - 1),
+        "size": after[opener], "entry_price": price[opener],
+        "exit_price": np.full(len(opener), close[-1]),
+        "commission": np.abs(after[opener]) * per_share[opener],
+        "reason": np.full(len(opener), "open"), "open": np.ones(len(opener), bool),
     }
     out = {k: np.concatenate([closed[k], held[k]]) for k in closed}
     out["pnl"] = out["size"] * (out["exit_price"] - out["entry_price"]) - out["commission"]
@@ -214,11 +223,11 @@ def _fixed_trades(pos: np.ndarray, qty: np.ndarray, px: np.ndarray, close: np.nd
 class _Book:
     """Cash, positions and open trades of the bar-by-bar loop."""
 
-    def __init__(self, settings: Settings, cols: int, bars: int):
+    def __init__(self, settings: Settings, cols: int):
         self.s = settings
         self.cash = settings.cash
         self.shares = [0.0] * cols
-        self.traded = np.zeros((bars, cols))
+        self.traded = np.zeros(cols)
         self.open: list[dict[str, Any] | None] = [None] * cols
         self.done: list[dict[str, Any]] = []
 
@@ -228,7 +237,7 @@ class _Book:
         px = base * (1.0 + np.sign(qty) * s.slippage_bps / 1e4)
         comm = abs(qty) * (s.commission_per_share + px * s.commission_bps / 1e4)
         self.cash -= qty * px + comm
-        self.traded[bar, col] += abs(qty) * px
+        self.traded[col] += abs(qty) * px
         held = self.shares[col]
         trade = self.open[col]
         if held and np.sign(qty) != np.sign(held):  # reduce, close or reverse
@@ -275,7 +284,7 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
     o, h, lo, c = (np.stack([f[k].to_numpy(float) for f in frames], axis=1).tolist()
                    for k in ("open", "high", "low", "close"))
     want = targets.tolist()
-    book = _Book(settings, m, n)
+    book = _Book(settings, m)
     stops = settings.stop_loss is not None or settings.take_profit is not None
     pending: list[tuple[float, str] | None] = [None] * m
     blocked: list[float | None] = [None] * m  # target an engine exit must not re-enter
@@ -326,7 +335,7 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
               ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price",
                "commission", "reason", "open", "pnl")}
     trades["pnl"] = trades["pnl"] - trades["commission"] if done else trades["pnl"]
-    return Sim(positions, equity, book.traded, trades)
+    return Sim(positions.T, equity, book.traded, trades)
 
 
 def _shares(target: float, value: float, price: float, settings: Settings) -> float:
@@ -368,7 +377,7 @@ def _trade_returns(trades: dict[str, np.ndarray]) -> np.ndarray:
     return np.divide(trades["pnl"].astype(float), cost, out=np.zeros(len(cost)), where=cost > 0)
 
 
-def _stats(sim: Sim, equity: np.ndarray, positions: np.ndarray, traded: np.ndarray,
+def _stats(sim: Sim, equity: np.ndarray, positions: np.ndarray, traded: float,
            index: pd.DatetimeIndex, settings: Settings) -> dict[str, Any]:
     """metrics.summarize over the closed trades in exit order, plus the period."""
     tr = sim.trades
@@ -382,12 +391,12 @@ def _stats(sim: Sim, equity: np.ndarray, positions: np.ndarray, traded: np.ndarr
 
 def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str, Any]) -> Result:
     """Package one single-symbol simulation as a Result with metrics and benchmark."""
-    values = np.asarray(sim.equity).reshape(len(prices), -1)[:, 0]
-    stats = _stats(sim, values, sim.positions[:, 0], sim.traded[:, 0], prices.index, settings)
+    values = np.asarray(sim.equity).reshape(-1, len(prices))[0]
+    stats = _stats(sim, values, sim.positions[0], float(sim.traded[0]), prices.index, settings)
     stats["benchmark"] = metrics.benchmark(prices["close"].to_numpy(float), settings.cash,
                                            settings.risk_free)
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
-                  pd.Series(sim.positions[:, 0], index=prices.index, name="position"), params,
+                  pd.Series(sim.positions[0], index=prices.index, name="position"), params,
                   lambda: trade_frame(sim, [prices]))
 
 
@@ -411,11 +420,11 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     frames, targets = [f[keep] for f in frames], targets[keep]
     sim = loop(frames, targets, settings)
     index = frames[0].index
-    stats = _stats(sim, sim.equity, sim.positions.any(axis=1), sim.traded.sum(axis=1), index,
+    stats = _stats(sim, sim.equity, sim.positions.any(axis=0), float(sim.traded.sum()), index,
                    settings)
     closes = np.stack([f["close"].to_numpy(float) for f in frames], axis=1)
     stats["benchmark"] = metrics.benchmark((closes / closes[0]).mean(axis=1), settings.cash,
                                            settings.risk_free)
     return Result(stats, pd.Series(sim.equity, index=index, name="equity"),
-                  pd.DataFrame(sim.positions, index=index, columns=symbols), {**own, **engine},
+                  pd.DataFrame(sim.positions.T, index=index, columns=symbols), {**own, **engine},
                   lambda: trade_frame(sim, frames, symbols))

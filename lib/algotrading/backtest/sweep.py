@@ -9,7 +9,9 @@ over `run`, with a progress bar when the loop is long.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -65,22 +67,25 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
 
 def _vectorised(strategy: Strategy, prices: pd.DataFrame, combos: list[dict[str, Any]],
                 own: dict[str, Any], settings: Settings) -> pd.DataFrame:
-    """Score all combinations column-wise with the engine's whole-array path."""
-    blocks = []
-    for i in range(0, len(combos), CHUNK):
-        full = [{**strategy.defaults, **own, **c} for c in combos[i:i + CHUNK]]
+    """Score all combinations row-wise with the engine's whole-array path, a block per thread
+    (numpy releases the GIL, so blocks run in parallel on the available cores)."""
+    def score(block: list[dict[str, Any]]) -> pd.DataFrame:
+        full = [{**strategy.defaults, **own, **c} for c in block]
         frame, targets = window(prices, strategy.grid(prices, full), settings.start)
         if len(frame) == 0:
             raise ValueError("no bars to backtest (empty prices or start after the last bar)")
         sim = fixed(frame, targets, settings)
-        k = targets.shape[1]
+        k = len(block)
         out = metrics.equity_metrics(sim.equity, settings.cash, sim.positions, sim.traded,
                                      settings.risk_free)
         is_open = sim.trades["open"]
         closed = ~is_open
         out.update(metrics.trade_stats(sim.trades["pnl"][closed], sim.trades["col"][closed], k))
         out["trades_open"] = np.bincount(sim.trades["col"][is_open], minlength=k)
-        blocks.append(pd.DataFrame({key: np.broadcast_to(out[key], (k,)) for key in metrics.KEYS}))
+        return pd.DataFrame({key: np.broadcast_to(out[key], (k,)) for key in metrics.KEYS})
+
+    blocks = [combos[i:i + CHUNK] for i in range(0, len(combos), CHUNK)]
     if not blocks:
         return pd.DataFrame(columns=list(metrics.KEYS))
-    return pd.concat(blocks, ignore_index=True)
+    with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+        return pd.concat(list(pool.map(score, blocks)), ignore_index=True)

@@ -34,14 +34,16 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     diff = mas[:, index[:len(combos)]] - mas[:, index[len(combos):]]
     # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
     # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
-    for t, j in zip(*np.nonzero(np.abs(diff) <= 1e-9 * close[:, None]), strict=True):
+    near_t, near_j = np.nonzero(np.abs(diff) <= 1e-9 * close[:, None])
+    for t, j in zip(near_t, near_j, strict=True):
         diff[t, j] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
                       - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
     out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
     first = np.maximum(fast, slow) - 1  # first decision bar per combo
     # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
-    tie_t, tie_j = np.nonzero(diff == 0)
-    for t, j in sorted(zip(tie_t.tolist(), tie_j.tolist(), strict=True), key=lambda x: x[::-1]):
+    ties = sorted((j, t) for t, j in zip(near_t.tolist(), near_j.tolist(), strict=True)
+                  if diff[t, j] == 0)
+    for j, t in ties:
         out[t, j] = -1 if t == first[j] else out[t - 1, j]
     long_only = np.array([bool(c.get("long_only", False)) for c in combos])
     return np.where(long_only & (out < 0), 0, out).astype(np.int8)
