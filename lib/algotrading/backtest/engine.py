@@ -281,9 +281,9 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
     """Bar-by-bar simulation with shared cash over one or more aligned symbols (columns)."""
     frames = prices if isinstance(prices, list) else [prices]
     n, m = targets.shape
-    o, h, lo, c = (np.stack([f[k].to_numpy(float) for f in frames], axis=1).tolist()
+    o, h, lo, c = ([f[k].to_numpy(float).tolist() for f in frames]  # [symbol][bar]
                    for k in ("open", "high", "low", "close"))
-    want = targets.tolist()
+    want = [column.tolist() for column in targets.T]
     book = _Book(settings, m)
     stops = settings.stop_loss is not None or settings.take_profit is not None
     pending: list[tuple[float, str] | None] = [None] * m
@@ -294,16 +294,16 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
     for t in range(n):
         for a in range(m):
             if pending[a] is not None:
-                book.fill(a, pending[a][0], o[t][a], t, pending[a][1])
+                book.fill(a, pending[a][0], o[a][t], t, pending[a][1])
                 pending[a] = None
             if stops and book.shares[a]:
-                hit = book.exit_level(a, o[t][a], h[t][a], lo[t][a])
+                hit = book.exit_level(a, o[a][t], h[a][t], lo[a][t])
                 if hit:
                     book.fill(a, -book.shares[a], hit[0], t, hit[1])
-                    blocked[a] = want[t - 1][a] if t else None
-        value = book.cash + sum(q * p for q, p in zip(book.shares, c[t], strict=True))
+                    blocked[a] = want[a][t - 1] if t else None
+        value = book.cash + sum(book.shares[a] * c[a][t] for a in range(m))
         for a in range(m):
-            target, reason = want[t][a], "signal"
+            target, reason = want[a][t], "signal"
             if blocked[a] is not None and target != blocked[a]:
                 blocked[a] = None
             held = book.shares[a]
@@ -315,20 +315,20 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
             elif held and target == held_for[a]:
                 goal = held
             else:
-                goal = _shares(target, value, c[t][a], settings)
+                goal = _shares(target, value, c[a][t], settings)
                 held_for[a] = target
             if goal != held:
                 if settings.fill == "close":
-                    book.fill(a, goal - held, c[t][a], t, reason)
+                    book.fill(a, goal - held, c[a][t], t, reason)
                 else:
                     pending[a] = (goal - held, reason)
         positions[t] = book.shares
-        equity[t] = book.cash + sum(q * p for q, p in zip(book.shares, c[t], strict=True))
+        equity[t] = book.cash + sum(book.shares[a] * c[a][t] for a in range(m))
     for a, trade in enumerate(book.open):
         if trade is not None:
             held = book.shares[a]
-            trade.update(exit_bar=n - 1, exit_price=c[-1][a], reason="open",
-                         pnl=trade["pnl"] + held * (c[-1][a] - trade["entry_price"]))
+            trade.update(exit_bar=n - 1, exit_price=c[a][-1], reason="open",
+                         pnl=trade["pnl"] + held * (c[a][-1] - trade["entry_price"]))
             book.done.append(trade)
     done = sorted(book.done, key=lambda tr: (tr["entry_bar"], tr["col"]))
     trades = {k: np.array([tr[k] for tr in done]) for k in
