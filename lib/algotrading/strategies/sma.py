@@ -16,11 +16,11 @@ from algotrading.strategies import Strategy
 
 
 def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
-    """Simple moving averages, one column per period, via one cumulative sum (NaN until full)."""
+    """Simple moving averages, one row per period, via one cumulative sum (NaN until full)."""
     csum = np.concatenate([[0.0], np.cumsum(close)])
-    out = np.full((len(close), len(periods)), np.nan)
+    out = np.full((len(periods), len(close)), np.nan)
     for j, n in enumerate(periods):
-        out[n - 1:, j] = (csum[n:] - csum[:-n]) / n
+        out[j, n - 1:] = (csum[n:] - csum[:-n]) / n
     return out
 
 
@@ -31,22 +31,22 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     slow = np.array([int(c["slow_period"]) for c in combos], dtype=int)
     periods, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
     mas = moving_averages(close, periods)
-    diff = mas[:, index[:len(combos)]] - mas[:, index[len(combos):]]
+    diff = mas[index[:len(combos)]] - mas[index[len(combos):]]  # (combos x bars)
     # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
     # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
-    near_t, near_j = np.nonzero(np.abs(diff) <= 1e-9 * close[:, None])
-    for t, j in zip(near_t, near_j, strict=True):
-        diff[t, j] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
+    near_j, near_t = np.nonzero(np.abs(diff) <= 1e-9 * close)
+    for j, t in zip(near_j, near_t, strict=True):
+        diff[j, t] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
                       - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
     out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
     first = np.maximum(fast, slow) - 1  # first decision bar per combo
     # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
-    ties = sorted((j, t) for t, j in zip(near_t.tolist(), near_j.tolist(), strict=True)
-                  if diff[t, j] == 0)
-    for j, t in ties:
-        out[t, j] = -1 if t == first[j] else out[t - 1, j]
+    for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
+        if diff[j, t] == 0:
+            out[j, t] = -1 if t == first[j] else out[j, t - 1]
     long_only = np.array([bool(c.get("long_only", False)) for c in combos])
-    return np.where(long_only & (out < 0), 0, out).astype(np.int8)
+    out[long_only] = np.maximum(out[long_only], 0)
+    return out.T
 
 
 def _valid(params: Mapping[str, Any]) -> bool:
