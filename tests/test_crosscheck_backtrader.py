@@ -52,25 +52,7 @@ def sample() -> dict[str, pd.DataFrame]:
 def intc() -> pd.DataFrame:
     if not PUBLIC.exists():
         pytest.skip(f"public dataset not found at {PUBLIC} (see ../shared/README.md)")
-    try:
-        return schema.to_prices(sources.read("public", str(PUBLIC), ["INTC"]).frame, "INTC")
-    except schema.DataError:
-        return _raw_public(PUBLIC, "INTC")
-
-
-def _raw_public(path: Path, symbol: str) -> pd.DataFrame:
-    """The HDF5 rows without the schema check: two INTC bars have high < open, which the
-    validator rejects but which does not matter to an engine comparison."""
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        names = [a.decode() if isinstance(a, bytes) else str(a) for a in h5["abbreviation"]]
-        bars = np.asarray(h5["history"], dtype=float)[names.index(symbol)]
-    keep = np.ones(len(bars), bool)
-    keep[1:] = ~(bars[1:] == bars[:-1]).all(axis=1)  # calendar-day fill-ins are not trading days
-    dates = pd.Timestamp("2012-08-13") + pd.to_timedelta(np.flatnonzero(keep), unit="D")
-    return pd.DataFrame(bars[keep], columns=["open", "high", "low", "close", "vol"],
-                        index=pd.DatetimeIndex(dates, name="dt"))
+    return schema.to_prices(sources.read("public", str(PUBLIC), ["INTC"]).frame, "INTC")
 
 
 class _Base(bt.Strategy):

@@ -87,10 +87,15 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
     result = backtest.run(args.strategy, _prices(args), **params)
+    stats = dict(result.metrics)
+    bench = stats.pop("benchmark")
     if args.json:
-        print(json.dumps(metrics.to_json(result), sort_keys=True))
+        print(json.dumps(metrics.to_json({"strategy": args.strategy, "symbol": args.symbol,
+                                          "params": result.params, "metrics": stats,
+                                          "benchmark": bench}), sort_keys=True))
     else:
-        print(metrics.report_block(result))
+        print(metrics.compare({args.strategy: result}).T.to_string())
+        print(result.report())
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

@@ -27,7 +27,8 @@ KEYS = ("final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_
 def returns(equity: np.ndarray, cash: float) -> np.ndarray:
     """Simple per-bar returns, the first one against the starting cash."""
     prev = np.concatenate([np.full((*equity.shape[:-1], 1), cash), equity[..., :-1]], axis=-1)
-    return equity / prev - 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):  # a wiped-out account has no return
+        return equity / prev - 1.0
 
 
 def _daily_rf(risk_free: float) -> float:
@@ -225,3 +226,16 @@ def report(metrics: Mapping[str, Any]) -> str:
 def print_report(metrics: Mapping[str, Any]) -> None:
     """Print `report(metrics)` (what the workshop's containers printed at the end of a run)."""
     print(report(metrics))
+
+
+SHOWN = ("final_value", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
+         "exposure", "turnover", "trades_closed", "trades_open", "win_rate", "profit_factor", "sqn")
+
+
+def compare(runs: Mapping[str, Any], benchmark: str = "buy and hold") -> pd.DataFrame:
+    """One row per named run (anything with `.metrics`) plus buy-and-hold of the first run's
+    symbol and period, over the metrics a reader compares first."""
+    rows = {name: {k: r.metrics.get(k) for k in SHOWN} for name, r in runs.items()}
+    first = next(iter(runs.values()))
+    rows[benchmark] = {k: first.metrics["benchmark"].get(k) for k in SHOWN}
+    return pd.DataFrame(rows).T.astype(float)

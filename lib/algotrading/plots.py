@@ -66,3 +66,61 @@ def correlation_heatmap(corr: pd.DataFrame, title: str = "Daily return correlati
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def trades_on_price(prices: pd.DataFrame, lines: dict[str, pd.Series], trades: pd.DataFrame,
+                    title: str = "") -> Figure:
+    """Close with the strategy's indicator lines and its entries (triangles) and exits (crosses)."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    ax.plot(prices.index, prices["close"], lw=1, color="black", label="close")
+    for name, line in lines.items():
+        ax.plot(line.index, line, lw=1, label=name)
+    for side, marker, color in (("long", "^", "tab:green"), ("short", "v", "tab:red")):
+        entries = trades[trades["side"] == side]
+        ax.scatter(entries["entry_date"], entries["entry_price"], marker=marker, color=color,
+                   s=40, zorder=3, label=f"{side} entry")
+    exits = trades[trades["status"] == "closed"]
+    ax.scatter(exits["exit_date"], exits["exit_price"], marker="x", color="tab:gray", s=30,
+               zorder=3, label="exit")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def equity_and_drawdown(curves: dict[str, pd.Series], title: str = "") -> Figure:
+    """Equity curves (e.g. strategy vs buy-and-hold) above their drawdowns from the running peak."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    for name, equity in curves.items():
+        top.plot(equity.index, equity, lw=1, label=name)
+        bottom.fill_between(equity.index, equity / equity.cummax() - 1, 0, alpha=0.4, label=name)
+    top.set_ylabel("equity")
+    top.set_title(title)
+    top.legend(loc="upper left")
+    bottom.set_ylabel("drawdown")
+    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    fig.tight_layout()
+    return fig
+
+
+def sweep_heatmaps(panels: dict[str, pd.DataFrame], x: str, y: str, value: str,
+                   chosen: dict[str, object] | None = None) -> Figure:
+    """One heatmap of `value` over the (x, y) grid per panel (e.g. in-sample, out-of-sample), on
+    one colour scale, with the chosen parameters circled."""
+    grids = {name: t.pivot_table(index=y, columns=x, values=value) for name, t in panels.items()}
+    both = np.concatenate([g.to_numpy().ravel() for g in grids.values()])
+    lim = np.nanmax(np.abs(both)) if np.isfinite(both).any() else 1.0
+    fig, axes = plt.subplots(1, len(grids), figsize=(6 * len(grids), 5), squeeze=False)
+    for ax, (name, g) in zip(axes[0], grids.items(), strict=True):
+        im = ax.pcolormesh(g.columns, g.index, g.to_numpy(), cmap="RdYlGn", vmin=-lim, vmax=lim,
+                           shading="nearest")
+        if chosen is not None:
+            ax.scatter([chosen[x]], [chosen[y]], s=150, facecolors="none", edgecolors="black",
+                       linewidths=2, label="chosen in-sample")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{name}: {value}")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
