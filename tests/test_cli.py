@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,30 @@ def test_parse_grid():
     assert parse_grid(["stop_loss=0.01:0.03:0.01"])["stop_loss"] == pytest.approx([0.01, 0.02, 0.03])
     with pytest.raises(ValueError):
         parse_grid(["fast_period=10:5"])
+
+
+def test_backtest_json_has_the_contract_keys(lake_dir, capsys):
+    capsys.readouterr()
+    assert main(["backtest", "sma", "--symbol", "GSPC", "--start", "2010-01-01", "--param", "size=10",
+                 "--param", "fast_period=50", "--param", "slow_period=200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = {"final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
+            "trades_closed", "trades_open", "win_rate", "profit_factor", "sqn", "exposure"}
+    assert keys <= set(out["metrics"]) and {"final_value", "sharpe", "max_drawdown"} <= set(out["benchmark"])
+    assert out["params"] == {"fast_period": 50, "slow_period": 200, "size": 10}
+    assert out["metrics"]["start"] == "2010-01-04"
+
+
+def test_backtest_report_block_and_sweep(lake_dir, capsys):
+    capsys.readouterr()
+    args = ["backtest", "breakout", "--symbol", "IXIC", "--param", "period=50", "--param", "size=5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Trade Analysis Results" in out and "buy and hold" in out
+    assert re.search(r"Total PnL:(.*?)]", out) and re.search(r"Sharpe Ratio:(.*?),", out)
+    assert main(["sweep", "sma", "--symbol", "GSPC", "--grid", "fast_period=5:15:5", "--grid",
+                 "slow_period=20:30:10", "--param", "size=10", "--format", "csv", "--sort", "sharpe"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("fast_period,slow_period,final_value") and len(table) == 1 + 6
+    assert main(["backtest", "sma", "--symbol", "GSPC", "--param", "bogus=1"]) == 2
+    assert "no parameter(s) ['bogus']" in capsys.readouterr().err

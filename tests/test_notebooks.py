@@ -45,3 +45,34 @@ def test_data_notebooks_on_the_public_set(run_dir):
     assert explored["days"] == {"AAPL": 1258, "INTC": 1258}
     assert explored["month"]["days"] == 21  # January 2014 had 21 NYSE trading days
     assert 0 < explored["mean_pair_corr"] < 1
+
+
+def test_strategy_notebooks_with_a_small_grid(run_dir):
+    execute("1_Data/Load_Hist_Data_Daily.ipynb", run_dir)
+    sma = execute("2_Strategies/Strategy_SMA.ipynb", run_dir, symbol="IXIC", sweep_fast=[5, 20, 5],
+                  sweep_slow=[30, 60, 10], fast_period=10, slow_period=30, long_only=True)
+    assert sma["symbol"] == "IXIC" and sma["rule"]["long_only"] is True
+    assert sma["sweep"]["combinations"] == 16  # fast 5..20 x slow 30..60, all with fast < slow
+    assert sma["sweep"]["chosen"]["fast_period"] in (5, 10, 15, 20)
+    test = sma["test"]
+    # costs can only lower the result of the same trades
+    assert test["with_costs"]["final_value"] < test["no_costs"]["final_value"]
+    assert test["with_costs"]["trades_closed"] == test["no_costs"]["trades_closed"] > 0
+    assert test["buy_and_hold"]["trades_open"] == 1
+    assert sma["walk_forward"]["windows"] >= 5
+    breakout = execute("2_Strategies/Strategy_Breakout.ipynb", run_dir, sweep_period=[20, 60, 20])
+    assert breakout["sweep"]["combinations"] == 6  # 3 periods x go_short in (True, False)
+    assert breakout["rule"]["period"] == 50
+
+
+def test_pipeline_runs_notebooks_into_a_report(run_dir):
+    from algotrading import pipeline
+
+    report = pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"], "unknown": 1},
+                          out=run_dir)
+    text = report.read_text()
+    assert "[1_Data/Load_Hist_Data_Daily.ipynb](1_Data/Load_Hist_Data_Daily.ipynb) | ok" in text
+    assert "| rows.GSPC | 5031 |" in text
+    assert (run_dir / "1_Data" / "Load_Hist_Data_Daily.ipynb").is_file()
+    with pytest.raises(ValueError, match="no notebook matches"):
+        pipeline.run(only=["Nope"], out=run_dir)
