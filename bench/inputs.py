@@ -1,0 +1,39 @@
+"""The bars every engine sees: the last 2,000 GSPC days of the offline sample, and a seeded
+synthetic universe (geometric random walks with consistent OHLC) for the many-symbols case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from algotrading import schema, sources
+
+SEED = 20240601
+
+
+def gspc(bars: int = 2000) -> pd.DataFrame:
+    """The last `bars` daily bars of the S&P 500 shipped with the `arch` wheel (offline)."""
+    prices = schema.to_prices(sources.read("sample", symbols=["GSPC"]).frame, "GSPC")
+    return prices.iloc[-bars:]
+
+
+def universe(symbols: int = 500, bars: int = 5000, seed: int = SEED) -> dict[str, pd.DataFrame]:
+    """`symbols` seeded random walks of `bars` business days each, in the engine's price format.
+
+    close follows a geometric random walk (0.03 % drift, 1.5 % daily volatility); open gaps off
+    the previous close; high/low extend beyond max/min(open, close), so every bar is valid OHLC.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (bars, symbols)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, shape), axis=0))
+    prev = np.vstack([np.full((1, symbols), 100.0), close[:-1]])
+    open_ = prev * np.exp(rng.normal(0.0, 0.004, shape))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.006, shape)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.006, shape)))
+    vol = rng.integers(100_000, 5_000_000, shape).astype(float)
+    index = pd.bdate_range("2000-01-03", periods=bars, name="dt")
+    return {
+        f"S{j:03d}": pd.DataFrame({"open": open_[:, j], "high": high[:, j], "low": low[:, j],
+                                   "close": close[:, j], "vol": vol[:, j]}, index=index)
+        for j in range(symbols)
+    }

@@ -1,0 +1,314 @@
+"""Benchmark our backtest engine against vectorbt, backtesting.py and backtrader (`make bench`).
+
+Same bars, same rules, same runs for every engine (see peers/__init__.py for the rules and each
+peer module for how its conventions were aligned with ours). Three cases:
+
+1. single: one SMA 10/30 long-only backtest, 10 shares, on the last 2,000 GSPC daily bars;
+2. sweep:  fast 5..50 x slow 20..200 step 5 with fast < slow (1,590 combinations), same bars;
+3. universe: 500 seeded synthetic symbols x 5,000 bars, one SMA 10/30 backtest per symbol.
+
+Each engine's first call is timed apart from its warm calls (best of N, time.perf_counter).
+vectorbt compiles its numba kernels on first use; numba's on-disk cache is pointed at a fresh
+temporary folder, so that compile is measured on every run (with a warm cache it is shorter).
+Engines too slow for the full case run a subset, and the table says so and extrapolates linearly.
+Every engine's final value and closed/open trade counts are checked against ours; the exit status
+is 1 if any disagree. Speed targets print PASS/FAIL but never fail the run (timings are noisy).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
+
+import inputs
+import numpy as np
+import pandas as pd
+from peers import CASH, COLUMNS, Outcome
+
+FAST, SLOW = 10, 30
+SIZE = 10
+SWEEP_FAST = range(5, 51)
+SWEEP_SLOW = range(20, 201, 5)
+SYMBOLS, BARS = 500, 5000
+SUBSET_COMBOS = 20  # backtrader's sweep: this many combinations, extrapolated to the grid
+SUBSET_SYMBOLS = 10  # backtesting.py and backtrader in the universe case
+PORTFOLIO_SYMBOLS = 50  # our run_portfolio (bar-by-bar loop) in the universe case
+TOLERANCE = 1e-6  # money, on final values of ~100,000
+
+T = TypeVar("T")
+
+# How each peer was aligned with our rules (details in peers/*.py); none is a tolerated difference.
+CONVENTIONS = (
+    "fills: next bar's open everywhere (vectorbt: signals shifted one bar, price=open; "
+    "backtesting.py: trade_on_close=False; backtrader: plain Market orders)",
+    "size: 10 shares (vectorbt size_type='amount'; backtesting.py integer size = units); "
+    "costs 0; cash 100,000",
+    "warm-up: first decision on the first bar with SMA(slow); backtesting.py would start one bar "
+    "later, so its strategy's only self.I indicator is a NaN-free sign(SMA fast - SMA slow)",
+    "end: an open position is marked to the last close and counted as 1 open trade "
+    "(backtesting.py finalize_trades=False: '# Trades' = closed, strategy.trades = open)",
+    "backtesting.py's optimize returns one number per combination: its sweep is checked on final "
+    "value only (its trade counts are checked in cases 1 and 3)",
+)
+
+
+@dataclass
+class Row:
+    case: str
+    engine: str
+    first: float | None  # seconds; None where only one timed call was made
+    warm: float  # seconds for the whole case (extrapolated when `runs` says so)
+    runs: str
+    check: str
+    agree: bool = True
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def measure(fn: Callable[[], T], repeats: int) -> tuple[T, float, float]:
+    """(result, first call seconds, best of `repeats` warm calls)."""
+    out, first = timed(fn)
+    return out, first, min(timed(fn)[1] for _ in range(repeats))
+
+
+def compare(ours: pd.DataFrame, theirs: pd.DataFrame, what: str,
+            columns: list[str] = COLUMNS) -> tuple[str, bool]:
+    """Final values within TOLERANCE and equal trade counts, row by row on ours' index."""
+    theirs = theirs.reindex(ours.index)
+    bad = np.abs(ours["final_value"].to_numpy() - theirs["final_value"].to_numpy()) > TOLERANCE
+    for col in columns[1:]:
+        bad = bad | (ours[col].to_numpy() != theirs[col].to_numpy())
+    checked = "final value" + (", closed and open trades" if len(columns) > 1 else "")
+    if not bad.any():
+        return f"agree: {len(ours)}/{len(ours)} {what} ({checked})", True
+    i = int(np.flatnonzero(bad)[0])
+    first = (f"{ours.index[i]}: ours {tuple(ours.iloc[i][columns])}, "
+             f"peer {tuple(theirs.iloc[i][columns])}")
+    return f"DISAGREE: {int(bad.sum())}/{len(ours)} {what} differ, first {first}", False
+
+
+def outcome_frame(rows: list[Outcome], index: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame(rows, index=index, columns=COLUMNS)
+
+
+def load_peer(module: str, label: str, imports: dict[str, float]) -> ModuleType | None:
+    """Import peers.<module>, recording the import time; None (with a note) if unavailable."""
+    try:
+        peer, seconds = timed(lambda: importlib.import_module(f"peers.{module}"))
+    except ImportError as err:
+        print(f"skip {label}: not importable ({err}); `pip install -e '.[bench]'` adds it")
+        return None
+    imports[label] = seconds
+    return peer
+
+
+def main() -> int:
+    os.environ["TQDM_DISABLE"] = "1"  # backtesting.py draws progress bars per run
+    numba_cache = tempfile.TemporaryDirectory(prefix="bench-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = numba_cache.name  # read when numba is first imported
+    imports: dict[str, float] = {}
+    backtest, imports["ours (algotrading.backtest)"] = timed(
+        lambda: importlib.import_module("algotrading.backtest"))
+    vbt = load_peer("with_vectorbt", "vectorbt", imports)
+    btpy = load_peer("with_backtesting", "backtesting.py", imports)
+    btr = load_peer("with_backtrader", "backtrader", imports)
+    prices = inputs.gspc()
+    rows: list[Row] = []
+
+    # 1. single backtest -------------------------------------------------------------------------
+    case = f"1 single: SMA {FAST}/{SLOW}, {len(prices)} GSPC bars"
+    one = pd.Index(["GSPC"])
+
+    def ours_single() -> pd.DataFrame:
+        m = backtest.run("sma", prices, fast_period=FAST, slow_period=SLOW, size=SIZE,
+                         long_only=True).metrics
+        return outcome_frame([Outcome(m["final_value"], m["trades_closed"], m["trades_open"])],
+                             one)
+
+    mine, first, warm = measure(ours_single, 20)
+    m = mine.iloc[0]
+    rows.append(Row(case, "ours", first, warm, "best of 20",
+                    f"final {m.final_value:,.2f}, trades {m.trades_closed:.0f} closed + "
+                    f"{m.trades_open:.0f} open"))
+    if vbt:
+        theirs, first, warm = measure(lambda: vbt.run(prices["close"], prices["open"], FAST, SLOW,
+                                                      SIZE, one), 10)
+        rows.append(Row(case, "vectorbt", first, warm, "best of 10",
+                        *compare(mine, theirs, "run")))
+    if btpy:
+        bars = btpy.bars(prices)
+        theirs, first, warm = measure(
+            lambda: outcome_frame([btpy.run(bars, FAST, SLOW, SIZE)], one), 5)
+        rows.append(Row(case, "backtesting.py", first, warm, "best of 5",
+                        *compare(mine, theirs, "run")))
+    if btr:
+        theirs, first, warm = measure(
+            lambda: outcome_frame([btr.run(prices, FAST, SLOW, SIZE)], one), 3)
+        rows.append(Row(case, "backtrader", first, warm, "best of 3",
+                        *compare(mine, theirs, "run")))
+
+    # 2. parameter sweep -------------------------------------------------------------------------
+    combos = [(f, s) for f in SWEEP_FAST for s in SWEEP_SLOW if f < s]
+    grid = pd.MultiIndex.from_tuples(combos, names=["fast_period", "slow_period"])
+    case = (f"2 sweep: {len(combos)} combos (fast {SWEEP_FAST.start}..{SWEEP_FAST.stop - 1} x "
+            f"slow {SWEEP_SLOW.start}..{SWEEP_SLOW.stop - 1}/{SWEEP_SLOW.step}), same bars")
+
+    def ours_sweep() -> pd.DataFrame:
+        table = backtest.sweep("sma", prices, {"fast_period": SWEEP_FAST,
+                                               "slow_period": SWEEP_SLOW},
+                               size=SIZE, long_only=True)
+        return table.set_index(["fast_period", "slow_period"]).reindex(grid)[COLUMNS]
+
+    mine, first, warm = measure(ours_sweep, 5)
+    rows.append(Row(case, "ours", first, warm, "best of 5", f"{len(mine)} rows"))
+    if vbt:
+        theirs, first, warm = measure(
+            lambda: vbt.run(prices["close"], prices["open"], [f for f, _ in combos],
+                            [s for _, s in combos], SIZE, grid), 3)
+        rows.append(Row(case, "vectorbt", first, warm, "best of 3, one 1,590-column Portfolio",
+                        *compare(mine, theirs, "combos")))
+    if btpy:
+        heatmap, seconds = timed(lambda: btpy.sweep(btpy.bars(prices), SWEEP_FAST, SWEEP_SLOW,
+                                                    SIZE))
+        rows.append(Row(case, "backtesting.py", None, seconds,
+                        f"1 call of Backtest.optimize ({os.cpu_count()} processes)",
+                        *compare(mine, heatmap.rename("final_value").to_frame(),
+                                 "combos", ["final_value"])))
+    if btr:
+        pick = grid[np.linspace(0, len(grid) - 1, SUBSET_COMBOS).round().astype(int)]
+        theirs, seconds = timed(lambda: outcome_frame(
+            [btr.run(prices, f, s, SIZE) for f, s in pick], pick))
+        rows.append(Row(case, "backtrader", None, seconds * len(grid) / len(pick),
+                        f"{len(pick)} combos in {seconds:.1f} s, extrapolated to {len(grid)}",
+                        *compare(mine.loc[pick], theirs, "combos checked")))
+
+    # 3. many symbols ----------------------------------------------------------------------------
+    universe = inputs.universe(SYMBOLS, BARS)
+    names = pd.Index(list(universe))
+    case = f"3 universe: {SYMBOLS} symbols x {BARS} bars, SMA {FAST}/{SLOW} each"
+
+    def ours_universe() -> pd.DataFrame:
+        out = []
+        for frame in universe.values():
+            m = backtest.run("sma", frame, fast_period=FAST, slow_period=SLOW, size=SIZE,
+                             long_only=True).metrics
+            out.append(Outcome(m["final_value"], m["trades_closed"], m["trades_open"]))
+        return outcome_frame(out, names)
+
+    mine, first, warm = measure(ours_universe, 3)
+    rows.append(Row(case, "ours", first, warm, f"best of 3, {SYMBOLS} x run()",
+                    f"{int(mine.trades_closed.sum())} trades closed"))
+    portfolio = names[:PORTFOLIO_SYMBOLS]
+    result, seconds = timed(lambda: backtest.run_portfolio(
+        "sma", {s: universe[s] for s in portfolio}, fast_period=FAST, slow_period=SLOW,
+        size=SIZE, long_only=True))
+    # With a fixed size and costs 0, shared cash changes nothing (orders are never rejected), so
+    # the portfolio's final value is the cash plus the PnL of each symbol's own backtest.
+    expected = CASH + (mine.loc[portfolio, "final_value"] - CASH).sum()
+    same = abs(result.metrics["final_value"] - expected) <= TOLERANCE * len(portfolio)
+    rows.append(Row(case, "ours run_portfolio (shared cash)", None,
+                    seconds * SYMBOLS / len(portfolio),
+                    f"{len(portfolio)} symbols in {seconds:.1f} s, extrapolated to {SYMBOLS}",
+                    ("agree" if same else "DISAGREE") + " with the sum of the per-symbol runs",
+                    same))
+    if vbt:
+        close = pd.DataFrame({s: f["close"] for s, f in universe.items()})
+        open_ = pd.DataFrame({s: f["open"] for s, f in universe.items()})
+        theirs, first, warm = measure(lambda: vbt.run(close, open_, FAST, SLOW, SIZE, names), 3)
+        rows.append(Row(case, "vectorbt", first, warm, f"best of 3, one {SYMBOLS}-column Portfolio",
+                        *compare(mine, theirs, "symbols")))
+    subset = names[:SUBSET_SYMBOLS]
+    for peer, label, run in (
+            (btpy, "backtesting.py",
+             lambda s: btpy.run(btpy.bars(universe[s]), FAST, SLOW, SIZE)),
+            (btr, "backtrader", lambda s: btr.run(universe[s], FAST, SLOW, SIZE))):
+        if peer:
+            theirs, seconds = timed(lambda run=run: outcome_frame([run(s) for s in subset],
+                                                                  subset))
+            rows.append(Row(case, label, None, seconds * SYMBOLS / len(subset),
+                            f"{len(subset)} symbols in {seconds:.1f} s, extrapolated to {SYMBOLS}",
+                            *compare(mine.loc[subset], theirs, "symbols checked")))
+
+    numba_cache.cleanup()
+    report(rows, imports)
+    return 0 if all(r.agree for r in rows) else 1
+
+
+def report(rows: list[Row], imports: dict[str, float]) -> None:
+    """The machine, the timing table (Markdown), the speed targets and the agreement verdict."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    versions = {name: _version(name) for name in
+                ("numpy", "pandas", "numba", "vectorbt", "backtesting", "backtrader")}
+    print(f"\nmachine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("imports [s]: " + ", ".join(f"{k} {v:.2f}" for k, v in imports.items()))
+    ours = {r.case: r.warm for r in rows if r.engine == "ours"}
+    print("\n| case | engine | first call [s] | warm [s] | ours faster by | timed | check |")
+    print("|---|---|---:|---:|---:|---|---|")
+    for r in rows:
+        first = "-" if r.first is None else f"{r.first:.3f}"
+        ratio = "-" if r.engine.startswith("ours") else f"{r.warm / ours[r.case]:,.1f}x"
+        print(f"| {r.case} | {r.engine} | {first} | {r.warm:.3f} | {ratio} | {r.runs} | "
+              f"{r.check} |")
+    print("\n| target | measured | result |")
+    print("|---|---|---|")
+    for name, measured, ok in targets(rows):
+        print(f"| {name} | {measured} | {'n/a' if ok is None else 'PASS' if ok else 'FAIL'} |")
+    print("\nconventions aligned:\n" + "\n".join(f"- {c}" for c in CONVENTIONS))
+    bad = [r for r in rows if not r.agree]
+    print("\nagreement: " + ("all engines agree on final value and trade counts" if not bad else
+                             "; ".join(f"{r.engine} ({r.case}) disagrees" for r in bad)))
+
+
+def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, PASS/FAIL/None when the peer is missing)."""
+    def find(case: str, engine: str) -> Row | None:
+        return next((r for r in rows if r.case.startswith(case) and r.engine == engine), None)
+
+    out: list[tuple[str, str, bool | None]] = []
+    for case, engine, factor, label in (("2 ", "vectorbt", 5, "sweep >= 5x faster than vectorbt"),
+                                        ("2 ", "backtrader", 1000,
+                                         "sweep >= 1000x faster than backtrader (extrapolated)"),
+                                        ("1 ", "vectorbt", 10,
+                                         "single >= 10x faster than vectorbt")):
+        ours, peer = find(case, "ours"), find(case, engine)
+        if ours is None or peer is None:
+            out.append((label, f"{engine} not installed", None))
+        else:
+            ratio = peer.warm / ours.warm
+            out.append((label, f"{ratio:,.1f}x ({ours.warm:.4f} s vs {peer.warm:.3f} s)",
+                        ratio >= factor))
+    firsts = [r.first for r in (find("1 ", "ours"), find("2 ", "ours")) if r and r.first]
+    peer = find("1 ", "vectorbt")
+    note = f"; vectorbt first call {peer.first:.1f} s (numba compile)" if peer and peer.first else ""
+    out.append(("no multi-second first call (ours < 1 s, single and sweep)",
+                f"ours slowest first call {max(firsts):.3f} s{note}", max(firsts) < 1.0))
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
