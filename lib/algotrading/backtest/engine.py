@@ -15,6 +15,7 @@ fill flows); fraction sizing, stops and holding limits need the bar-by-bar loop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -408,7 +409,7 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     engine, own = split_params(params)
     settings = Settings(**engine)
     symbols = list(prices)
-    dates = pd.DatetimeIndex(sorted(set.intersection(*(set(p.index) for p in prices.values()))))
+    dates = functools.reduce(pd.Index.intersection, (p.index for p in prices.values())).sort_values()
     frames = [prices[s].loc[dates] for s in symbols]
     targets = np.stack([resolve(strategy, prices[s], own)[prices[s].index.isin(dates)]
                         for s in symbols], axis=1)
