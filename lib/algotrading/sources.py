@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algotrading.schema import NAMES, DataError, validate
+from algotrading.schema import DataError, validate
 
 SOURCES = ("sample", "adx", "public", "csv")
 SAMPLE_SYMBOLS = {"GSPC": "sp500", "IXIC": "nasdaq"}
@@ -143,18 +143,12 @@ def read_adx(path: str, symbols: list[str] | None = None) -> Batch:
                               "high": raw["high"], "low": raw["low"], "close": raw["close"],
                               "vol": raw["volume"]})
         rows = pd.Series(np.arange(len(raw)) + 2)  # line number in the file (header is line 1)
-        _check_numeric(frame, origin, sym, rows)
+        validate(frame, origin, rows)  # raw values first, so a bad number is reported as written
         frames.append(validate(_adjust(frame, raw["adjusted_close"]), origin, rows))
     if not frames:
         wanted = f" for {', '.join(symbols)}" if symbols else ""
         raise DataError(path, f"no daily_adjusted_<SYM>.csv files found{wanted}")
     return Batch(pd.concat(frames, ignore_index=True), origin=path)
-
-
-def _check_numeric(frame: pd.DataFrame, origin: str, sym: str, rows: pd.Series) -> None:
-    """Report bad raw numbers before adjustment turns them into NaN with no trace."""
-    validate_raw = frame.assign(sym=sym)
-    validate(validate_raw, origin, rows)
 
 
 def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None) -> Path:
@@ -253,7 +247,3 @@ def read_csv(path: str, columns: Mapping[str, str] | None = None,
     if frame.duplicated(["sym", "dt"]).any():
         return Batch(validate(frame, path), origin=path)
     return Batch(frame.sort_values(["sym", "dt"], ignore_index=True), origin=path)
-
-
-__all__ = ["SOURCES", "Batch", "read", "read_sample", "read_adx", "read_public", "read_csv",
-           "fetch", "NAMES"]
