@@ -48,7 +48,7 @@ BAD_INPUTS = {
     "NaN price": (lambda ls: _cell(ls, 2, 4, "NaN"),
                   "line 3 (2020-01-10): column close: not a finite number"),
     "high < low": (lambda ls: (_cell(ls, 4, 2, "90"), _cell(ls, 4, 3, "95")),
-                   "line 5 (2020-01-08): high < max(open, close)"),
+                   "line 5 (2020-01-08): high < low"),
     "negative volume": (lambda ls: _cell(ls, 5, 6, "-10"), "line 6 (2020-01-07): vol must be >= 0"),
     "empty file": (lambda ls: ls.clear(), "no data rows (empty file)"),
 }

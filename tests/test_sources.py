@@ -102,7 +102,8 @@ def _frame(change=None):
     ({("dt", 2): "2020-01-03"}, "f.csv: symbol AAA: row 3 (2020-01-03): duplicate date"),
     ({("close", 1): np.nan}, "f.csv: symbol AAA: row 2 (2020-01-03): column close: not a finite number"),
     ({("open", 0): -1.0, ("low", 0): -2.0}, "row 1 (2020-01-02): prices must be > 0"),
-    ({("high", 2): 8.0}, "row 3 (2020-01-06): high < max(open, close)"),
+    ({("high", 2): 8.0}, "row 3 (2020-01-06): high < low"),
+    ({("high", 2): 10.2}, "row 3 (2020-01-06): high < max(open, close)"),
     ({("low", 1): 10.6}, "row 2 (2020-01-03): low > min(open, close)"),
     ({("vol", 2): -5.0}, "row 3 (2020-01-06): vol must be >= 0"),
 ])

@@ -79,9 +79,9 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
         frame[col] = values.astype(float)
     checks = (
         ((frame[list(PRICES)] <= 0).any(axis=1), "prices must be > 0"),
+        (frame["high"] < frame["low"], "high < low"),  # the most specific OHLC rule first
         (frame["low"] > frame[["open", "close"]].min(axis=1), "low > min(open, close)"),
         (frame["high"] < frame[["open", "close"]].max(axis=1), "high < max(open, close)"),
-        (frame["high"] < frame["low"], "high < low"),
         (frame["vol"] < 0, "vol must be >= 0"),
     )
     for mask, rule in checks:
