@@ -111,3 +111,19 @@ def test_anchored_walk_forward_warms_up_on_history(gspc):
     # indicators come from history, so the window trades from its first bar on
     assert oos.trades["entry_date"].iloc[0] == gspc.index[1501]
     assert wf.iloc[1]["final_value"] == pytest.approx(oos.metrics["final_value"])
+
+
+def test_periods_are_disjoint_and_run_period_never_sees_later_bars():
+    from algotrading import backtest
+
+    index = pd.bdate_range("2020-01-01", periods=300)
+    prices = pd.DataFrame({"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0, "vol": 1.0},
+                          index=pd.DatetimeIndex(index, name="dt"))
+    bounds = backtest.periods(prices.index, "2020-06-30", "2020-09-30")
+    assert bounds["train"][1] < bounds["validation"][0] and bounds["validation"][1] < bounds["test"][0]
+    assert bounds["test"][1] == index[-1]
+    result = backtest.run_period("sma", prices, bounds["validation"], fast_period=2, slow_period=3)
+    assert result.equity.index[0] >= bounds["validation"][0]
+    assert result.equity.index[-1] <= bounds["validation"][1]
+    with pytest.raises(ValueError):
+        backtest.periods(prices.index, "2020-09-30", "2020-06-30")

@@ -4,7 +4,7 @@
 
 from algotrading.backtest.engine import Result, Settings, run, run_portfolio
 from algotrading.backtest.sweep import combinations, sweep
-from algotrading.backtest.walkforward import best, split, walk_forward
+from algotrading.backtest.walkforward import best, lookup, periods, run_period, split, walk_forward
 
-__all__ = ["Result", "Settings", "best", "combinations", "run", "run_portfolio", "split", "sweep",
-           "walk_forward"]
+__all__ = ["Result", "Settings", "best", "combinations", "lookup", "periods", "run", "run_period",
+           "run_portfolio", "split", "sweep", "walk_forward"]

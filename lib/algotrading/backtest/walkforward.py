@@ -37,6 +37,30 @@ def best(table: pd.DataFrame, metric: str = "sharpe", maximize: bool = True) -> 
     return {k: _plain(row[k]) for k in table.columns if k not in metrics.KEYS}
 
 
+def lookup(table: pd.DataFrame, params: Mapping[str, Any]) -> pd.Series:
+    """The sweep row whose parameters equal `params`."""
+    return table.loc[(table[list(params)] == pd.Series(params)).all(axis=1)].iloc[0]
+
+
+def periods(index: pd.DatetimeIndex, train_end: str, validation_end: str
+            ) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """Chronological, disjoint train / validation / test date ranges: train from the first bar to
+    `train_end`, validation to `validation_end`, test to the last bar."""
+    train, valid = pd.Timestamp(train_end), pd.Timestamp(validation_end)
+    if not index[0] <= train < valid < index[-1]:
+        raise ValueError(f"need {index[0].date()} <= train_end < validation_end < {index[-1].date()}")
+    day = pd.Timedelta(days=1)
+    return {"train": (index[0], train), "validation": (train + day, valid),
+            "test": (valid + day, index[-1])}
+
+
+def run_period(strategy: StrategyLike, prices: pd.DataFrame,
+               bounds: tuple[pd.Timestamp, pd.Timestamp], **params: Any):
+    """Backtest on one period: indicators see the history before it, never a bar after it."""
+    start, end = bounds
+    return run(strategy, prices.loc[:end], start=start, **params)
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -57,7 +81,7 @@ def walk_forward(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str
         end = min(begin + test_bars, len(prices))
         table = sweep(strategy, prices.iloc[:begin], grid, start=prices.index[first], **params)
         choice = best(table, metric)
-        score = table.loc[(table[list(choice)] == pd.Series(choice)).all(axis=1), metric].iloc[0]
+        score = lookup(table, choice)[metric]
         oos = run(strategy, prices.iloc[:end], **{**params, **choice, "start": prices.index[begin]})
         rows.append({
             "train_start": prices.index[first], "train_end": prices.index[begin - 1],
