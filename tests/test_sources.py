@@ -123,3 +123,11 @@ def test_validator_missing_column_and_empty():
 def test_validator_sorts_by_symbol_and_date():
     out = validate(_frame().iloc[::-1], "f.csv")
     assert list(out["dt"]) == ["2020-01-02", "2020-01-03", "2020-01-06"]
+
+
+def test_csv_rejects_a_date_repeated_across_files(tmp_path):
+    row = "dt,sym,open,high,low,close,vol\n2020-01-02,AAA,10,11,9,10.5,100\n"
+    (tmp_path / "a.csv").write_text(row)
+    (tmp_path / "b.csv").write_text(row)
+    with pytest.raises(DataError, match="symbol AAA: row 2 \\(2020-01-02\\): duplicate date"):
+        sources.read("csv", str(tmp_path))

@@ -4,7 +4,6 @@ into a run folder with a report; and `record`, which notebooks call to leave the
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import nbformat
 
 from algotrading.config import project_root, settings
+from algotrading.metrics import to_json
 
 STAGES = ("1_Data", "3_Models", "2_Strategies")  # the workshop's folder numbers, run in data order
 # Within a stage, notebooks that feed others come first; the rest follow alphabetically.
@@ -35,23 +35,10 @@ def notebooks(root: Path | None = None) -> list[Path]:
     return order
 
 
-def _clean(value: object) -> object:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, nested containers recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
 def record(name: str, results: Mapping[str, object]) -> dict:
     """Save a notebook's key results as `<run dir>/results/<name>.json` for the report and tests,
     and return them (so the notebook shows what it recorded)."""
-    clean = _clean(results)
+    clean = to_json(results)
     folder = settings().run_path() / RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")

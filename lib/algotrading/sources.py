@@ -236,14 +236,9 @@ def read_csv(path: str, columns: Mapping[str, str] | None = None,
         raw = _csv(store.get(name), origin)
         if columns:
             raw = raw.rename(columns=dict(columns))
-        rows = pd.Series(np.arange(len(raw)) + 2)
-        frame = validate(raw, origin, rows)
-        if symbols:
-            frame = frame[frame["sym"].isin(symbols)]
-        frames.append(frame)
+        frame = validate(raw, origin, pd.Series(np.arange(len(raw)) + 2))
+        frames.append(frame[frame["sym"].isin(symbols)] if symbols else frame)
     if not frames:
         raise DataError(path, "no .csv files found")
-    frame = pd.concat(frames, ignore_index=True)
-    if frame.duplicated(["sym", "dt"]).any():
-        return Batch(validate(frame, path), origin=path)
-    return Batch(frame.sort_values(["sym", "dt"], ignore_index=True), origin=path)
+    # once more over all files: a symbol and date may repeat across files
+    return Batch(validate(pd.concat(frames, ignore_index=True), path), origin=path)
