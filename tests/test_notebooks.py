@@ -68,11 +68,12 @@ def test_strategy_notebooks_with_a_small_grid(run_dir):
 def test_pipeline_runs_notebooks_into_a_report(run_dir):
     from algotrading import pipeline
 
-    report = pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"], "unknown": 1},
-                          out=run_dir)
+    out = run_dir / "pipeline"
+    report = pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"], "unknown": 1}, out=out)
     text = report.read_text()
     assert "[1_Data/Load_Hist_Data_Daily.ipynb](1_Data/Load_Hist_Data_Daily.ipynb) | ok" in text
     assert "| rows.GSPC | 5031 |" in text
-    assert (run_dir / "1_Data" / "Load_Hist_Data_Daily.ipynb").is_file()
+    assert (out / "1_Data" / "Load_Hist_Data_Daily.ipynb").is_file()
+    assert os.environ["ALGO_RUN_DIR"] == str(run_dir)  # the caller's setting is restored
     with pytest.raises(ValueError, match="no notebook matches"):
         pipeline.run(only=["Nope"], out=run_dir)

@@ -97,29 +97,36 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
         raise ValueError(f"no notebook matches {list(only or [])}")
     if (out / RESULTS).is_dir():
         shutil.rmtree(out / RESULTS)
+    previous = os.environ.get("ALGO_RUN_DIR")
     os.environ["ALGO_RUN_DIR"] = str(out)  # kernels inherit it, so record() writes here
     ran: list[tuple[Path, float, str]] = []
-    for i, nb in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {nb} ...", end=" ", flush=True)
-        target = out / nb
-        target.parent.mkdir(parents=True, exist_ok=True)
-        declared = pm.inspect_notebook(str(root / nb))
-        params = {k: v for k, v in (parameters or {}).items() if k in declared}
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(str(root / nb), str(target), parameters=params,
-                                cwd=str((root / nb).parent), kernel_name="python3",
-                                progress_bar=False, log_output=False)
-        except Exception:
-            print("FAILED")
-            ran.append((nb, time.perf_counter() - start, "failed"))
-            write_report(out, ran)
-            raise
-        secs = time.perf_counter() - start
-        print(f"ok ({secs:.1f} s)")
-        ran.append((nb, secs, "ok"))
-        if update_notebooks:
-            nbformat.write(_strip(nbformat.read(target, as_version=4)), root / nb)
+    try:
+        for i, nb in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {nb} ...", end=" ", flush=True)
+            target = out / nb
+            target.parent.mkdir(parents=True, exist_ok=True)
+            declared = pm.inspect_notebook(str(root / nb))
+            params = {k: v for k, v in (parameters or {}).items() if k in declared}
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(str(root / nb), str(target), parameters=params,
+                                    cwd=str((root / nb).parent), kernel_name="python3",
+                                    progress_bar=False, log_output=False)
+            except Exception:
+                print("FAILED")
+                ran.append((nb, time.perf_counter() - start, "failed"))
+                write_report(out, ran)
+                raise
+            secs = time.perf_counter() - start
+            print(f"ok ({secs:.1f} s)")
+            ran.append((nb, secs, "ok"))
+            if update_notebooks:
+                nbformat.write(_strip(nbformat.read(target, as_version=4)), root / nb)
+    finally:  # leave the caller's environment as it was
+        if previous is None:
+            os.environ.pop("ALGO_RUN_DIR", None)
+        else:
+            os.environ["ALGO_RUN_DIR"] = previous
     report = write_report(out, ran)
     print(f"report: {report}")
     return report
