@@ -1,0 +1,283 @@
+"""The strategy runner: the backtests' strategy objects, event-driven over a feed.
+
+For each bar: record it, let the broker see it (the paper broker fills the open order at the
+open), settle orders that finished, decide the wanted position from the bars so far, size it,
+pass the risk checks, submit, record the position, then check the alert thresholds. Decisions
+at a bar's close fill at the next bar's open, as in `algotrading.backtest.run`, so a replay with
+the paper broker reproduces the backtest (tests/test_live.py checks it).
+
+Restart: the runner first redoes every bar already in the journal, in order. Every event has a
+deterministic key and client order ids are derived from the run, bar date and order number, so
+redoing a bar writes nothing twice, and an order sent before a crash is found at the broker by
+its client order id (`status`) instead of being sent again; an order journaled but never sent is
+sent. The paper broker, which lives in memory, is rebuilt by the same replay. Then the feed
+continues after the last journaled bar.
+
+Kill switch: `request_kill` (CLI `algotrading live flatten`) records a request; at its next bar
+the runner cancels open orders, sends orders that flatten the position (risk checks skipped),
+accepts no more strategy orders, and stops once flat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from algotrading.live.alerts import Notifier, Thresholds, log_metrics
+from algotrading.live.brokers import BrokerAdapter, Order, OrderStatus
+from algotrading.live.feeds import Bar, Feed
+from algotrading.live.journal import Journal, JournalError
+from algotrading.live.risk import Limits
+from algotrading.strategies import Strategy, get
+
+
+class Runner:
+    """Runs `strategy` (name or Strategy) with `params` on one symbol.
+
+    Sizing: `size` shares per unit of target (the backtests' `size`), else `fraction` of equity
+    at the decision close, in whole shares. `cash` is the starting capital of the run's book.
+    `history` holds the bars before the feed's first (indicator warm-up only).
+    """
+
+    def __init__(self, strategy: str | Strategy, symbol: str, broker: BrokerAdapter,
+                 journal: Journal, params: dict[str, Any] | None = None,
+                 history: pd.DataFrame | None = None, size: float | None = None,
+                 fraction: float = 1.0, cash: float = 100_000.0, limits: Limits | None = None,
+                 thresholds: Thresholds | None = None, notifier: Notifier | None = None):
+        self.strategy = get(strategy)
+        self.params = self.strategy.check(params or {})
+        self.symbol, self.broker, self.journal = symbol, broker, journal
+        if size is not None and not size > 0 or not fraction > 0 or not cash > 0:
+            raise ValueError("size, fraction and cash must be > 0")
+        self.size, self.fraction, self.cash0 = size, fraction, float(cash)
+        self.limits, self.thresholds = limits or Limits(), thresholds or Thresholds()
+        self.notifier = notifier
+        cols = ["open", "high", "low", "close", "vol"]
+        hist = history if history is not None else pd.DataFrame(columns=cols)
+        self._dates = list(pd.DatetimeIndex(hist.index))
+        self._rows = {c: list(hist[c].astype(float)) if c in hist else [0.0] * len(hist)
+                      for c in cols}
+        self._need = max([v + 1 for k, v in self.params.items()
+                          if self.strategy.params[k].lookback] or [1])
+        # the book, rebuilt from the journal's fills on restart
+        self.shares, self.cash = 0.0, self.cash0
+        self.peak = self.equity = self.cash0
+        self.open: dict[str, Order] = {}
+        self.orders_on: dict[str, int] = {}  # client order ids used per day
+        self.sent_on: dict[str, int] = {}  # orders that passed the checks per day
+        self.killed = self.stopped = False
+        self._prev_close: float | None = None
+        self._prev_equity = self.cash0
+        self._honoured: set[str] = set()
+        self.last = ""  # the last bar this object processed
+        self.config = self._config()
+
+    # -- the journal --------------------------------------------------------------------------
+    def _record(self, kind: str, key: str, dt: str, data: dict[str, Any]) -> bool:
+        return self.journal.append(kind, key, dt, data)
+
+    def _config(self) -> dict[str, Any]:
+        first = self._dates[0].date().isoformat() if self._dates else None
+        return {"strategy": self.strategy.name, "params": self.params, "symbol": self.symbol,
+                "size": self.size, "fraction": self.fraction, "cash": self.cash0,
+                "limits": self.limits.to_dict(), "thresholds": self.thresholds.to_dict(),
+                "history": [first, len(self._dates)]}
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, feed: Feed | Iterable[Bar] | None = None) -> dict[str, Any]:
+        """Redo the journaled bars, then consume `feed` until it ends or the kill switch stops
+        the run. Returns `summary()`."""
+        start = self.journal.get("start")
+        if start is not None and start["data"] != self.config:
+            raise JournalError(f"journal {self.journal.run} was started with {start['data']}, "
+                               f"not {self.config}; use another journal or run name")
+        self._record("start", "start", "", self.config)
+        for event in self.journal.events("bar"):
+            if self.stopped:
+                return self.summary()
+            if event["dt"] > self.last:
+                self._step(Bar(**event["data"]), live=False)
+        bars = feed.bars() if hasattr(feed, "bars") else (feed or [])
+        for bar in bars:
+            if self.stopped:
+                break
+            if bar.dt <= self.last:
+                continue
+            if bar.sym != self.symbol:
+                raise ValueError(f"feed gave a bar of {bar.sym}; this runner trades {self.symbol}")
+            self._step(bar, live=True)
+        return self.summary()
+
+    def _step(self, bar: Bar, live: bool) -> None:
+        dt = self.last = bar.dt
+        self._record("bar", f"bar:{dt}", dt, bar.to_dict())
+        self.broker.on_bar(bar)
+        self._settle(dt)
+        self._dates.append(pd.Timestamp(dt))
+        for c in ("open", "high", "low", "close", "vol"):
+            self._rows[c].append(getattr(bar, c))
+        close = bar.close
+        self.equity = self.cash + self.shares * close
+        self.peak = max(self.peak, self.equity)
+        drawdown = 1.0 - self.equity / self.peak if self.peak > 0 else 0.0
+        pnl, day_pnl = self.equity - self.cash0, self.equity - self._prev_equity
+        if live:
+            self.journal.reload()  # a kill request may have come from another process
+        for req in self.journal.events("kill_request"):
+            if req["key"] not in self._honoured and req["data"]["after"] < dt:
+                self._honoured.add(req["key"])
+                self.kill(dt, close, req["data"]["reason"])
+        if self.killed:
+            self._flatten(dt, close)
+        else:
+            self._decide(dt, close, day_pnl)
+        self._record("position", f"position:{dt}", dt, {
+            "shares": self.shares, "cash": self.cash, "equity": self.equity, "pnl": pnl,
+            "drawdown": drawdown, "open_orders": sorted(self.open)})
+        for name, message in self.thresholds.crossed(pnl, drawdown):
+            key = f"alert:{name}"
+            if self.journal.get(key) is None:
+                if self.notifier is not None:  # at least once: notify, then record
+                    self.notifier.notify(f"algotrading {self.journal.run} {self.symbol}: {name}",
+                                         f"{dt}: {message}")
+                self._record("alert", key, dt, {"name": name, "message": message})
+        if live:
+            log_metrics(self.journal.run, self.symbol, dt, {
+                "equity": self.equity, "pnl": pnl, "drawdown": drawdown, "position": self.shares})
+        self._prev_close, self._prev_equity = close, self.equity
+        if self.killed and not self.shares and not self.open:
+            self._record("stop", "stop", dt, {"reason": "killed and flat"})
+            self.stopped = True
+
+    # -- decisions and orders -----------------------------------------------------------------
+    def target(self) -> float:
+        """The strategy's wanted position after the latest close (flat until its windows fill)."""
+        if len(self._dates) <= self._need - 1:
+            return 0.0
+        prices = pd.DataFrame(self._rows, index=pd.DatetimeIndex(self._dates, name="dt"))
+        return float(self.strategy.targets(prices, **self.params)[-1])
+
+    def _decide(self, dt: str, close: float, day_pnl: float) -> None:
+        target = self.target()
+        self._record("signal", f"signal:{dt}", dt, {"target": target})
+        if self.size is not None:
+            want = target * self.size
+        else:
+            want = math.copysign(math.floor(abs(target) * self.fraction * max(self.equity, 0.0)
+                                            / close), target)
+        pending = sum(o.qty for o in self.open.values())
+        qty = want - self.shares - pending
+        if qty:
+            self._order(dt, qty, close, day_pnl, "signal")
+
+    def _order(self, dt: str, qty: float, price: float, day_pnl: float, why: str) -> None:
+        n = self.orders_on.get(dt, 0)
+        self.orders_on[dt] = n + 1
+        coid = f"{self.journal.run}-{self.symbol}-{dt.replace('-', '')}-{n}"
+        if why == "signal":
+            held = self.shares + sum(o.qty for o in self.open.values())
+            reason = self.limits.check(qty, price, held, self._prev_close,
+                                       self.sent_on.get(dt, 0), day_pnl)
+            if reason:
+                self._record("rejection", f"rejection:{coid}", dt, {
+                    "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
+                    "reason": reason, "by": "risk"})
+                return
+        order = Order(coid, self.symbol, qty, dt)
+        self._record("order", f"order:{coid}", dt, {
+            "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
+            "why": why})
+        self.sent_on[dt] = self.sent_on.get(dt, 0) + 1
+        status = self.broker.status(coid) or self.broker.submit(order)
+        self.open[coid] = order
+        if status.done:
+            self._finish(status, dt)
+
+    def _settle(self, dt: str) -> None:
+        for coid in list(self.open):
+            status = self.broker.status(coid)
+            if status is not None and status.done:
+                self._finish(status, dt)
+
+    def _finish(self, status: OrderStatus, dt: str) -> None:
+        coid = status.client_order_id
+        self.open.pop(coid, None)
+        if status.state == "filled":
+            self._record("fill", f"fill:{coid}", dt, {
+                "client_order_id": coid, "symbol": status.symbol, "qty": status.filled_qty,
+                "price": status.price, "commission": status.commission})
+            self.shares += status.filled_qty
+            self.cash -= status.filled_qty * status.price + status.commission
+        elif status.state == "canceled":
+            self._record("cancel", f"cancel:{coid}", dt, {"client_order_id": coid,
+                                                           "reason": status.reason})
+        else:
+            self._record("rejection", f"rejection:{coid}", dt, {
+                "client_order_id": coid, "symbol": status.symbol, "qty": status.qty,
+                "reason": status.reason, "by": "broker"})
+
+    # -- the kill switch ----------------------------------------------------------------------
+    def kill(self, dt: str, close: float, reason: str) -> None:
+        """Cancel open orders, flatten, accept no more strategy orders (stops once flat)."""
+        self.killed = True
+        self._record("kill", "kill", dt, {"reason": reason})
+        for coid in list(self.open):
+            status = self.broker.cancel(coid)
+            if status is not None and status.done:
+                self._finish(status, dt)
+
+    def _flatten(self, dt: str, close: float) -> None:
+        pending = sum(o.qty for o in self.open.values())
+        if self.shares + pending:
+            self._order(dt, -(self.shares + pending), close, 0.0, "kill")
+
+    def summary(self) -> dict[str, Any]:
+        """Where the run stands (the book as of the last bar)."""
+        return status(self.journal)
+
+
+def request_kill(journal: Journal, reason: str = "manual") -> str:
+    """Record a kill request; the runner honours it at its next bar. Returns its key."""
+    bars = journal.events("bar")
+    n = len(journal.events("kill_request"))
+    key = f"kill_request:{n}"
+    journal.append("kill_request", key, bars[-1]["dt"] if bars else "",
+                   {"reason": reason, "after": bars[-1]["dt"] if bars else ""})
+    return key
+
+
+def status(journal: Journal) -> dict[str, Any]:
+    """The run from its journal: last position, counts, open orders, alerts, kill state."""
+    events = journal.events()
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[e["kind"]] = counts.get(e["kind"], 0) + 1
+    positions = [e for e in events if e["kind"] == "position"]
+    last = positions[-1] if positions else None
+    return {
+        "run": journal.run,
+        "last_bar": last["dt"] if last else None,
+        **({k: last["data"][k] for k in ("shares", "cash", "equity", "pnl", "drawdown",
+                                          "open_orders")} if last else {}),
+        "events": counts,
+        "alerts": [e["data"]["message"] for e in events if e["kind"] == "alert"],
+        "killed": any(e["kind"] == "kill" for e in events),
+        "stopped": any(e["kind"] == "stop" for e in events),
+    }
+
+
+def equity(journal: Journal) -> pd.Series:
+    """Equity at each bar's close, from the journal's position events."""
+    rows = journal.events("position")
+    return pd.Series([r["data"]["equity"] for r in rows],
+                     index=pd.DatetimeIndex([r["dt"] for r in rows], name="dt"), name="equity")
+
+
+def fills(journal: Journal) -> pd.DataFrame:
+    """Every fill: date, client order id, signed shares, price, commission."""
+    rows = journal.events("fill")
+    return pd.DataFrame([{"dt": r["dt"], **r["data"]} for r in rows],
+                        columns=["dt", "client_order_id", "symbol", "qty", "price", "commission"])

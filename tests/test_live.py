@@ -1,0 +1,390 @@
+"""algotrading.live: feeds, brokers, risk checks, journal, runner, alerts and the CLI group.
+
+Outside services are local stand-ins (tests/live_fakes.py): the vendor's daily-bars API serves
+responses in its documented shape from 127.0.0.1, and a fake Alpaca implements the v2 trading
+endpoints the adapter calls. What they prove: our requests are well formed (paths, bodies,
+headers, keys from the environment) and we read the documented response shapes. What only the
+real services would: their actual fills, rejections, rate limits and partial fills.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from algotrading import backtest
+from algotrading.cli import main
+from algotrading.live import (
+    AlpacaBroker,
+    Bar,
+    Limits,
+    LogNotifier,
+    Order,
+    PaperBroker,
+    PollingFeed,
+    ReplayFeed,
+    Runner,
+    SqliteJournal,
+    Thresholds,
+    VendorConfig,
+)
+from algotrading.live import runner as live_runner
+from algotrading.live.brokers import AlpacaError
+from algotrading.live.journal import JournalError
+from algotrading.schema import DataError
+
+from live_fakes import KEY_ID, SECRET, FakeAlpaca, journal_rows, serve, synthetic_prices, vendor
+
+HERE = Path(__file__).parent
+SMA = {"fast_period": 5, "slow_period": 15}
+
+
+@pytest.fixture
+def prices() -> pd.DataFrame:
+    return synthetic_prices()
+
+
+@pytest.fixture
+def alpaca_env(monkeypatch):
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY_ID)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+
+
+# --- feeds ---------------------------------------------------------------------------------------
+
+def test_replay_feed_streams_validated_bars_from_start_at_a_speed(prices):
+    waits: list[float] = []
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01", speed=86_400 * 4, sleep=waits.append)
+    bars = list(feed.bars())
+    assert bars[0].dt == "2023-03-01" and bars[-1].dt == prices.index[-1].strftime("%Y-%m-%d")
+    assert len(bars) + len(feed.history) == len(prices)
+    assert feed.history.index[-1] < pd.Timestamp("2023-03-01")
+    assert waits == [0.25] * (len(bars) - 1)  # one trading day = 86400 s / speed
+    assert bars[3].close == pytest.approx(prices.loc[bars[3].dt, "close"])
+
+
+def test_replay_feed_rejects_a_bad_bar_with_the_ingest_validator(prices):
+    broken = prices.copy()
+    broken.iloc[40, broken.columns.get_loc("high")] = broken.iloc[40]["low"] - 1
+    with pytest.raises(DataError, match=r"replay of SYN: symbol SYN: row \d+ \(2023-02-27\): high < low"):
+        list(ReplayFeed(broken, "SYN", start="2023-01-03").bars())
+    with pytest.raises(ValueError, match="speed"):
+        ReplayFeed(prices, "SYN", speed=0)
+
+
+def test_polling_feed_yields_each_new_bar_once_with_the_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VENDOR_KEY", "k-123")
+    with vendor(["bars_poll1.json", "bars_poll2.json", "bars_empty.json"], key="k-123") as (url, asked):
+        config = VendorConfig.load(json.dumps({
+            "url": url + "/v2/stocks/{symbol}/bars?timeframe=1Day&start={start}",
+            "headers": {"APCA-API-KEY-ID": "VENDOR_KEY"}, "interval": 5}))
+        waits: list[float] = []
+        feed = PollingFeed(config, "AAPL", start="2024-01-02", polls=3, sleep=waits.append)
+        bars = list(feed.bars())
+    assert [b.dt for b in bars] == ["2024-01-02", "2024-01-03", "2024-01-04"]
+    assert bars[-1] == Bar("AAPL", "2024-01-04", 182.15, 183.0872, 180.88, 181.91, 71983570.0)
+    assert waits == [5, 5]
+    assert asked[0] == "/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-02"
+    assert asked[1].endswith("start=2024-01-04") and len(asked) == 3  # asks only for new days
+
+
+def test_polling_feed_refuses_a_bad_bar_and_a_missing_key(monkeypatch):
+    monkeypatch.delenv("VENDOR_KEY", raising=False)
+    with vendor(["bars_bad.json"]) as (url, _):
+        feed = PollingFeed(VendorConfig(url + "/bars/{symbol}"), "AAPL", start="2024-01-05")
+        with pytest.raises(DataError, match=r"/bars/AAPL: symbol AAPL: row 1 \(2024-01-05\): high < low"):
+            feed.poll()
+        keyed = PollingFeed(VendorConfig(url, headers={"X-Key": "VENDOR_KEY"}), "AAPL", "2024-01-05")
+        with pytest.raises(ValueError, match="needs environment variable VENDOR_KEY"):
+            keyed.poll()
+    with pytest.raises(ValueError, match="fields lacks"):
+        VendorConfig.load({"url": "http://x", "fields": {"dt": "t"}})
+    with pytest.raises(ValueError, match="unknown key"):
+        VendorConfig.load({"url": "http://x", "token": "secret"})
+
+
+# --- brokers -------------------------------------------------------------------------------------
+
+def test_paper_broker_fills_like_the_backtest_broker():
+    paper = PaperBroker("SYN", commission_bps=10, slippage_bps=5, commission_per_share=0.01)
+    bar = Bar("SYN", "2024-01-02", 100, 101, 99, 100.5, 1)
+    paper.on_bar(bar)
+    new = paper.submit(Order("a", "SYN", 50, "2024-01-02"))
+    assert new.state == "new" and paper.positions() == {}
+    paper.on_bar(Bar("SYN", "2024-01-03", 102, 103, 101, 102.5, 1))
+    done = paper.status("a")
+    px = 102 * 1.0005  # the open, slipped against us
+    assert done.state == "filled" and done.filled_qty == 50
+    assert done.price == pytest.approx(px)
+    assert done.commission == pytest.approx(50 * (0.01 + px * 0.001))
+    assert paper.cash() == pytest.approx(100_000 - 50 * px - done.commission)
+    assert paper.positions() == {"SYN": 50}
+    assert paper.submit(Order("a", "SYN", 50, "x")) is done  # same id: no second order
+    # cancel before the next open: nothing fills
+    paper.submit(Order("b", "SYN", -50, "2024-01-03"))
+    assert paper.cancel("b").state == "canceled"
+    paper.on_bar(Bar("SYN", "2024-01-04", 90, 91, 89, 90, 1))
+    assert paper.positions() == {"SYN": 50}
+    # buying power: 2000 shares at ~90 need more than the equity
+    paper.submit(Order("c", "SYN", 2000, "2024-01-04"))
+    paper.on_bar(Bar("SYN", "2024-01-05", 90, 91, 89, 90, 1))
+    assert paper.status("c").state == "rejected" and paper.status("c").reason == "buying power"
+    assert paper.submit(Order("d", "XYZ", 1, "x")).reason == "paper broker trades SYN only"
+
+
+def test_alpaca_adapter_speaks_the_documented_endpoints(alpaca_env):
+    fake = FakeAlpaca(price=101.5, fill=False, cash=25_000)
+    with serve(fake.handler()) as server:
+        broker = AlpacaBroker(f"http://127.0.0.1:{server.server_port}")
+        sent = broker.submit(Order("run-SYN-20240102-0", "SYN", -30, "2024-01-02"))
+        assert sent.state == "new" and sent.qty == -30
+        assert fake.bodies == [{"symbol": "SYN", "qty": "30", "side": "sell", "type": "market",
+                                "time_in_force": "day", "client_order_id": "run-SYN-20240102-0"}]
+        assert broker.status("run-SYN-20240102-0").state == "new"
+        assert broker.status("nope") is None
+        with pytest.raises(AlpacaError, match="HTTP 422 .*client_order_id must be unique"):
+            broker.submit(Order("run-SYN-20240102-0", "SYN", -30, "2024-01-02"))
+        assert broker.cancel("run-SYN-20240102-0").state == "canceled"
+        assert broker.cash() == 25_000 and broker.positions() == {}
+        fake.fill = True
+        filled = broker.submit(Order("run-SYN-20240103-0", "SYN", 10, "2024-01-03"))
+        assert (filled.state, filled.filled_qty, filled.price) == ("filled", 10, 101.5)
+        assert broker.positions() == {"SYN": 10}
+
+
+def test_alpaca_keys_come_only_from_the_environment(monkeypatch):
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "x")
+    with pytest.raises(ValueError, match="APCA_API_KEY_ID"):
+        AlpacaBroker("http://127.0.0.1:9")
+    monkeypatch.setenv("APCA_API_KEY_ID", "wrong")
+    with serve(FakeAlpaca().handler()) as server:
+        with pytest.raises(AlpacaError, match="HTTP 401"):
+            AlpacaBroker(f"http://127.0.0.1:{server.server_port}").cash()
+
+
+# --- risk checks ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("limits", "args", "reason"), [
+    (Limits(max_order_shares=100), (150, 10, 0, 10, 0, 0), "150 shares exceeds max_order_shares 100"),
+    (Limits(max_order_notional=1000), (150, 10, 0, 10, 0, 0), "notional 1,500.00 exceeds"),
+    (Limits(max_position=200), (150, 10, 100, 10, 0, 0), "250 shares would exceed max_position 200"),
+    (Limits(collar=0.1), (10, 12, 0, 10, 0, 0), "20.0% from the last close 10, outside the 10.0%"),
+    (Limits(max_orders_per_day=1), (10, 10, 0, 10, 1, 0), "1 order(s) today reach max_orders_per_day 1"),
+    (Limits(daily_loss=500), (10, 10, 0, 10, 0, -600), "today's loss 600.00 exceeds daily_loss 500.00"),
+])
+def test_each_risk_limit_rejects_with_its_reason(limits, args, reason):
+    assert reason in limits.check(*args)
+    qty, price, held, last, today, pnl = args
+    assert Limits().check(*args) is None  # no limits, no rejection
+
+
+def test_reducing_orders_pass_position_and_loss_limits():
+    limits = Limits(max_position=100, daily_loss=10)
+    assert limits.check(-150, 10, 200, 10, 0, -1000) is None
+    with pytest.raises(ValueError, match="collar"):
+        Limits(collar=-0.1)
+
+
+# --- journal ------------------------------------------------------------------------------------
+
+def test_sqlite_journal_is_append_only_and_idempotent(tmp_path):
+    journal = SqliteJournal(tmp_path / "j.db", run="r1")
+    assert journal.append("bar", "bar:2024-01-02", "2024-01-02", {"close": 1.5})
+    assert not journal.append("bar", "bar:2024-01-02", "2024-01-02", {"close": 1.5})
+    with pytest.raises(JournalError, match="differs from the record"):
+        journal.append("bar", "bar:2024-01-02", "2024-01-02", {"close": 1.6})
+    db = sqlite3.connect(tmp_path / "j.db")
+    for sql in ("UPDATE events SET data = '{}'", "DELETE FROM events"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(sql)
+    db.close()
+    assert SqliteJournal(tmp_path / "j.db", run="r2").events() == []  # runs share the file only
+    other = SqliteJournal(tmp_path / "j.db", run="r1")  # e.g. `live flatten` in another process
+    other.append("kill_request", "kill_request:0", "", {"reason": "x", "after": ""})
+    assert [e["kind"] for e in journal.events()] == ["bar"]
+    journal.reload()
+    assert [e["kind"] for e in journal.events()] == ["bar", "kill_request"]
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+def _fills_from_backtest(result: backtest.Result, prices: pd.DataFrame, slip: float) -> list:
+    """(fill date, signed shares, price) implied by a backtest's positions (fills at the open)."""
+    pos = result.positions
+    change = pos.diff().fillna(pos.iloc[0])
+    out = []
+    for day, qty in change[change != 0].items():
+        out.append((day.strftime("%Y-%m-%d"), qty, prices.loc[day, "open"] * (1 + np.sign(qty) * slip)))
+    return out
+
+
+@pytest.mark.parametrize("params", [SMA, {**SMA, "long_only": True}])
+def test_replay_through_the_runner_matches_the_backtest(tmp_path, prices, params):
+    costs = {"cash": 50_000.0, "commission_bps": 5.0, "slippage_bps": 2.0,
+             "commission_per_share": 0.005}
+    start = "2023-03-01"
+    feed = ReplayFeed(prices, "SYN", start=start)
+    journal = SqliteJournal(tmp_path / "j.db")
+    summary = Runner("sma", "SYN", PaperBroker("SYN", **costs), journal, params=params,
+                     history=feed.history, size=100, cash=costs["cash"]).run(feed)
+    result = backtest.run("sma", prices, size=100, start=start, **costs, **params)
+    assert summary["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
+    live_equity = live_runner.equity(journal)
+    assert np.allclose(live_equity.to_numpy(), result.equity.to_numpy(), rtol=1e-12)
+    fills = live_runner.fills(journal)
+    expected = _fills_from_backtest(result, prices, 2e-4)
+    assert len(fills) == len(expected) >= 6
+    assert [(r.dt, r.qty) for r in fills.itertuples()] == [(d, q) for d, q, _ in expected]
+    assert np.allclose(fills["price"], [p for _, _, p in expected], rtol=1e-12)
+
+
+def test_risk_rejections_kill_switch_and_alert_are_journaled(tmp_path, prices, caplog):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    journal = SqliteJournal(tmp_path / "j.db")
+    notifier = LogNotifier()
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    size=100, limits=Limits(max_order_shares=150),
+                    thresholds=Thresholds(loss=1.0), notifier=notifier)
+    bars = list(feed.bars())
+    with caplog.at_level(logging.INFO, logger="algotrading.live"):
+        runner.run(bars[:40])
+    rejections = journal.events("rejection")
+    assert rejections and all("exceeds max_order_shares 150" in r["data"]["reason"]
+                              for r in rejections)
+    assert {r["data"]["by"] for r in rejections} == {"risk"}
+    # the alert fired once, through the notifier, and was journaled
+    alerts = journal.events("alert")
+    assert [a["data"]["name"] for a in alerts] == ["loss"] and len(notifier.sent) == 1
+    assert "PnL" in notifier.sent[0][1]
+    lines = [json.loads(r.message) for r in caplog.records if r.name == "algotrading.live.metrics"]
+    assert {line["metric"] for line in lines} == {"equity", "pnl", "drawdown", "position"}
+    assert all(set(line) == {"metric", "value", "run", "symbol", "dt"} for line in lines)
+    # the kill switch: flatten at the next bar, then stop
+    held = runner.shares
+    assert held
+    live_runner.request_kill(journal, "test")
+    summary = runner.run(bars)
+    assert summary["killed"] and summary["stopped"] and summary["shares"] == 0
+    kill_order = [o for o in journal.events("order") if o["data"]["why"] == "kill"]
+    assert len(kill_order) == 1 and kill_order[0]["data"]["qty"] == -held
+    assert journal.events("stop")[0]["dt"] == bars[41].dt  # filled at the next open, then stopped
+    assert len(journal.events("bar")) == 42
+
+
+def test_a_restarted_runner_refuses_another_configuration(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    journal = SqliteJournal(tmp_path / "j.db")
+    Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+           size=100).run(list(feed.bars())[:5])
+    with pytest.raises(JournalError, match="was started with"):
+        Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+               size=200).run([])
+
+
+# --- kill and restart: real processes ------------------------------------------------------------
+
+def _child(tmp_path: Path, journal: Path, broker: str, kill: str = "", speed: str = "",
+           env: dict | None = None, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+    csv = tmp_path / "prices.csv"
+    if not csv.exists():
+        synthetic_prices().to_csv(csv)
+    cmd = [sys.executable, str(HERE / "live_child.py"), str(journal), str(csv), broker, kill, speed]
+    full_env = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_runner_killed_at_several_points_resumes_without_losing_or_duplicating(tmp_path):
+    clean = tmp_path / "clean.db"
+    done = _child(tmp_path, clean, "paper")
+    assert done.returncode == 0, done.stderr
+    reference = journal_rows(clean)
+    kinds = [k for k, _, _ in reference]
+    first = {kind: kinds.index(kind) + 1 for kind in ("order", "fill", "position")}
+    points = [f"append:{first['order']}",  # order journaled, not yet sent
+              f"append:{first['fill']}",  # fill journaled, position not yet
+              f"append:{first['position'] + 2}",
+              f"append:{len(reference) - 3}",  # near the end
+              "submit:2"]  # second order sent, not yet journaled as filled
+    for point in points:
+        journal = tmp_path / f"{point.replace(':', '_')}.db"
+        killed = _child(tmp_path, journal, "paper", kill=point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+        partial = journal_rows(journal)
+        assert 0 < len(partial) < len(reference) and partial == reference[:len(partial)]
+        resumed = _child(tmp_path, journal, "paper")
+        assert resumed.returncode == 0, resumed.stderr
+        assert journal_rows(journal) == reference, point
+    orders = [key for kind, key, _ in reference if kind == "order"]
+    assert len(orders) == len(set(orders)) >= 5
+
+
+def test_runner_killed_at_a_random_moment_resumes(tmp_path):
+    clean = tmp_path / "clean.db"
+    assert _child(tmp_path, clean, "paper").returncode == 0
+    journal = tmp_path / "timed.db"
+    proc = _child(tmp_path, journal, "paper", speed=str(86_400 * 40), wait=False)
+    time.sleep(3.0)  # the process is importing, then replaying 40 bars a second
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert 0 < len(journal_rows(journal)) < len(journal_rows(clean))
+    assert _child(tmp_path, journal, "paper").returncode == 0
+    assert journal_rows(journal) == journal_rows(clean)
+
+
+def test_alpaca_runner_killed_between_journal_and_broker_sends_each_order_once(tmp_path):
+    fake_clean, fake = FakeAlpaca(), FakeAlpaca()
+    with serve(fake_clean.handler()) as server:
+        env = {"APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET,
+               "APCA_API_BASE_URL": f"http://127.0.0.1:{server.server_port}"}
+        assert _child(tmp_path, tmp_path / "clean.db", "alpaca", env=env).returncode == 0
+    reference = journal_rows(tmp_path / "clean.db")
+    first_order = [k for k, _, _ in reference].index("order") + 1
+    with serve(fake.handler()) as server:
+        env["APCA_API_BASE_URL"] = f"http://127.0.0.1:{server.server_port}"
+        journal = tmp_path / "j.db"
+        for kill in (f"append:{first_order}", "submit:2", "submit:1"):
+            run = _child(tmp_path, journal, "alpaca", kill=kill, env=env)
+            assert run.returncode in (-signal.SIGKILL, 0), run.stderr
+        assert _child(tmp_path, journal, "alpaca", env=env).returncode == 0
+    assert journal_rows(journal) == reference
+    assert fake.submitted == fake_clean.submitted  # every order once, none lost
+    assert len(set(fake.submitted)) == len(fake.submitted) >= 5
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample"]) == 0
+    journal = str(tmp_path / "live.db")
+    args = ["live", "replay", "sma", "--symbol", "GSPC", "--from", "2018-06-01", "--journal", journal,
+            "--param", "fast_period=10", "--param", "slow_period=30", "--param", "size=10"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2018-12-31" in out
+    assert main(["live", "status", "--journal", journal, "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["last_bar"] == "2018-12-31" and state["events"]["bar"] == 148
+    result = backtest.run("sma", __import__("algotrading").query.load_prices("GSPC"),
+                          fast_period=10, slow_period=30, size=10, start="2018-06-01")
+    assert state["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
+    assert main(["live", "flatten", "--journal", journal, "--reason", "test"]) == 0
+    assert "kill request recorded" in capsys.readouterr().out
+    assert main(["live", "replay", "nope", "--symbol", "GSPC", "--from", "2018-06-01",
+                 "--journal", journal]) == 2
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
