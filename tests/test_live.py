@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import backtest
+from algotrading import backtest, query
 from algotrading.cli import main
 from algotrading.live import (
     AlpacaBroker,
@@ -379,12 +379,15 @@ def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
     assert "2018-12-31" in out
     assert main(["live", "status", "--journal", journal, "--json"]) == 0
     state = json.loads(capsys.readouterr().out)
-    assert state["last_bar"] == "2018-12-31" and state["events"]["bar"] == 148
-    result = backtest.run("sma", __import__("algotrading").query.load_prices("GSPC"),
-                          fast_period=10, slow_period=30, size=10, start="2018-06-01")
+    prices = query.load_prices("GSPC")
+    assert state["last_bar"] == "2018-12-31"
+    assert state["events"]["bar"] == (prices.index >= "2018-06-01").sum()
+    result = backtest.run("sma", prices, fast_period=10, slow_period=30, size=10, start="2018-06-01")
     assert state["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
     assert main(["live", "flatten", "--journal", journal, "--reason", "test"]) == 0
     assert "kill request recorded" in capsys.readouterr().out
     assert main(["live", "replay", "nope", "--symbol", "GSPC", "--from", "2018-06-01",
                  "--journal", journal]) == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err
+    assert main(["live", "status", "--journal", str(tmp_path / "none.db")]) == 2
+    assert "no journal at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()

@@ -115,6 +115,26 @@ def cmd_run(args: argparse.Namespace) -> None:
     pipeline.run(only=args.only, parameters=params, update_notebooks=args.update_notebooks)
 
 
+def cmd_live(args: argparse.Namespace) -> None:
+    from algotrading.live import runner, service
+
+    if args.live == "replay":
+        params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+        limits = {k: _value(v) for k, v in _pairs(args.limit, "--limit").items()}
+        alerts = {k: _value(v) for k, v in _pairs(args.alert, "--alert").items()}
+        state = service.replay(args.strategy, args.symbol, args.start, args.speed, args.end,
+                               params=params, limits=limits, alerts=alerts,
+                               journal_at=args.journal, run=args.run, broker_kind=args.broker)
+    elif args.live == "flatten":
+        runner.request_kill(service.journal(args.journal, args.run, must_exist=True), args.reason)
+        print(f"kill request recorded in run {args.run}: the runner flattens at its next bar")
+        return
+    else:
+        state = runner.status(service.journal(args.journal, args.run, must_exist=True))
+    print(json.dumps(state, sort_keys=True) if args.json else
+          "\n".join(f"{k}: {v}" for k, v in state.items()))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="algotrading", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -155,6 +175,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--update-notebooks", action="store_true",
                    help="write the executed outputs back into the committed notebooks")
     s.set_defaults(func=cmd_run)
+
+    live = sub.add_parser("live", help="paper/live trading: replay, status, flatten")
+    group = live.add_subparsers(dest="live", required=True)
+    for name, text in (("replay", "replay the lake's bars through the strategy runner"),
+                       ("status", "the run's position, PnL, counts and alerts from its journal"),
+                       ("flatten", "kill switch: the runner flattens at its next bar and stops")):
+        s = group.add_parser(name, help=text)
+        s.add_argument("--journal", help="SQLite path or dynamodb://TABLE (default: ALGO_JOURNAL)")
+        s.add_argument("--run", default="paper", help="run name inside the journal")
+        s.add_argument("--json", action="store_true", help="print one JSON object")
+        s.set_defaults(func=cmd_live)
+    replay = group.choices["replay"]
+    replay.add_argument("strategy")
+    replay.add_argument("--symbol", required=True)
+    replay.add_argument("--from", dest="start", required=True, help="first bar to trade (YYYY-MM-DD)")
+    replay.add_argument("--to", dest="end")
+    replay.add_argument("--speed", type=float, help="trading days per day of wall time (86400: 1/s)")
+    replay.add_argument("--broker", choices=("paper", "alpaca"), default="paper")
+    replay.add_argument("--param", action="append", metavar="K=V",
+                        help="strategy parameter, sizing (size, fraction, cash) or paper cost")
+    replay.add_argument("--limit", action="append", metavar="K=V", help="risk limit (see live.risk)")
+    replay.add_argument("--alert", action="append", metavar="K=V", help="loss=MONEY or drawdown=FRAC")
+    group.choices["flatten"].add_argument("--reason", default="manual")
     return p
 
 

@@ -133,11 +133,13 @@ class PollingFeed:
     """Polls a vendor's daily-bars endpoint and yields each new bar once, validated.
 
     `polls` bounds the number of requests (None: forever); between polls it sleeps `interval`.
+    `history` (e.g. from the lake) holds the bars before `start` for the strategy's indicators.
     """
 
     def __init__(self, config: VendorConfig, symbol: str, start: str, polls: int | None = None,
-                 sleep: Callable[[float], None] = time.sleep, timeout: float = 30.0):
-        self.config, self.symbol, self.polls = config, symbol, polls
+                 history: pd.DataFrame | None = None, sleep: Callable[[float], None] = time.sleep,
+                 timeout: float = 30.0):
+        self.config, self.symbol, self.polls, self.history = config, symbol, polls, history
         self.last = (pd.Timestamp(start) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
         self._sleep, self._timeout = sleep, timeout
 
