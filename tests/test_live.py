@@ -264,6 +264,11 @@ def test_risk_rejections_kill_switch_and_alert_are_journaled(tmp_path, prices, c
     assert rejections and all("exceeds max_order_shares 150" in r["data"]["reason"]
                               for r in rejections)
     assert {r["data"]["by"] for r in rejections} == {"risk"}
+    targets = {e["dt"]: e["data"]["target"] for e in journal.events("signal")}
+    days = list(targets)
+    for r in rejections:  # refused once per change of the wanted position, not every bar
+        i = days.index(r["dt"])
+        assert targets[days[i]] != targets[days[i - 1]]
     # the alert fired once, through the notifier, and was journaled
     alerts = journal.events("alert")
     assert [a["data"]["name"] for a in alerts] == ["loss"] and len(notifier.sent) == 1

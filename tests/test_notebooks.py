@@ -77,3 +77,15 @@ def test_pipeline_runs_notebooks_into_a_report(run_dir):
     assert os.environ["ALGO_RUN_DIR"] == str(run_dir)  # the caller's setting is restored
     with pytest.raises(ValueError, match="no notebook matches"):
         pipeline.run(only=["Nope"], out=run_dir)
+
+
+def test_paper_trading_notebook(run_dir):
+    execute("1_Data/Load_Hist_Data_Daily.ipynb", run_dir)
+    paper = execute("2_Strategies/Run_Strategy_Paper.ipynb", run_dir, replay_days=60,
+                    loss_alert=1.0)
+    assert paper["bars"] == 60
+    # the paper run reproduces the backtest (up to float rounding: the backtest sums cash flows
+    # with numpy, the broker adds them one by one)
+    assert abs(paper["parity_difference"]) < 1e-6
+    assert paper["paper"]["fills"] > 0
+    assert "loss" in paper["alerts"]

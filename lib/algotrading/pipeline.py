@@ -21,6 +21,7 @@ FIRST = {
     "1_Data": ("Load_Hist_Data_Daily.ipynb",),
     "2_Strategies": ("Strategy_SMA.ipynb", "Strategy_Breakout.ipynb"),
 }
+LAST = {"2_Strategies": ("Run_Strategy_Paper.ipynb",)}  # runs forward what the others tested
 RESULTS = "results"
 
 
@@ -31,7 +32,8 @@ def notebooks(root: Path | None = None) -> list[Path]:
     for stage in STAGES:
         found = sorted(p.name for p in (root / stage).glob("*.ipynb"))
         first = [n for n in FIRST.get(stage, ()) if n in found]
-        order += [Path(stage) / n for n in first + [n for n in found if n not in first]]
+        last = [n for n in LAST.get(stage, ()) if n in found]
+        order += [Path(stage) / n for n in first + [n for n in found if n not in first + last] + last]
     return order
 
 

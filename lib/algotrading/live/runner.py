@@ -73,6 +73,7 @@ class Runner:
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
+        self._refused: float | None = None  # a target the risk checks refused
         self.config = self._config()
 
     # -- the journal --------------------------------------------------------------------------
@@ -163,6 +164,9 @@ class Runner:
     def _decide(self, dt: str, close: float, day_pnl: float) -> None:
         target = self.target()
         self._record("signal", f"signal:{dt}", dt, {"target": target})
+        if target == self._refused:
+            return  # as the backtest's Broker: a refused target is not asked again until it changes
+        self._refused = None
         if self.size is not None:
             want = target * self.size
         else:
@@ -170,10 +174,11 @@ class Runner:
                                             / close), target)
         pending = sum(o.qty for o in self.open.values())
         qty = want - self.shares - pending
-        if qty:
-            self._order(dt, qty, close, day_pnl, "signal")
+        if qty and not self._order(dt, qty, close, day_pnl, "signal"):
+            self._refused = target
 
-    def _order(self, dt: str, qty: float, price: float, day_pnl: float, why: str) -> None:
+    def _order(self, dt: str, qty: float, price: float, day_pnl: float, why: str) -> bool:
+        """Check (strategy orders only), journal and send one order; False if the checks refuse."""
         n = self.orders_on.get(dt, 0)
         self.orders_on[dt] = n + 1
         coid = f"{self.journal.run}-{self.symbol}-{dt.replace('-', '')}-{n}"
@@ -185,7 +190,7 @@ class Runner:
                 self._record("rejection", f"rejection:{coid}", dt, {
                     "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
                     "reason": reason, "by": "risk"})
-                return
+                return False
         order = Order(coid, self.symbol, qty, dt)
         self._record("order", f"order:{coid}", dt, {
             "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
@@ -195,6 +200,7 @@ class Runner:
         self.open[coid] = order
         if status.done:
             self._finish(status, dt)
+        return True
 
     def _settle(self, dt: str) -> None:
         for coid in list(self.open):
