@@ -396,3 +396,34 @@ def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
     assert "unknown strategy 'nope'" in capsys.readouterr().err
     assert main(["live", "status", "--journal", str(tmp_path / "none.db")]) == 2
     assert "no journal at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+# --- the container entry point ----------------------------------------------------------------------
+
+def test_container_entry_point_polls_trades_and_exits(tmp_path, monkeypatch):
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("ALGO_LAKE", str(lake))
+    assert main(["ingest", "sample"]) == 0
+    journal = tmp_path / "live.db"
+    with vendor(["bars_poll1.json", "bars_poll2.json"]) as (url, asked):
+        env = {**os.environ, "ALGO_LAKE": str(lake), "ALGO_JOURNAL": str(journal),
+               "ALGO_FEED_CONFIG": json.dumps({"url": url + "/v2/stocks/{symbol}/bars?start={start}"}),
+               "ALGO_LIVE_STRATEGY": "sma", "ALGO_LIVE_SYMBOL": "GSPC",
+               "ALGO_LIVE_START": "2024-01-02", "ALGO_LIVE_BROKER": "paper",
+               "ALGO_LIVE_PARAMS": json.dumps({"size": 1, "fast_period": 10, "slow_period": 30})}
+        run = subprocess.run([sys.executable, "-m", "algotrading.live"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert len(asked) == 1  # one poll per scheduled run
+        again = subprocess.run([sys.executable, "-m", "algotrading.live"], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    first = json.loads(run.stdout.strip().splitlines()[-1])
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (first["last_bar"], second["last_bar"]) == ("2024-01-03", "2024-01-04")
+    assert second["events"]["bar"] == 3  # the second run resumed from the journal
+    assert any('"metric": "equity"' in line for line in again.stdout.splitlines())
+    missing = subprocess.run([sys.executable, "-m", "algotrading.live"], capture_output=True,
+                             text=True, timeout=120, env={k: v for k, v in env.items()
+                                                          if k != "ALGO_LIVE_SYMBOL"})
+    assert missing.returncode == 2 and "ALGO_LIVE_SYMBOL" in missing.stderr

@@ -1,0 +1,17 @@
+# The paper/live strategy runner as a container (ECS Fargate task in cloudformation/algotrading.yaml).
+# Build from the project root:  docker build -t algotrading-live .
+# One run polls the vendor once, trades the new bars and exits (python -m algotrading.live; its
+# settings come from the environment, see lib/algotrading/live/__main__.py and service.py).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 MPLCONFIGDIR=/tmp
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY lib ./lib
+# torch is a dependency of the package; the CPU wheel keeps the image small (no CUDA).
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[aws]" \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin algo
+
+USER 10001
+ENTRYPOINT ["python", "-m", "algotrading.live"]
