@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -114,7 +115,7 @@ class VendorConfig:
     def load(cls, source: str | Mapping[str, Any]) -> VendorConfig:
         """From a dict, a JSON file path or a JSON string."""
         if isinstance(source, str):
-            text = open(source).read() if os.path.isfile(source) else source  # noqa: SIM115
+            text = Path(source).read_text() if os.path.isfile(source) else source
             try:
                 source = json.loads(text)
             except json.JSONDecodeError as exc:

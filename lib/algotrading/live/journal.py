@@ -79,7 +79,7 @@ class _Cached:
         return [r for r in self._order if kind is None or r["kind"] == kind]
 
     def _write(self, seq: int, kind: str, key: str, dt: str, text: str) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # each store writes its own way
 
 
 class SqliteJournal(_Cached):

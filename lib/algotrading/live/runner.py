@@ -130,7 +130,7 @@ class Runner:
         for req in self.journal.events("kill_request"):
             if req["key"] not in self._honoured and req["data"]["after"] < dt:
                 self._honoured.add(req["key"])
-                self.kill(dt, close, req["data"]["reason"])
+                self.kill(dt, req["data"]["reason"])
         if self.killed:
             self._flatten(dt, close)
         else:
@@ -226,7 +226,7 @@ class Runner:
                 "reason": status.reason, "by": "broker"})
 
     # -- the kill switch ----------------------------------------------------------------------
-    def kill(self, dt: str, close: float, reason: str) -> None:
+    def kill(self, dt: str, reason: str) -> None:
         """Cancel open orders, flatten, accept no more strategy orders (stops once flat)."""
         self.killed = True
         self._record("kill", "kill", dt, {"reason": reason})
