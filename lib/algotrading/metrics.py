@@ -98,18 +98,25 @@ def turnover(traded: np.ndarray | float, equity: np.ndarray) -> np.ndarray | flo
 
 
 def trade_stats(pnl: np.ndarray, group: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Closed-trade statistics for k groups (sweep columns) from flat arrays of PnL and group id.
+    """Closed-trade statistics for k groups (sweep columns) from flat arrays of PnL and group id
+    (see `trade_stats_from_sums`)."""
+    return trade_stats_from_sums(
+        np.bincount(group, minlength=k).astype(float),
+        np.bincount(group, pnl >= 0, minlength=k),
+        np.bincount(group, pnl, minlength=k),
+        np.bincount(group, pnl * pnl, minlength=k),
+        np.bincount(group, np.where(pnl > 0, pnl, 0.0), minlength=k),
+        -np.bincount(group, np.where(pnl < 0, pnl, 0.0), minlength=k))
+
+
+def trade_stats_from_sums(n: np.ndarray, won: np.ndarray, total: np.ndarray, squares: np.ndarray,
+                          profit: np.ndarray, loss: np.ndarray) -> dict[str, np.ndarray]:
+    """Closed-trade statistics from per-group counts and sums of PnL, PnL^2, profits, losses.
 
     won = pnl >= 0 (backtrader's rule); win_rate = won / closed; profit_factor = gross profit /
     gross loss (NaN without a loss); expectancy = mean PnL per trade;
     SQN = sqrt(N) * mean / std(ddof=1) of trade PnL (NaN if N < 2 or std is 0).
     """
-    n = np.bincount(group, minlength=k).astype(float)
-    total = np.bincount(group, pnl, minlength=k)
-    squares = np.bincount(group, pnl * pnl, minlength=k)
-    won = np.bincount(group, pnl >= 0, minlength=k)
-    profit = np.bincount(group, np.where(pnl > 0, pnl, 0.0), minlength=k)
-    loss = -np.bincount(group, np.where(pnl < 0, pnl, 0.0), minlength=k)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = total / n
         var = np.maximum(squares - n * mean * mean, 0.0) / (n - 1)
