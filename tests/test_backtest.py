@@ -412,3 +412,10 @@ def test_capitalised_columns_are_accepted():
     upper = STEPS.rename(columns=str.capitalize)
     r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), upper, size=10)
     assert r.metrics["final_value"] == pytest.approx(100_020.0)
+
+
+def test_kernel_benchmark_equals_metrics_benchmark(gspc):
+    ours = engine.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
+    reference = metrics.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
+    same_metrics(ours, reference)
+    assert ours["gross_exposure"] == pytest.approx(1.0) and ours["exposure"] == 1.0

@@ -170,3 +170,14 @@ def test_periods_are_disjoint_and_run_period_never_sees_later_bars():
     assert result.equity.index[-1] <= bounds["validation"][1]
     with pytest.raises(ValueError):
         backtest.periods(prices.index, "2020-09-30", "2020-06-30")
+
+
+def test_run_many_rows_equal_run(gspc):
+    ixic = schema.to_prices(sources.read("sample").frame, "IXIC").iloc[-2000:]
+    table = backtest.run_many("sma", {"GSPC": gspc, "IXIC": ixic}, fast_period=20, slow_period=50,
+                              stop_loss=0.05, start="2012-01-03")
+    assert list(table.index) == ["GSPC", "IXIC"]
+    for symbol, prices in (("GSPC", gspc), ("IXIC", ixic)):
+        m = backtest.run("sma", prices, fast_period=20, slow_period=50, stop_loss=0.05,
+                         start="2012-01-03").metrics
+        _same(table.loc[symbol], m)

@@ -107,24 +107,16 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
     index = prices.index
     if not isinstance(index, pd.DatetimeIndex):
         raise DataError("prices", f"the index must be a DatetimeIndex, not {type(index).__name__}")
-    if len(index) > 1:
+    if not (index.is_monotonic_increasing and index.is_unique):  # both cached by pandas
         steps = np.diff(index.asi8)
-        if (steps <= 0).any():
-            i = int(np.flatnonzero(steps <= 0)[0]) + 1
-            rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
-            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
-    o, h, lo, c = prices[["open", "high", "low", "close"]].to_numpy(float).T
-    checks = (
-        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)),
-         "open/high/low/close must be finite numbers"),
-        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "prices must be > 0"),
-        (h < lo, "high < low"),
-        ((lo > np.minimum(o, c)) | (h < np.maximum(o, c)), "open/close outside low..high"),
-    )
-    for bad, rule in checks:
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+        i = int(np.flatnonzero(steps <= 0)[0]) + 1
+        rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
+        raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+    from algotrading.backtest import kernel
+
+    row, rule = kernel.bad_bar(*ohlc(prices))
+    if row >= 0:
+        raise DataError("prices", kernel.BAR_RULES[rule], where=f"row {row + 1} ({index[row].date()})")
     return prices
 
 
@@ -183,6 +175,7 @@ class Sim:
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
     rejected: int = 0
     bankrupt: bool = False
+    stats: np.ndarray | None = None  # the kernel's metrics (kernel.STATS), when it ran
 
 
 def _settings_args(s: Settings) -> tuple:
@@ -224,7 +217,22 @@ def single(prices: pd.DataFrame, want: np.ndarray, settings: Settings) -> Sim:
     }
     named = dict(zip(kernel.STATS, stats, strict=True))
     return Sim(position[None, :], equity, np.array([named["traded"]]), trades,
-               int(named["orders_rejected"]), bool(named["bankrupt"]))
+               int(named["orders_rejected"]), bool(named["bankrupt"]), stats)
+
+
+CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",
+         "calmar", "exposure", "gross_exposure", "turnover")
+
+
+def curve_metrics(stats: np.ndarray, cash: float | np.ndarray) -> dict[str, Any]:
+    """metrics.equity_metrics' keys from the kernel's statistics (rows: one run or many)."""
+    from algotrading.backtest import kernel
+
+    named = dict(zip(kernel.STATS, np.asarray(stats).T, strict=True))
+    out = {k: named[k] for k in CURVE}
+    out["pnl"] = named["final_value"] - cash
+    out["total_return"] = named["final_value"] / cash - 1.0
+    return out
 
 
 def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, settings: Settings) -> Sim:
@@ -284,14 +292,16 @@ def _trade_returns(trades: dict[str, np.ndarray]) -> np.ndarray:
 
 def _stats(sim: Sim, equity: np.ndarray, value: np.ndarray, traded: float,
            index: pd.DatetimeIndex, settings: Settings) -> dict[str, Any]:
-    """metrics.summarize over the closed trades in exit order, plus the period."""
+    """metrics.summarize over the closed trades in exit order, plus the period; the curve
+    metrics come from the kernel when it ran, else from metrics.py."""
     tr = sim.trades
     closed = np.flatnonzero(~tr["open"].astype(bool))
     closed = closed[np.argsort(tr["exit_bar"][closed], kind="stable")]
+    curve = None if sim.stats is None else curve_metrics(sim.stats, settings.cash)
     stats = metrics.summarize(equity, settings.cash, value, traded,
                               tr["pnl"][closed].astype(float), _trade_returns(tr)[closed],
                               int(tr["open"].astype(bool).sum()), settings.risk_free,
-                              rejected=sim.rejected, bankrupt=sim.bankrupt)
+                              rejected=sim.rejected, bankrupt=sim.bankrupt, curve=curve)
     return stats | {"start": index[0].date().isoformat(), "end": index[-1].date().isoformat()}
 
 
@@ -301,19 +311,22 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
     values = sim.equity
     shares = sim.positions[0]
     stats = _stats(sim, values, shares * close, float(sim.traded[0]), prices.index, settings)
-    stats["benchmark"] = _benchmark(close, settings.cash, settings.risk_free)
+    stats["benchmark"] = benchmark(close, settings.cash, settings.risk_free)
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
                   pd.Series(shares, index=prices.index, name="position"), params, sim.trades)
 
 
-@functools.lru_cache(maxsize=64)
-def _benchmark_cached(close: bytes, cash: float, risk_free: float) -> dict[str, Any]:
-    return metrics.benchmark(np.frombuffer(close), cash, risk_free)
+def benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
+    """Buy-and-hold of the same bars (metrics.benchmark's definition) through the kernel's
+    one-pass curve metrics: all cash in at the first close, no costs."""
+    from algotrading.backtest import kernel
 
-
-def _benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
-    """Buy-and-hold metrics, remembered per price series (sweeps and walk-forward repeat them)."""
-    return dict(_benchmark_cached(np.ascontiguousarray(close, float).tobytes(), cash, risk_free))
+    close = np.ascontiguousarray(close, dtype=float)
+    stats = np.zeros(len(kernel.STATS))
+    kernel.curve_stats(cash * close / close[0], np.full(len(close), cash / close[0]), close,
+                       float(cash), float(risk_free), float(cash), False, stats)
+    out = {k: metrics.scalar(v) for k, v in curve_metrics(stats, cash).items()}
+    return out | {"trades_closed": 0, "trades_open": 1, "orders_rejected": 0, "bankrupt": False}
 
 
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],

@@ -26,6 +26,26 @@ STATS = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdo
 YEAR = 252.0
 
 
+BAR_RULES = ("open/high/low/close must be finite numbers", "prices must be > 0", "high < low",
+             "open/close outside low..high")
+
+
+@nb.njit(cache=True, nogil=True)
+def bad_bar(o, h, lo, c):
+    """(row, rule index in BAR_RULES) of the first invalid bar, or (-1, -1)."""
+    for t in range(len(c)):
+        if not (math.isfinite(o[t]) and math.isfinite(h[t]) and math.isfinite(lo[t])
+                and math.isfinite(c[t])):
+            return t, 0
+        if o[t] <= 0 or h[t] <= 0 or lo[t] <= 0 or c[t] <= 0:
+            return t, 1
+        if h[t] < lo[t]:
+            return t, 2
+        if lo[t] > min(o[t], c[t]) or h[t] < max(o[t], c[t]):
+            return t, 3
+    return -1, -1
+
+
 @nb.njit(cache=True, nogil=True)
 def _unit(price, side, slip, bps, cps):
     """Cash one share takes bought (side > 0) or sold at `price`: slipped price + commission."""
@@ -40,6 +60,61 @@ def _equity_at(cash, held, price, slip, bps, cps):
         return cash
     px = price * (1.0 - math.copysign(slip, held))
     return cash + held * px - abs(held) * (px * bps + cps)
+
+
+@nb.njit(cache=True, nogil=True)
+def curve_stats(equity, shares, close, cash0, risk_free, traded, bankrupt, stats):
+    """The equity-curve metrics of metrics.py in one pass (Welford for the standard deviation),
+    into stats[0:10] and stats[18:20]; a bankrupt run gets no ratios and a CAGR of -1."""
+    n = len(equity)
+    rf = (1.0 + risk_free) ** (1.0 / YEAR) - 1.0
+    prev = cash0
+    mean = 0.0
+    m2 = 0.0
+    down2 = 0.0
+    peak = cash0
+    dd = 0.0
+    dd_money = 0.0
+    in_mkt = 0
+    gross = 0.0
+    eq_sum = 0.0
+    for t in range(n):
+        value = equity[t]
+        r = value / prev - 1.0 - rf if prev != 0.0 else math.nan
+        prev = value
+        delta = r - mean
+        mean += delta / (t + 1)
+        m2 += delta * (r - mean)
+        if r < 0:
+            down2 += r * r
+        if value > peak:
+            peak = value
+        drop = peak - value
+        if drop > dd_money:
+            dd_money = drop
+        if peak > 0 and drop / peak > dd:
+            dd = drop / peak
+        if shares[t] != 0.0:
+            in_mkt += 1
+            if value > 0:
+                gross += abs(shares[t] * close[t]) / value
+        eq_sum += value
+    final = equity[n - 1]
+    growth = (max(final / cash0, 0.0)) ** (YEAR / n) - 1.0
+    sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+    down = math.sqrt(down2 / n)
+    stats[0] = final
+    stats[1] = -1.0 if bankrupt else growth
+    stats[2] = mean / sd * math.sqrt(YEAR) if sd > 0 and not bankrupt else math.nan
+    stats[3] = mean / down * math.sqrt(YEAR) if down > 0 and not bankrupt else math.nan
+    stats[4] = dd
+    stats[5] = dd_money
+    stats[6] = growth / dd if dd > 0 and not bankrupt else math.nan
+    stats[7] = in_mkt / n
+    stats[8] = gross / n
+    stats[9] = traded / (eq_sum / n) / (n / YEAR)
+    stats[18] = 1.0 if bankrupt else 0.0
+    stats[19] = traded
 
 
 @nb.njit(cache=True, nogil=True)
@@ -71,18 +146,7 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
     profit = 0.0
     loss = 0.0
     stops = not (math.isnan(stop) and math.isnan(take))
-    # metric accumulators
-    rf = (1.0 + risk_free) ** (1.0 / YEAR) - 1.0
-    prev = cash0
-    mean = 0.0
-    m2 = 0.0
-    down2 = 0.0
-    peak = cash0
-    dd = 0.0
-    dd_money = 0.0
-    in_mkt = 0
-    gross = 0.0
-    eq_sum = 0.0
+    target = 0.0
     for t in range(n):
         for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
             px_base = 0.0
@@ -187,29 +251,8 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
                 tsize = new
                 tcomm += comm_left
             held = new
-        value = cash + held * c[t]
-        equity[t] = value
+        equity[t] = cash + held * c[t]
         position[t] = held
-        # metrics, one pass (metrics.py defines them; Welford for the standard deviation)
-        r = value / prev - 1.0 - rf if prev != 0.0 else math.nan
-        prev = value
-        delta = r - mean
-        mean += delta / (t + 1)
-        m2 += delta * (r - mean)
-        if r < 0:
-            down2 += r * r
-        if value > peak:
-            peak = value
-        drop = peak - value
-        if drop > dd_money:
-            dd_money = drop
-        if peak > 0 and drop / peak > dd:
-            dd = drop / peak
-        if held != 0.0:
-            in_mkt += 1
-            if value > 0:
-                gross += abs(held * c[t]) / value
-        eq_sum += value
     if held != 0.0:
         if record:
             trades[ntr, T_ENTRY_BAR] = entry_bar
@@ -221,20 +264,7 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
             trades[ntr, T_PNL] = tpnl + held * (c[n - 1] - entry_px) - tcomm
             trades[ntr, T_REASON] = OPEN
             ntr += 1
-    final = equity[n - 1]
-    growth = (max(final / cash0, 0.0)) ** (YEAR / n) - 1.0
-    sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
-    down = math.sqrt(down2 / n)
-    stats[0] = final
-    stats[1] = -1.0 if bankrupt else growth
-    stats[2] = mean / sd * math.sqrt(YEAR) if sd > 0 and not bankrupt else math.nan
-    stats[3] = mean / down * math.sqrt(YEAR) if down > 0 and not bankrupt else math.nan
-    stats[4] = dd
-    stats[5] = dd_money
-    stats[6] = growth / dd if dd > 0 and not bankrupt else math.nan
-    stats[7] = in_mkt / n
-    stats[8] = gross / n
-    stats[9] = traded / (eq_sum / n) / (n / YEAR)
+    curve_stats(equity, position, c, cash0, risk_free, traded, bankrupt, stats)
     stats[10] = closed
     stats[11] = won
     stats[12] = psum
@@ -243,8 +273,6 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
     stats[15] = loss
     stats[16] = 1.0 if held != 0.0 else 0.0
     stats[17] = rejected
-    stats[18] = 1.0 if bankrupt else 0.0
-    stats[19] = traded
     return ntr
 
 

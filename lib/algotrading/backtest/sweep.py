@@ -30,6 +30,7 @@ from algotrading.backtest.engine import (
     StrategyLike,
     _settings_args,
     check_prices,
+    curve_metrics,
     ohlc,
     resolve,
     split_params,
@@ -167,16 +168,15 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
                              *_settings_args(settings), out)
         stats[rows] = out
         cash[rows] = settings.cash
-    return _table(dict(zip(kernel.STATS, stats.T, strict=True)), cash)
+    return _table(stats, cash)
 
 
-def _table(stats: dict[str, np.ndarray], cash: np.ndarray) -> pd.DataFrame:
+def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
-    out = {k: stats[k] for k in ("final_value", "cagr", "sharpe", "sortino", "max_drawdown",
-                                 "max_drawdown_money", "calmar", "exposure", "gross_exposure",
-                                 "turnover")}
-    out["pnl"] = stats["final_value"] - cash
-    out["total_return"] = stats["final_value"] / cash - 1.0
+    from algotrading.backtest import kernel
+
+    stats = dict(zip(kernel.STATS, rows.T, strict=True))
+    out = curve_metrics(rows, cash)
     out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
                                              stats["pnl_sum"], stats["pnl_squares"],
                                              stats["gross_profit"], stats["gross_loss"]))
@@ -184,3 +184,38 @@ def _table(stats: dict[str, np.ndarray], cash: np.ndarray) -> pd.DataFrame:
     out["orders_rejected"] = stats["orders_rejected"].astype(int)
     out["bankrupt"] = stats["bankrupt"].astype(bool)
     return pd.DataFrame({k: out[k] for k in metrics.KEYS})
+
+
+def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **params: Any
+             ) -> pd.DataFrame:
+    """`run` on each symbol's own account (not shared cash: see run_portfolio), metrics only:
+    one row per symbol (metrics.KEYS), each equal to `run(strategy, prices[symbol], **params)`.
+    Symbols go through the kernel in blocks, a thread per core."""
+    from algotrading.backtest import kernel
+
+    settings_, own = split_params(params)
+    settings = Settings(**settings_)
+    args = _settings_args(settings)
+    symbols = list(prices)
+
+    def score(block: list[str]) -> np.ndarray:
+        out = np.empty((len(block), len(kernel.STATS)))
+        for i, symbol in enumerate(block):
+            frame = check_prices(prices[symbol])
+            want = resolve(strategy, frame, own)
+            if settings.start is not None:
+                keep = np.asarray(frame.index >= pd.Timestamp(settings.start))
+                frame, want = frame[keep], want[keep]
+            if len(frame) == 0:
+                raise ValueError(f"{symbol}: no bars to backtest (start after the last bar)")
+            o, h, lo, c = ohlc(frame)
+            kernel.simulate_many(o, h, lo, c, np.ascontiguousarray(want[None, :], dtype=float),
+                                 *args, out[i:i + 1])
+        return out
+
+    size = max(1, len(symbols) // (4 * (os.cpu_count() or 1)))
+    blocks = [symbols[i:i + size] for i in range(0, len(symbols), size)]
+    rows = np.concatenate(list(_map(score, blocks))) if blocks else \
+        np.empty((0, len(kernel.STATS)))
+    return _table(rows, np.full(len(symbols), settings.cash)).set_index(
+        pd.Index(symbols, name="symbol"))
