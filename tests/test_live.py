@@ -230,16 +230,17 @@ def _fills_from_backtest(result: backtest.Result, prices: pd.DataFrame, slip: fl
     return out
 
 
-@pytest.mark.parametrize("params", [SMA, {**SMA, "long_only": True}])
-def test_replay_through_the_runner_matches_the_backtest(tmp_path, prices, params):
+@pytest.mark.parametrize(("strategy", "params"), [
+    ("sma", SMA), ("sma", {**SMA, "long_only": True}), ("breakout", {"period": 10})])
+def test_replay_through_the_runner_matches_the_backtest(tmp_path, prices, strategy, params):
     costs = {"cash": 50_000.0, "commission_bps": 5.0, "slippage_bps": 2.0,
              "commission_per_share": 0.005}
     start = "2023-03-01"
     feed = ReplayFeed(prices, "SYN", start=start)
     journal = SqliteJournal(tmp_path / "j.db")
-    summary = Runner("sma", "SYN", PaperBroker("SYN", **costs), journal, params=params,
+    summary = Runner(strategy, "SYN", PaperBroker("SYN", **costs), journal, params=params,
                      history=feed.history, size=100, cash=costs["cash"]).run(feed)
-    result = backtest.run("sma", prices, size=100, start=start, **costs, **params)
+    result = backtest.run(strategy, prices, size=100, start=start, **costs, **params)
     assert summary["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
     live_equity = live_runner.equity(journal)
     assert np.allclose(live_equity.to_numpy(), result.equity.to_numpy(), rtol=1e-12)
