@@ -338,13 +338,28 @@ def test_runner_killed_at_several_points_resumes_without_losing_or_duplicating(t
     assert len(orders) == len(set(orders)) >= 5
 
 
+def _count(journal: Path) -> int:
+    """Events so far, read-only (the runner process is writing)."""
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM events").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+    finally:
+        db.close()
+
+
 def test_runner_killed_at_a_random_moment_resumes(tmp_path):
     clean = tmp_path / "clean.db"
     assert _child(tmp_path, clean, "paper").returncode == 0
     journal = tmp_path / "timed.db"
-    proc = _child(tmp_path, journal, "paper", speed=str(86_400 * 40), wait=False)
-    time.sleep(3.0)  # the process is importing, then replaying 40 bars a second
-    proc.send_signal(signal.SIGKILL)
+    proc = _child(tmp_path, journal, "paper", speed=str(86_400 * 20), wait=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # replaying 20 bars a second
+        if journal.exists() and _count(journal) > 60:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # somewhere in the middle of a bar, wherever it is
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert 0 < len(journal_rows(journal)) < len(journal_rows(clean))

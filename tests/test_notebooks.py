@@ -80,7 +80,9 @@ def test_pipeline_runs_notebooks_into_a_report(run_dir):
 
 
 def test_paper_trading_notebook(run_dir):
-    execute("1_Data/Load_Hist_Data_Daily.ipynb", run_dir)
+    from algotrading.cli import main
+
+    assert main(["ingest", "sample"]) == 0  # the fixture's fresh lake
     paper = execute("2_Strategies/Run_Strategy_Paper.ipynb", run_dir, replay_days=60,
                     loss_alert=1.0)
     assert paper["bars"] == 60
