@@ -84,6 +84,25 @@ def submit(prices: pd.DataFrame, cfg: forecast.Config, output_path: str, wait: b
                        metric_definitions=jobs.metric_definitions(forecast.METRICS), **options)
 
 
+def train_model(prices: pd.DataFrame, cfg: forecast.Config, backend: str = "local",
+                model_dir: str | Path | None = None, output_path: str | None = None,
+                **options: Any) -> tuple[forecast.Forecaster, str]:
+    """Train by the configured backend and return the model with its artifact's location:
+    local: in-process into `model_dir`; aws: a SageMaker job (waited for) writing
+    `<output_path>/<job>/output/model.tar.gz`, which is then loaded from S3."""
+    if backend == "local":
+        if model_dir is None:
+            raise ValueError("the local backend needs model_dir")
+        return train_local(prices, cfg, model_dir)[0], str(model_dir)
+    if backend != "aws":
+        raise ValueError(f"backend must be 'local' or 'aws', not {backend!r}")
+    if output_path is None:
+        raise ValueError("the aws backend needs output_path (an s3:// prefix)")
+    job = submit(prices, cfg, output_path, wait=True, **options)
+    artifact = jobs.describe(job)["ModelArtifacts"]["S3ModelArtifacts"]
+    return forecast.load(artifact), artifact
+
+
 def main() -> int:
     run(jobs.channel(CHANNEL), jobs.model_dir(), jobs.hyperparameters())
     return 0
