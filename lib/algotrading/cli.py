@@ -223,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--symbol", required=True)
     s.add_argument("--start")
     s.add_argument("--end")
+    s.add_argument("--lake", help=LAKE_HELP)
     s.add_argument("--param", action="append", metavar="K=V",
                    help="hyperparameter, e.g. epochs=50 (repeatable)")
     s.add_argument("--out", help="local: artifact folder (default: <run dir>/models/forecast-SYM)")
