@@ -207,3 +207,14 @@ def test_cli_train_forecast_locally(tmp_path, monkeypatch, capsys):
     assert forecast.load(out).meta["data"]["symbol"] == "IXIC"
     assert main(["train", "forecast", "--symbol", "IXIC", "--param", "horizon=0"]) == 2
     assert "horizon=0" in capsys.readouterr().err
+
+
+def test_train_model_dispatch_refuses_incomplete_settings(gspc, tmp_path):
+    with pytest.raises(ValueError, match="model_dir"):
+        train.train_model(gspc, FAST, "local")
+    with pytest.raises(ValueError, match="output_path"):
+        train.train_model(gspc, FAST, "aws")
+    with pytest.raises(ValueError, match="backend"):
+        train.train_model(gspc, FAST, "gpu", model_dir=tmp_path)
+    model, where = train.train_model(gspc, FAST, "local", model_dir=tmp_path / "m")
+    assert where == str(tmp_path / "m") and forecast.load(where).meta["metrics"] == model.meta["metrics"]
