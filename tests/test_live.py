@@ -443,3 +443,38 @@ def test_container_entry_point_polls_trades_and_exits(tmp_path, monkeypatch):
                              text=True, timeout=120, env={k: v for k, v in env.items()
                                                           if k != "ALGO_LIVE_SYMBOL"})
     assert missing.returncode == 2 and "ALGO_LIVE_SYMBOL" in missing.stderr
+
+
+# --- parity for the ML forecast strategy -----------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "features.exits gives NaN for entries with fewer than `horizon` bars after them, so on the "
+    "last bar of a live prefix ml_forecast misses an exit that already happened on that bar and "
+    "asks to re-enter one bar early (a full-frame backtest knows the exit once later bars exist)"))
+def test_ml_forecast_replay_matches_the_backtest(tmp_path):
+    """The forecaster's strategy leaves exits to the engine (take_profit, stop_loss, max_bars):
+    the paper broker holds the same bracket, so the runner should reproduce the backtest. It
+    does not yet (see the xfail reason); strict, so the fix shows up here."""
+    from algotrading import schema, sources
+    from algotrading.models import forecast
+    from algotrading.strategies import ml_forecast
+
+    gspc = schema.to_prices(sources.read("sample").frame, "GSPC")
+    model, _ = forecast.train(gspc, forecast.Config(epochs=3, patience=2))
+    artifact = str(forecast.save(model, tmp_path / "forecast-GSPC"))
+    exits = ml_forecast.engine_params(model)
+    params = {"model": artifact, "long_threshold": 0.3, "short_threshold": 0.35}
+    costs = {"commission_per_share": 0.005, "slippage_bps": 2.0}
+    start = "2018-09-04"
+    prices = gspc.loc["2014-01-01":]  # enough history for the features, a quicker replay
+    feed = ReplayFeed(prices, "GSPC", start=start)
+    journal = SqliteJournal(tmp_path / "j.db")
+    summary = Runner("ml_forecast", "GSPC", PaperBroker("GSPC", **costs, **exits), journal,
+                     params=params, history=feed.history, size=20).run(feed)
+    result = backtest.run("ml_forecast", prices, size=20, start=start, **costs, **exits, **params)
+    fills = live_runner.fills(journal)
+    assert len(fills) >= 6 and set(fills["reason"].dropna()) & {"stop_loss", "take_profit"}
+    assert summary["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
+    assert np.allclose(live_runner.equity(journal).to_numpy(), result.equity.to_numpy(), rtol=1e-12)
+    held = result.positions.diff().fillna(result.positions.iloc[0])
+    assert len(fills) == int((held != 0).sum())

@@ -56,27 +56,34 @@ class BrokerAdapter(Protocol):
     def positions(self) -> dict[str, float]: ...
     def cash(self) -> float: ...
     def on_bar(self, bar: Bar) -> None: ...
+    def exits(self) -> list[OrderStatus]: ...  # broker-initiated fills since the last call
 
 
 class PaperBroker:
     """A simulated account on `algotrading.backtest.Broker`: the same fills (next open), slippage,
-    commissions and buying-power rule as the backtests. One symbol; one open order at a time.
+    commissions, buying-power rule and exits as the backtests. One symbol; one open order at a time.
 
-    `costs` are the engine's cost settings (cash, commission_bps, commission_per_share,
-    slippage_bps, leverage). The state lives in memory: after a crash the runner rebuilds it by
-    replaying the journal's bars and orders through a fresh PaperBroker.
+    `settings` are the engine's cost settings (cash, commission_bps, commission_per_share,
+    slippage_bps, leverage) and exits (stop_loss, take_profit, max_bars: a bracket the broker
+    holds on every position, as the engine does; stop and target fills are reported by `exits`).
+    The state lives in memory: after a crash the runner rebuilds it by replaying the journal's
+    bars and orders through a fresh PaperBroker.
     """
 
-    def __init__(self, symbol: str, **costs: Any):
-        allowed = {"cash", "commission_bps", "commission_per_share", "slippage_bps", "leverage"}
-        if set(costs) - allowed:
-            raise ValueError(f"paper broker: unknown setting(s) {sorted(set(costs) - allowed)}; "
-                             f"it takes {sorted(allowed)}")
+    SETTINGS = ("cash", "commission_bps", "commission_per_share", "slippage_bps", "leverage",
+                "stop_loss", "take_profit", "max_bars")
+
+    def __init__(self, symbol: str, **settings: Any):
+        if set(settings) - set(self.SETTINGS):
+            raise ValueError(f"paper broker: unknown setting(s) {sorted(set(settings) - set(self.SETTINGS))}"
+                             f"; it takes {sorted(self.SETTINGS)}")
         self.symbol = symbol
-        self.book = Broker(Settings(size=1.0, fill="open", **costs))  # target = shares wanted
+        self.book = Broker(Settings(size=1.0, fill="open", **settings))  # target = shares wanted
         self._orders: dict[str, OrderStatus] = {}
         self._open: str | None = None
+        self._exits: list[OrderStatus] = []
         self._bars = 0
+        self._dt = ""
 
     def submit(self, order: Order) -> OrderStatus:
         if order.client_order_id in self._orders:
@@ -106,6 +113,10 @@ class PaperBroker:
     def status(self, client_order_id: str) -> OrderStatus | None:
         return self._orders.get(client_order_id)
 
+    def exits(self) -> list[OrderStatus]:
+        out, self._exits = self._exits, []
+        return out
+
     def positions(self) -> dict[str, float]:
         return {self.symbol: self.book.shares[0]} if self.book.shares[0] else {}
 
@@ -117,9 +128,22 @@ class PaperBroker:
         if bar.sym != self.symbol:
             return
         rejected = self.book.rejected
-        fills = self.book.on_bar(self._bars, [bar.open], [bar.high], [bar.low])
+        everything = self.book.on_bar(self._bars, [bar.open], [bar.high], [bar.low])
         self._bars += 1
+        self._dt = bar.dt
+        ours = ("signal", "max_bars") if self._open is not None else ()
+        fills = [f for f in everything if f.reason in ours]
+        for f in everything:
+            if f.reason not in ours:  # a stop, target or holding limit the broker held
+                exit_id = f"{self.symbol}-{bar.dt}-{f.reason}"
+                self._orders[exit_id] = done = OrderStatus(exit_id, self.symbol, f.qty, "filled",
+                                                           f.qty, f.price, f.commission, f.reason)
+                self._exits.append(done)
         self.book.mark([bar.close])
+        # At each close the engine's loop hands the Broker the wanted position, which is when
+        # it applies `max_bars`; holding the current position does the same here (a no-op
+        # otherwise, and after an exit it makes the next order a new target).
+        self.book.submit(0, self.book.shares[0])
         if self._open is None:
             return
         state = self._orders[self._open]
@@ -213,3 +237,7 @@ class AlpacaBroker:
 
     def on_bar(self, bar: Bar) -> None:
         return None
+
+    def exits(self) -> list[OrderStatus]:
+        """None: this adapter sends plain market orders (no brackets held at Alpaca)."""
+        return []

@@ -207,6 +207,8 @@ class Runner:
             status = self.broker.status(coid)
             if status is not None and status.done:
                 self._finish(status, dt)
+        for status in self.broker.exits():  # stops and targets the broker held
+            self._finish(status, dt)
 
     def _finish(self, status: OrderStatus, dt: str) -> None:
         coid = status.client_order_id
@@ -214,7 +216,8 @@ class Runner:
         if status.state == "filled":
             self._record("fill", f"fill:{coid}", dt, {
                 "client_order_id": coid, "symbol": status.symbol, "qty": status.filled_qty,
-                "price": status.price, "commission": status.commission})
+                "price": status.price, "commission": status.commission,
+                **({"reason": status.reason} if status.reason else {})})
             self.shares += status.filled_qty
             self.cash -= status.filled_qty * status.price + status.commission
         elif status.state == "canceled":
@@ -283,7 +286,9 @@ def equity(journal: Journal) -> pd.Series:
 
 
 def fills(journal: Journal) -> pd.DataFrame:
-    """Every fill: date, client order id, signed shares, price, commission."""
+    """Every fill: date, client order id, signed shares, price, commission, and the reason of
+    fills the broker made itself (stop_loss, take_profit; empty for our orders)."""
     rows = journal.events("fill")
     return pd.DataFrame([{"dt": r["dt"], **r["data"]} for r in rows],
-                        columns=["dt", "client_order_id", "symbol", "qty", "price", "commission"])
+                        columns=["dt", "client_order_id", "symbol", "qty", "price", "commission",
+                                 "reason"])

@@ -21,7 +21,7 @@ from algotrading.live.risk import Limits
 from algotrading.live.runner import Runner
 
 SIZING = ("size", "fraction", "cash")
-COSTS = ("cash", "commission_bps", "commission_per_share", "slippage_bps", "leverage")
+COSTS = PaperBroker.SETTINGS  # costs and the bracket exits the paper broker holds
 
 
 def journal(location: str | None = None, run: str = "paper", must_exist: bool = False) -> Journal:
