@@ -38,12 +38,17 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     for j, t in zip(near_j, near_t, strict=True):
         diff[j, t] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
                       - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
+    return crossover(diff, np.maximum(fast, slow) - 1, combos)
+
+
+def crossover(diff: np.ndarray, first: np.ndarray, combos: list[dict[str, Any]]) -> np.ndarray:
+    """The crossover rule on (combos x bars) fast-minus-slow differences (NaN in the warm-up):
+    long when positive, short when negative (flat for `long_only`), a tie keeps the position and
+    a tie on the first decision bar `first[j]` goes short, as the workshop's `else: sell` does."""
     out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
-    first = np.maximum(fast, slow) - 1  # first decision bar per combo
-    # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
-    for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
-        if diff[j, t] == 0:
-            out[j, t] = -1 if t == first[j] else out[j, t - 1]
+    # Ties are rare, so walk them in order (sorted by combo, then bar).
+    for j, t in zip(*(a.tolist() for a in np.nonzero(diff == 0)), strict=True):
+        out[j, t] = -1 if t == first[j] else out[j, t - 1]
     long_only = np.array([c["long_only"] for c in combos], dtype=bool)
     out[long_only] = np.maximum(out[long_only], 0)
     return out.T
