@@ -14,6 +14,7 @@ that the tuner scrapes the metrics from real logs, and that the role's permissio
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -223,3 +224,40 @@ def test_tune_refuses_an_objective_outside_the_train_period() -> None:
     with pytest.raises(ValueError, match="train period only"):
         jobs.tune("ema", "GSPC", {"fast_period": (5, 10)}, train=(None, "2006-12-29"),
                   validation=("2007-01-03", None), objective="valid:pnl")
+
+
+@pytest.mark.aws
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
+def test_cli_sweep_on_aws_prints_the_local_sweeps_table(stack, tmp_path, channel, monkeypatch,
+                                                        capsys) -> None:
+    """`algotrading sweep ... --backend aws --shards 3` against the emulated stack, with
+    `jobs.wait` standing in for SageMaker: it runs each recorded job's hyperparameters through
+    the entry point locally and uploads its model.tar.gz where SageMaker would."""
+    from algotrading import aws, cli
+
+    def sagemaker(names, **_):
+        for name in names:
+            hp = {k: _decode(v) for k, v in jobs.describe(name)["HyperParameters"].items()}
+            with contextlib.redirect_stdout(io.StringIO()):  # the container's log, not ours
+                model = _run_entry(tmp_path, channel, name, hp, monkeypatch)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                tar.add(model / job.SWEEP_FILE, arcname=job.SWEEP_FILE)
+            aws.client("s3").put_object(Bucket=stack["BucketName"], Body=buf.getvalue(),
+                                        Key=f"jobs/sweep/{name}/output/model.tar.gz")
+
+    monkeypatch.setattr(jobs, "wait", sagemaker)
+    monkeypatch.setattr(jobs, "REQUIREMENTS", ())
+    argv = ["sweep", "ema", "--symbol", "GSPC", "--start", START, "--end", END,
+            "--grid", "fast_period=5:10", "--grid", "slow_period=21:31", "--param", "size=10",
+            "--param", "commission_per_share=0.005", "--format", "csv", "--sort", "sharpe"]
+    assert cli.main([*argv, "--backend", "aws", "--shards", "3"]) == 0
+    remote = capsys.readouterr()
+    assert "waiting for 3 training job(s): algo-sweep-0-of-3-" in remote.err
+    monkeypatch.setenv("ALGO_BACKEND", "local")  # DuckDB over the same S3 lake
+    assert cli.main(argv) == 0
+    local = capsys.readouterr().out
+    assert remote.out == local
+    assert len(local.splitlines()) == 1 + 66
+    assert cli.main([*argv, "--shards", "3"]) == 2
+    assert "add --backend aws" in capsys.readouterr().err
