@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading.strategies import Param, Strategy
-from algotrading.strategies.sma import _rule, crossover
+from algotrading.strategies import Param, Strategy, sma
+from algotrading.strategies.sma import crossover
 
 
 def ema(close: np.ndarray, period: int) -> np.ndarray:
@@ -56,6 +56,6 @@ STRATEGY = Strategy(
         "slow_period": Param(21, int, ge=2, lookback=True, help="bars in the slow average"),
         "long_only": Param(False, bool, help="go flat instead of short"),
     },
-    rule=_rule,
+    rule=sma.STRATEGY.rule,  # fast_period below slow_period
     size=1000,
 )
