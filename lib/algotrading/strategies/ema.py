@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from algotrading.strategies import Param, Strategy, sma
-from algotrading.strategies.sma import crossover
 
 
 def ema(close: np.ndarray, period: int) -> np.ndarray:
@@ -45,7 +44,15 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     averages = {n: ema(close, n) for n in np.unique(np.concatenate([fast, slow])).tolist()}
     diff = np.array([averages[f] - averages[s] for f, s in zip(fast.tolist(), slow.tolist(),
                                                                 strict=True)]).reshape(len(combos), -1)
-    return crossover(diff, np.maximum(fast, slow) - 1, combos)
+    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
+    first = np.maximum(fast, slow) - 1  # first decision bar per combo
+    # A tie keeps the position (when flat, a tie goes short, the workshop's `else: sell`); the
+    # averages are exact (as backtrader computes them), so ties are exact zeros, walked in order.
+    for j, t in zip(*(a.tolist() for a in np.nonzero(diff == 0)), strict=True):
+        out[j, t] = -1 if t == first[j] else out[j, t - 1]
+    long_only = np.array([c["long_only"] for c in combos], dtype=bool)
+    out[long_only] = np.maximum(out[long_only], 0)
+    return out.T
 
 
 STRATEGY = Strategy(
