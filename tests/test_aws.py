@@ -1,7 +1,8 @@
 """The AWS code paths against a moto server on 127.0.0.1 (no account, no internet).
 
 What the emulator proves: our boto3/pyathena calls are well formed and go where AWS_ENDPOINT_URL
-points; the S3 lake round-trips bytes, replaces on re-ingest and rolls back a failed ingest; the
+points; the S3 lake round-trips bytes, merges or replaces on re-ingest and leaves the lake as it was
+after a failed ingest; the
 Alpha Vantage reader and the local SQL engine read through S3; stack outputs become settings; the
 Glue table built from schema.COLUMNS is accepted by the Glue API; Athena receives the exact SQL
 text in the configured workgroup and database, and its result shape comes back as a DataFrame.
@@ -116,7 +117,8 @@ def test_s3_lake_write_read_symbols() -> None:
     bucket = _bucket()
     url = f"s3://{bucket}/prefix"
     frame = _frame("MSFT", "AAPL")
-    assert lake.write(frame, lake=url) == ["AAPL", "MSFT"]
+    report = lake.write(frame, lake=url)
+    assert list(report.index) == ["AAPL", "MSFT"] and set(report["action"]) == {"new"}
     stored = _objects(bucket)
     assert sorted(stored) == ["prefix/hist_data_daily/AAPL.csv", "prefix/hist_data_daily/MSFT.csv"]
     assert stored["prefix/hist_data_daily/AAPL.csv"].startswith(b"dt,sym,open,high,low,close,vol\n")
@@ -126,41 +128,43 @@ def test_s3_lake_write_read_symbols() -> None:
     assert list(lake.read_all(lake=url)["sym"].unique()) == ["AAPL", "MSFT"]
 
 
-def test_s3_lake_reingest_replaces_and_is_idempotent() -> None:
+def test_s3_lake_reingest_merges_replaces_and_is_idempotent() -> None:
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
     first = _objects(bucket)
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
     assert _objects(bucket) == first  # same input, same bytes, no extra objects
-    lake.write(_bars("AAPL", days=3, base=50.0), lake=url)
+    report = lake.write(_bars("AAPL", days=3, base=50.0), lake=url)  # merged by (sym, dt)
+    assert (report.loc["AAPL", "changed"], report.loc["AAPL", "rows"]) == (3, 6)
+    assert lake.read("AAPL", lake=url)["close"].tolist()[:4] == [50.0, 51.0, 52.0, 103.0]
+    lake.write(_bars("AAPL", days=3, base=50.0), lake=url, replace=True)
     again = _objects(bucket)
     assert len(lake.read("AAPL", lake=url)) == 3
-    assert lake.read("AAPL", lake=url)["close"].iloc[0] == 50.0
     assert again["lake/hist_data_daily/MSFT.csv"] == first["lake/hist_data_daily/MSFT.csv"]
-    assert sorted(again) == sorted(first)
+    assert sorted(again) == sorted(first)  # no lock, journal or staging object left behind
 
 
 @pytest.mark.parametrize("existing", [("AAA", "BBB"), ("BBB",)])
 def test_s3_lake_failed_ingest_leaves_lake_as_it_was(existing: tuple[str, ...],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 2nd PUT fails: AAA (replaced or created) is restored or removed; CCC never lands."""
+    """The 2nd staged file's PUT fails: no symbol file changes, CCC never lands, nothing stays."""
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame(*existing, base=10.0), lake=url)
     before = _objects(bucket)
     real_put, calls = lake.S3Store.put, []
 
-    def flaky_put(self: lake.S3Store, key: str, data: bytes) -> None:
+    def flaky_put(self: lake.S3Store, key: str, data: bytes, atomic: bool = True) -> None:
         calls.append(key)
-        if len(calls) == 2:
+        if len([k for k in calls if k.endswith(".csv")]) == 2:
             raise ConnectionError("simulated network failure on the second PUT")
-        real_put(self, key, data)
+        real_put(self, key, data, atomic)
 
     monkeypatch.setattr(lake.S3Store, "put", flaky_put)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(OSError, match="nothing in the lake changed: simulated network failure"):
         lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url)
-    assert calls[:2] == ["hist_data_daily/AAA.csv", "hist_data_daily/BBB.csv"]
+    assert [k.rsplit("/", 1)[-1] for k in calls if k.endswith(".csv")] == ["AAA.csv", "BBB.csv"]
     assert _objects(bucket) == before
 
 
@@ -525,14 +529,16 @@ def test_aws_backend_end_to_end_on_the_deployed_stack(stack, aws_env, capsys) ->
     from algotrading import cli
 
     puts = _sent("before-send.s3.PutObject")
+    copies = _sent("before-send.s3.CopyObject")  # the lake stages files, then copies them in place
     try:
         assert cli.main(["ingest", "sample"]) == 0
     finally:
         _unhook("before-send.s3.PutObject")
+        _unhook("before-send.s3.CopyObject")
     bucket = stack["BucketName"]
     assert sorted(_objects(bucket)) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv"]
-    assert len(puts) == 2
-    for headers in puts:
+    assert len(copies) == 2 and len(puts) >= 2
+    for headers in puts + copies:
         assert headers["x-amz-server-side-encryption"] == "aws:kms"
         assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == stack["KmsKeyArn"]
         assert headers["x-amz-server-side-encryption-bucket-key-enabled"] == "true"
