@@ -195,7 +195,7 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
 def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent) -> None:
     tuner = jobs.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
                       train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
-                      params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=False)
+                      params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=())
     (request,) = sent["CreateHyperParameterTuningJob"]
     config = request["HyperParameterTuningJobConfig"]
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "algo:pnl"}
@@ -247,7 +247,6 @@ def test_cli_sweep_on_aws_prints_the_local_sweeps_table(stack, tmp_path, channel
                                         Key=f"jobs/sweep/{name}/output/model.tar.gz")
 
     monkeypatch.setattr(jobs, "wait", sagemaker)
-    monkeypatch.setattr(jobs, "REQUIREMENTS", ())
     argv = ["sweep", "ema", "--symbol", "GSPC", "--start", START, "--end", END,
             "--grid", "fast_period=5:10", "--grid", "slow_period=21:31", "--param", "size=10",
             "--param", "commission_per_share=0.005", "--format", "csv", "--sort", "sharpe"]
@@ -261,3 +260,14 @@ def test_cli_sweep_on_aws_prints_the_local_sweeps_table(stack, tmp_path, channel
     assert len(local.splitlines()) == 1 + 66
     assert cli.main([*argv, "--shards", "3"]) == 2
     assert "add --backend aws" in capsys.readouterr().err
+
+
+def test_backtest_jobs_install_what_the_engine_imports() -> None:
+    """The container gets the engine's third-party imports, pinned as pyproject.toml pins them."""
+    import tomllib
+
+    pins = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    for requirement in jobs.BACKTEST_REQUIREMENTS:
+        assert requirement in pins["dependencies"]
+    names = {re.split(r"[<>=]", r)[0] for r in jobs.BACKTEST_REQUIREMENTS}
+    assert {"numpy", "pandas", "numba", "tqdm"} <= names

@@ -250,6 +250,8 @@ def describe(job_name: str, region: str | None = None) -> dict[str, Any]:
 # --- scale-out: sharded sweeps and hyperparameter tuning (entry: algotrading.backtest.job) -----
 
 BACKTEST_ENTRY = "algotrading.backtest.job"
+# The backtest engine's own imports beyond REQUIREMENTS (pinned as in pyproject.toml).
+BACKTEST_REQUIREMENTS = (*REQUIREMENTS, "numba>=0.60,<0.70", "tqdm>=4.66")
 
 
 def _prices_uri(symbol: str, lake: str | None = None) -> str:
@@ -281,7 +283,8 @@ def _output_path(output_path: str | None, kind: str) -> str:
 def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], shards: int, *,
                start: str | None = None, end: str | None = None,
                params: Mapping[str, Any] | None = None, output_path: str | None = None,
-               lake: str | None = None, **options: Any) -> list[str]:
+               lake: str | None = None, requirements: Iterable[str] = BACKTEST_REQUIREMENTS,
+               **options: Any) -> list[str]:
     """Submit a sweep as `shards` training jobs, shard i running `backtest.sweep` on
     `backtest.job.shard_grid(grid, i, shards)` over the lake's `symbol` file, and return the job
     names in shard order (for `wait` and `gather_sweep`). `options` go to `submit`."""
@@ -297,7 +300,8 @@ def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], sh
               "shards": shards, "params": dict(params or {}),
               **{k: v for k, v in (("start", start), ("end", end)) if v}}
         names.append(submit(BACKTEST_ENTRY, {"prices": uri}, out, hyperparameters=hp,
-                            base_job_name=job_prefix(f"sweep-{i}-of-{shards}"), **options))
+                            base_job_name=job_prefix(f"sweep-{i}-of-{shards}"),
+                            requirements=requirements, **options))
     return names
 
 
@@ -350,7 +354,8 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
          train: tuple[str | None, str | None], validation: tuple[str | None, str | None],
          objective: str = "algo:pnl", max_jobs: int = 20, max_parallel_jobs: int = 2,
          params: Mapping[str, Any] | None = None, output_path: str | None = None,
-         lake: str | None = None, wait: bool = False, **options: Any) -> Any:
+         lake: str | None = None, wait: bool = False,
+         requirements: Iterable[str] = BACKTEST_REQUIREMENTS, **options: Any) -> Any:
     """Start a SageMaker hyperparameter tuning job over `strategy` (the workshop's path, rebuilt):
     each trial backtests one parameter set from the integer `ranges` (name -> (low, high)) and
     prints its train-period metrics as `algo:<name>` (the objective, e.g. algo:pnl, maximised)
@@ -375,8 +380,9 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
           **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
                                   (*train, *validation), strict=True) if v}}
     with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
-        trainer = model_trainer(BACKTEST_ENTRY, stage_source(tmp), out, hyperparameters=hp,
-                                **options)
+        requirements = list(requirements)
+        trainer = model_trainer(BACKTEST_ENTRY, stage_source(tmp, requirements), out,
+                                hyperparameters=hp, requirements=bool(requirements), **options)
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=objective, objective_type="Maximize",
             hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},
