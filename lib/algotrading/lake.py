@@ -66,6 +66,11 @@ class LocalStore:
     def has(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def local_path(self, key: str) -> Path | None:
+        """The file itself, for readers that stream it (None if it is not a file)."""
+        path = self._path(key)
+        return path if path.is_file() else None
+
     def put(self, key: str, data: bytes, atomic: bool = True) -> None:
         """Write and fsync; atomically (temp file beside the target, then rename) unless the
         caller's journal makes the file count only once complete (staged files)."""
@@ -328,7 +333,7 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pa.Table.from_pandas(frame.loc[:, list(NAMES)], preserve_index=False)
+    table = pa.Table.from_pandas(frame.loc[:, list(NAMES)], preserve_index=False, nthreads=1)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
     return buf.getvalue()
@@ -415,21 +420,24 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
     before anything is staged; nothing in the lake changes until every new file is staged.
     """
     store = store or lake_store(lake)
-    frame = validate(frame, "ingest")
+    if frame.empty:
+        raise DataError("ingest", "no data rows")
+    groups = _by_symbol(frame)  # validated symbol by symbol, each before it is staged
     report = []
     txid = uuid.uuid4().hex[:12]
     with store.lock(exclusive=True):
         recover(store)
         moves: list[tuple[str, str]] = []
         try:
-            for sym, new in frame.groupby("sym", sort=True):
-                new = new.reset_index(drop=True)
+            for sym, new in groups:
                 k = key(sym)
                 old_bytes = store.get(k)
                 row = {"symbol": sym, "action": "new", "added": len(new), "changed": 0,
                        "kept": 0, "removed": 0}
-                merged = new
-                if old_bytes is not None:
+                merged, data = new, to_csv_bytes(new)
+                if old_bytes == data:  # the same history again: nothing to do
+                    row.update(action="replaced" if replace else "merged", added=0, kept=len(new))
+                elif old_bytes is not None:
                     old = parse_lake_csv(old_bytes, store.describe(k))
                     in_new, changed, added = _diff(old, new)
                     row.update(added=int(added.sum()), changed=int(changed.sum()))
@@ -442,7 +450,7 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
                         row.update(action="merged", kept=int((~changed).sum()))
                         merged = pd.concat([old[~in_new], new], ignore_index=True)
                         merged = validate(merged, store.describe(k))
-                data = to_csv_bytes(merged)
+                        data = to_csv_bytes(merged)
                 row["rows"] = len(merged)
                 report.append(row)
                 if data == old_bytes:
@@ -462,6 +470,27 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
             raise
         _apply(store, moves)
     return pd.DataFrame(report).set_index("symbol")
+
+
+def _by_symbol(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(symbol, validated rows) per normalised symbol, in symbol order. Validating symbol by
+    symbol keeps the temporaries of a large ingest small."""
+    if "sym" not in frame.columns:
+        validate(frame, "ingest")  # names the missing column
+    codes, uniques = pd.factorize(frame["sym"], use_na_sentinel=False)
+    norm = [check_symbol(u, "ingest") if isinstance(u, str) else check_symbol("", "ingest")
+            for u in uniques]
+    ids, names = pd.factorize(pd.Index(norm, dtype=object), sort=True)
+    group = ids[codes]
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
+    if len(bounds) - 1 == len(names) and (np.diff(group) >= 0).all():  # sorted: slices
+        parts = ((group[a], frame.iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    else:
+        order = np.argsort(group, kind="stable")
+        cuts = np.searchsorted(group[order], np.arange(len(names) + 1))
+        parts = ((g, frame.iloc[order[cuts[g]:cuts[g + 1]]]) for g in range(len(names)))
+    for g, rows in parts:
+        yield names[g], validate(rows, "ingest")
 
 
 def _abort(store: Store) -> str:
