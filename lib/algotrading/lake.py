@@ -463,8 +463,10 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
         except BaseException as exc:
             note = _abort(store)
             if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"ingest failed, nothing in the lake changed: "
-                                         f"{exc.strerror or exc}{note}") from exc
+                failed = OSError(f"ingest failed, nothing in the lake changed: "
+                                 f"{exc.strerror or exc}{note}")
+                failed.errno = exc.errno
+                raise failed from exc
             if note and isinstance(exc, Exception):
                 exc.args = (f"{exc}{note}",)
             raise
@@ -516,8 +518,10 @@ def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
             store.delete(JOURNAL)
         store.remove_tree(STAGING)
     except OSError as exc:
-        raise OSError(exc.errno, f"ingest committed but not fully applied ({exc.strerror or exc}); "
-                                 "the next lake operation completes it") from exc
+        failed = OSError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
+                         "the next lake operation completes it")
+        failed.errno = exc.errno
+        raise failed from exc
 
 
 def symbols(lake: str | None = None, store: Store | None = None) -> list[str]:
