@@ -76,18 +76,3 @@ def test_load_prices_reads_only_the_symbols_file(cfg, tmp_path):
     pd.testing.assert_frame_equal(load_prices("gspc", cfg=local), expected)
     with pytest.raises(ValueError, match="query: .*IXIC.csv"):
         sql("SELECT count(*) FROM algo_data.hist_data_daily", local)
-
-
-def test_an_s3_lake_reads_through_the_same_view(cfg, monkeypatch):
-    """The local engine over a store that is not a folder (the S3 path, here a stand-in
-    reading the same files) gives the same rows as the folder view."""
-    folder = cfg.lake_path()
-
-    class Stand(lake.LocalStore):
-        pass
-
-    monkeypatch.setattr(lake, "lake_store", lambda path=None: Stand(folder))
-    monkeypatch.setattr(lake, "LocalStore", type("Other", (), {}))
-    rows = sql("SELECT sym, count(*) AS n FROM algo_data.hist_data_daily GROUP BY sym ORDER BY sym",
-               cfg)
-    assert rows.to_dict("list") == {"sym": ["GSPC", "IXIC"], "n": [5031, 5031]}
