@@ -151,6 +151,9 @@ class LocalStore:
         """flock on `.algotrading/lock`: one writer, or any number of readers. The kernel
         releases it when the process dies, so a kill -9 never leaves the lake locked."""
         path = self.root / LOCK
+        if not exclusive and not self.root.is_dir():
+            yield  # no lake yet: nothing to read, and a reader creates nothing
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
