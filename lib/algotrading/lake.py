@@ -182,7 +182,8 @@ class LocalStore:
 class S3Store:
     """Objects under s3://bucket/prefix; a PUT is atomic, so no temp objects are needed."""
 
-    def __init__(self, url: str, client: object | None = None):
+    def __init__(self, url: str, client: object | None = None,
+                 put_args: dict[str, object] | None = None):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         if client is None:
@@ -190,6 +191,11 @@ class S3Store:
 
             client = aws_client("s3")
         self.s3 = client
+        if put_args is None:  # SSE-KMS headers when a key is configured (ALGO_KMS_KEY / the stack)
+            from algotrading.config import settings
+
+            put_args = settings().s3_put_args()
+        self.put_args = put_args
 
     def _key(self, key: str) -> str:
         if ".." in key.split("/"):
@@ -217,7 +223,7 @@ class S3Store:
             raise
 
     def put(self, key: str, data: bytes, atomic: bool = True) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.put_args)
 
     def sync(self, keys: Iterable[str]) -> None:
         """Nothing to do: S3 acknowledges a write once it is durable."""
@@ -225,7 +231,8 @@ class S3Store:
     def move(self, src: str, dst: str) -> None:
         """Copy then delete: the destination object is replaced atomically, the pair is not."""
         self.s3.copy_object(Bucket=self.bucket, Key=self._key(dst),
-                            CopySource={"Bucket": self.bucket, "Key": self._key(src)})
+                            CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                            **self.put_args)
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(src))
 
     def delete(self, key: str) -> None:
@@ -258,7 +265,7 @@ class S3Store:
         name = self.prefix.rpartition("/")[2]
         if pattern.search(name) and self.get("") is not None:
             parent = self.prefix.rpartition("/")[0]
-            return S3Store(f"s3://{self.bucket}/{parent}", self.s3), [name]
+            return S3Store(f"s3://{self.bucket}/{parent}", self.s3, self.put_args), [name]
         return self, [k for k in self.keys() if "/" not in k and pattern.search(k)]
 
     @contextmanager
@@ -276,7 +283,7 @@ class S3Store:
         while True:
             try:
                 self.s3.put_object(Bucket=self.bucket, Key=self._key(LOCK), Body=body,
-                                   IfNoneMatch="*")
+                                   IfNoneMatch="*", **self.put_args)
                 break
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed",

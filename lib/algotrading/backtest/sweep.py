@@ -1,16 +1,22 @@
 """Parameter sweeps: every combination of a grid, one row of key metrics each.
 
-Fixed-size strategies without stops are scored all at once: the strategy's `grid` gives a
-(bars x combos) target matrix and the engine's whole-array path turns it into equity and trades
-per column. Anything path-dependent (fraction sizing, stops, holding limits, callables) loops
-over `run`, with a progress bar when the loop is long.
+Every value is checked against the strategy's or the engine's declared parameters before any
+work starts, unknown names are refused, duplicates dropped, combinations the strategy's rule
+rejects (e.g. fast >= slow) skipped, and grids beyond `MAX_COMBOS` combinations or `MAX_WORK`
+bar-combinations refused. Work runs in blocks of `CHUNK` combinations; with `top`, only the best
+rows of each block are kept, so memory stays bounded however large the grid.
+
+Each block gets its targets from the strategy's `grid` (all combinations at once), then runs
+through the same compiled kernel as `backtest.run` (metrics computed inside the loop, no equity
+matrices), blocks in a thread per core. Every row equals `backtest.run` with the same parameters.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,70 +28,194 @@ from algotrading import metrics
 from algotrading.backtest.engine import (
     Settings,
     StrategyLike,
-    default_size,
-    fixed,
-    run,
+    _settings_args,
+    check_prices,
+    curve_metrics,
+    ohlc,
+    resolve,
     split_params,
-    window,
 )
+from algotrading.backtest.settings import SETTINGS
 from algotrading.strategies import Strategy, get
 
 CHUNK = 256  # combinations per block: bounds memory at (bars x CHUNK) floats per array
+MAX_COMBOS = 1_000_000
+MAX_WORK = 5e9  # combinations x bars
 
 
-def combinations(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values that the strategy accepts (e.g. fast < slow)."""
-    keys = list(grid)
-    combos = [dict(zip(keys, values, strict=True))
-              for values in itertools.product(*(list(grid[k]) for k in keys))]
+def _values(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> dict[str, list[Any]]:
+    """Each grid name's checked, de-duplicated values (order kept)."""
+    schema = dict(SETTINGS)
+    if isinstance(strategy, str | Strategy):
+        schema.update(get(strategy).params)
+    out = {}
+    for name, values in grid.items():
+        if name not in schema:
+            raise ValueError(f"--grid {name}: no such parameter; choose from {sorted(schema)}")
+        checked = [schema[name].check(name, v) for v in values]
+        out[name] = list(dict.fromkeys(checked))
+        if not out[name]:
+            raise ValueError(f"--grid {name}: no values")
+    return out
+
+
+def combinations(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars: int | None = None,
+                 fixed_params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every combination of the grid's (checked) values that the strategy accepts (e.g. fast <
+    slow), with the strategy's other parameters from `fixed_params`."""
+    values = _values(strategy, grid)
+    count = math.prod(len(v) for v in values.values())
+    if count > MAX_COMBOS or (bars and count * bars > MAX_WORK):
+        raise ValueError(f"the grid has {count:,} combinations over {bars or '?'} bars; the limit "
+                         f"is {MAX_COMBOS:,} combinations and {MAX_WORK:.0e} combination-bars: "
+                         "use fewer values or a coarser step")
+    combos = [dict(zip(values, v, strict=True)) for v in itertools.product(*values.values())]
     if isinstance(strategy, str | Strategy):
         strat = get(strategy)
-        combos = [c for c in combos if strat.valid({**strat.defaults, **c})]
+        own = {k: v for k, v in (fixed_params or {}).items() if k in strat.params}
+        full = [strat.complete({**own, **{k: c[k] for k in c if k in strat.params}}, bars)
+                for c in combos]
+        keep = [strat.valid(f) for f in full]
+        if combos and not any(keep):
+            raise ValueError(f"no combination of the grid is valid for strategy {strat.name!r}: "
+                             f"{strat.rule(full[0])}")
+        combos = [c for c, k in zip(combos, keep, strict=True) if k]
     return combos
 
 
+def rank(table: pd.DataFrame, by: str, ascending: bool = False) -> pd.DataFrame:
+    """Rows best first by `by`; bankrupt rows and undefined values always last."""
+    if by not in table.columns:
+        raise ValueError(f"cannot sort by {by!r}; choose one of {list(table.columns)}")
+    key = table[by].astype(float)
+    key = key if ascending else -key
+    broke = table["bankrupt"].astype(bool) if "bankrupt" in table else False
+    order = pd.DataFrame({"broke": broke, "missing": key.isna(), "key": key})
+    return table.loc[order.sort_values(["broke", "missing", "key"], kind="stable").index]
+
+
 def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Iterable[Any]],
-          progress: bool | None = None, **params: Any) -> pd.DataFrame:
+          progress: bool | None = None, sort: str | None = None, top: int | None = None,
+          **params: Any) -> pd.DataFrame:
     """Backtest every combination of `grid` (name -> values) with the other `params` fixed.
 
-    Returns one row per combination: the grid's parameters, then `metrics.KEYS`.
-    `progress` shows a tqdm bar (default: when the loop path has more than 20 combinations).
+    Returns one row per combination: the grid's parameters, then `metrics.KEYS`; with `sort`,
+    best first (bankrupt rows last, see `rank`); with `top`, only that many rows.
+    `progress` shows a tqdm bar (default: when there are more than 20 blocks).
     """
-    combos = combinations(strategy, grid)
-    engine, own = split_params(params)
-    settings = default_size(strategy, Settings(**engine))
-    swept_engine = any(k in Settings.__dataclass_fields__ for k in grid)
-    if isinstance(strategy, str | Strategy) and settings.vectorised and not swept_engine:
-        table = _vectorised(get(strategy), prices, combos, own, settings)
-    else:
-        bar = tqdm(combos, disable=not (progress if progress is not None else len(combos) > 20),
-                   desc="sweep")
-        table = pd.DataFrame([run(strategy, prices, **{**params, **c}).metrics for c in bar],
-                             columns=list(metrics.KEYS))
-    return pd.concat([pd.DataFrame(combos, columns=list(grid)), table], axis=1)
-
-
-def _vectorised(strategy: Strategy, prices: pd.DataFrame, combos: list[dict[str, Any]],
-                own: dict[str, Any], settings: Settings) -> pd.DataFrame:
-    """Score all combinations row-wise with the engine's whole-array path, a block per thread
-    (numpy releases the GIL, so blocks run in parallel on the available cores)."""
-    def score(block: list[dict[str, Any]]) -> pd.DataFrame:
-        full = [{**strategy.defaults, **own, **c} for c in block]
-        frame, targets = window(prices, strategy.grid(prices, full), settings.start)
-        if len(frame) == 0:
-            raise ValueError("no bars to backtest (empty prices or start after the last bar)")
-        sim = fixed(frame, targets, settings)
-        k = len(block)
-        out = metrics.equity_metrics(sim.equity, settings.cash, sim.positions, sim.traded,
-                                     settings.risk_free)
-        is_open = sim.trades["open"]
-        closed = ~is_open
-        out.update(metrics.trade_stats(sim.trades["pnl"][closed], sim.trades["col"][closed], k))
-        out["trades_open"] = np.bincount(sim.trades["col"][is_open], minlength=k)
-        return pd.DataFrame({key: np.broadcast_to(out[key], (k,)) for key in metrics.KEYS})
-
+    if top is not None and top < 1:
+        raise ValueError(f"top={top}: want a positive number of rows")
+    if sort is not None and sort not in metrics.KEYS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
+    prices = check_prices(prices)
+    Settings(**split_params(params)[0])  # bad fixed settings fail before any work
+    combos = combinations(strategy, grid, len(prices), split_params(params)[1])
     blocks = [combos[i:i + CHUNK] for i in range(0, len(combos), CHUNK)]
-    if not blocks:
-        return pd.DataFrame(columns=list(metrics.KEYS))
+
+    def score(block: list[dict[str, Any]]) -> pd.DataFrame:
+        table = pd.concat([pd.DataFrame(block, columns=list(grid)),
+                           _score(strategy, prices, block, params)], axis=1)
+        return _keep(table, sort, top)
+
+    show = progress if progress is not None else len(blocks) > 20
+    parts = list(tqdm(_map(score, blocks), total=len(blocks), disable=not show, desc="sweep"))
+    if not parts:
+        return pd.DataFrame(columns=[*grid, *metrics.KEYS])
+    return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
+
+
+def _keep(table: pd.DataFrame, sort: str | None, top: int | None) -> pd.DataFrame:
+    table = rank(table, sort) if sort else table
+    return table.head(top) if top else table
+
+
+def _map(func: Any, blocks: list[Any]) -> Iterator[Any]:
+    """func over blocks, in order, a thread per core (the kernel releases the GIL)."""
+    if len(blocks) < 2:
+        yield from map(func, blocks)
+        return
     with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
-        return pd.concat(list(pool.map(score, blocks)), ignore_index=True)
+        yield from pool.map(func, blocks)
+
+
+def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, Any]],
+           params: dict[str, Any]) -> pd.DataFrame:
+    """metrics.KEYS for one block of combinations: targets for all of them at once (the
+    strategy's `grid`), then the kernel per group of combinations sharing engine settings."""
+    from algotrading.backtest import kernel
+
+    split = [split_params({**params, **c}) for c in combos]
+    if isinstance(strategy, str | Strategy):
+        strat = get(strategy)
+        wants = strat.grid(prices, [strat.check(s[1]) for s in split]).T
+    else:
+        wants = np.stack([resolve(strategy, prices, s[1]) for s in split])
+    o, h, lo, c = ohlc(prices)
+    stats = np.empty((len(combos), len(kernel.STATS)))
+    cash = np.empty(len(combos))
+    groups: dict[tuple, list[int]] = {}
+    for i, (eng, _) in enumerate(split):
+        groups.setdefault(tuple(sorted(eng.items(), key=lambda kv: kv[0])), []).append(i)
+    for key, rows in groups.items():
+        settings = Settings(**dict(key))
+        keep = np.ones(len(prices), bool) if settings.start is None else \
+            np.asarray(prices.index >= pd.Timestamp(settings.start))
+        if not keep.any():
+            raise ValueError("no bars to backtest (empty prices or start after the last bar)")
+        block = np.ascontiguousarray(wants[rows][:, keep], dtype=float)
+        out = np.empty((len(rows), len(kernel.STATS)))
+        kernel.simulate_many(o[keep], h[keep], lo[keep], c[keep], block,
+                             *_settings_args(settings), out)
+        stats[rows] = out
+        cash[rows] = settings.cash
+    return _table(stats, cash)
+
+
+def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
+    """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
+    from algotrading.backtest import kernel
+
+    stats = dict(zip(kernel.STATS, rows.T, strict=True))
+    out = curve_metrics(rows, cash)
+    out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
+                                             stats["pnl_sum"], stats["pnl_squares"],
+                                             stats["gross_profit"], stats["gross_loss"]))
+    out["trades_open"] = stats["trades_open"].astype(int)
+    out["orders_rejected"] = stats["orders_rejected"].astype(int)
+    out["bankrupt"] = stats["bankrupt"].astype(bool)
+    return pd.DataFrame({k: out[k] for k in metrics.KEYS})
+
+
+def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **params: Any
+             ) -> pd.DataFrame:
+    """`run` on each symbol's own account (not shared cash: see run_portfolio), metrics only:
+    one row per symbol (metrics.KEYS), each equal to `run(strategy, prices[symbol], **params)`.
+    Symbols go through the kernel in blocks, a thread per core."""
+    from algotrading.backtest import kernel
+
+    settings_, own = split_params(params)
+    settings = Settings(**settings_)
+    args = _settings_args(settings)
+    symbols = list(prices)
+
+    def score(block: list[str]) -> np.ndarray:
+        out = np.empty((len(block), len(kernel.STATS)))
+        for i, symbol in enumerate(block):
+            frame = check_prices(prices[symbol])
+            want = resolve(strategy, frame, own)
+            if settings.start is not None:
+                keep = np.asarray(frame.index >= pd.Timestamp(settings.start))
+                frame, want = frame[keep], want[keep]
+            if len(frame) == 0:
+                raise ValueError(f"{symbol}: no bars to backtest (start after the last bar)")
+            o, h, lo, c = ohlc(frame)
+            kernel.simulate_many(o, h, lo, c, np.ascontiguousarray(want[None, :], dtype=float),
+                                 *args, out[i:i + 1])
+        return out
+
+    size = max(1, len(symbols) // (4 * (os.cpu_count() or 1)))
+    blocks = [symbols[i:i + size] for i in range(0, len(symbols), size)]
+    rows = np.concatenate(list(_map(score, blocks))) if blocks else \
+        np.empty((0, len(kernel.STATS)))
+    return _table(rows, np.full(len(symbols), settings.cash)).set_index(
+        pd.Index(symbols, name="symbol"))

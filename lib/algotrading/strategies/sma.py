@@ -9,10 +9,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numba as nb
 import numpy as np
 import pandas as pd
 
-from algotrading.strategies import Strategy
+from algotrading.strategies import Param, Strategy
 
 
 def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
@@ -24,6 +25,27 @@ def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
     return out
 
 
+NEAR = 2  # marks a bar where the two averages are too close to call from the running sums
+
+
+@nb.njit(cache=True, nogil=True)
+def _signs(mas: np.ndarray, fast: np.ndarray, slow: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """sign(SMA fast - SMA slow) per (combo, bar): 0 in the warm-up (NaN), NEAR when within
+    1e-9 of the close."""
+    out = np.zeros((len(fast), len(close)), dtype=np.int8)
+    for j in range(len(fast)):
+        a, b = mas[fast[j]], mas[slow[j]]
+        for t in range(len(close)):
+            d = a[t] - b[t]
+            if abs(d) <= 1e-9 * close[t]:
+                out[j, t] = NEAR
+            elif d > 0:
+                out[j, t] = 1
+            elif d < 0:
+                out[j, t] = -1
+    return out
+
+
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
     close = prices["close"].to_numpy(float)
@@ -31,32 +53,40 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     slow = np.array([int(c["slow_period"]) for c in combos], dtype=int)
     periods, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
     mas = moving_averages(close, periods)
-    diff = mas[index[:len(combos)]] - mas[index[len(combos):]]  # (combos x bars)
+    out = _signs(mas, index[:len(combos)], index[len(combos):], close)  # (combos x bars)
     # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
-    # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
-    near_j, near_t = np.nonzero(np.abs(diff) <= 1e-9 * close)
-    for j, t in zip(near_j, near_t, strict=True):
-        diff[j, t] = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
-                      - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
-    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
+    # close (marked NEAR), recompute them exactly (math.fsum, as backtrader does) so ties and
+    # signs match.
+    near_j, near_t = np.nonzero(out == NEAR)
     first = np.maximum(fast, slow) - 1  # first decision bar per combo
     # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
     for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
-        if diff[j, t] == 0:
+        diff = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
+                - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
+        if diff == 0:
             out[j, t] = -1 if t == first[j] else out[j, t - 1]
-    long_only = np.array([bool(c.get("long_only", False)) for c in combos])
+        else:
+            out[j, t] = 1 if diff > 0 else -1
+    long_only = np.array([c["long_only"] for c in combos], dtype=bool)
     out[long_only] = np.maximum(out[long_only], 0)
     return out.T
 
 
-def _valid(params: Mapping[str, Any]) -> bool:
-    return int(params["fast_period"]) < int(params["slow_period"])
+def _rule(params: Mapping[str, Any]) -> str | None:
+    if params["fast_period"] >= params["slow_period"]:
+        return (f"fast_period ({params['fast_period']}) must be below slow_period "
+                f"({params['slow_period']})")
+    return None
 
 
 STRATEGY = Strategy(
     name="sma",
     grid=grid,
-    defaults={"fast_period": 9, "slow_period": 21, "long_only": False},
+    params={
+        "fast_period": Param(9, int, ge=1, lookback=True, help="bars in the fast average"),
+        "slow_period": Param(21, int, ge=2, lookback=True, help="bars in the slow average"),
+        "long_only": Param(False, bool, help="go flat instead of short"),
+    },
+    rule=_rule,
     size=1000,
-    valid=_valid,
 )
