@@ -162,7 +162,8 @@ def test_full_disk_while_staging_changes_nothing_and_says_so(tmp_path, monkeypat
     assert not (tmp_path / STAGING).exists() and not (tmp_path / JOURNAL).exists()
 
 
-def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, monkeypatch):
+def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, monkeypatch,
+                                                                    caplog):
     lake.write(_bars(["AAA", "BBB", "CCC"], 5), lake=str(tmp_path))
     real_move, calls = LocalStore.move, []
 
@@ -178,7 +179,9 @@ def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, mo
                    replace=True)
     monkeypatch.undo()
     assert (tmp_path / JOURNAL).exists()
-    assert _versions(tmp_path) == {2.0}  # the read completed the ingest first
+    with caplog.at_level("WARNING", logger="algotrading.lake"):
+        assert _versions(tmp_path) == {2.0}  # the read completed the ingest first
+    assert "completed an interrupted ingest (3 file(s))" in caplog.text
     assert not (tmp_path / JOURNAL).exists() and not (tmp_path / STAGING).exists()
 
 

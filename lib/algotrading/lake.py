@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -384,6 +385,8 @@ def recover(store: Store) -> str | None:
     if store.all_keys(STAGING):
         done = done or "removed the temporary files of an interrupted ingest"
     store.remove_tree(STAGING)
+    if done:
+        logging.getLogger(__name__).warning("%s: %s", store.describe(""), done)
     return done
 
 
