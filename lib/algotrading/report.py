@@ -100,8 +100,8 @@ def tearsheet_stats(curves: pd.DataFrame, column: str, benchmark: str = "buy_and
                     ) -> dict[str, float]:
     """Annualised volatility, and alpha (annualised, arithmetic) and beta of `column`'s daily
     returns regressed on the benchmark's."""
-    r = curves[[column, benchmark]].pct_change().dropna()
-    s, b = r[column].to_numpy(), r[benchmark].to_numpy()
+    s = curves[column].pct_change().iloc[1:].to_numpy()
+    b = curves[benchmark].pct_change().iloc[1:].to_numpy()
     var = float(np.var(b, ddof=1))
     beta = float(np.cov(s, b, ddof=1)[0, 1] / var) if var > 0 else float("nan")
     return {"volatility": float(np.std(s, ddof=1) * math.sqrt(metrics.YEAR)),
@@ -134,6 +134,7 @@ def _strategy_section(name: str, result: dict, folder: Path) -> str:
         parts.append(_png(plots.equity_and_drawdown(
             {"strategy (with costs)": curves["strategy"], "buy and hold": curves["buy_and_hold"]},
             f"{result.get('symbol', '')} test period: equity and drawdown")))
+        parts.append("<h3>Monthly returns</h3>")
         parts.append(_png(plots.monthly_returns_heatmap(curves["strategy"],
                                                         "Monthly returns of the strategy (with costs)")))
     shown = ["final_value", "total_return", "cagr", "volatility", "sharpe", "sortino",
@@ -165,9 +166,12 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
         row["walk_forward_return"] = r.get("walk_forward", {}).get("oos", {}).get("total_return")
         rows[name] = row
         h = r["test"]["buy_and_hold"]
-        holds[f"buy and hold ({r.get('symbol')})"] = {
-            "symbol": r.get("symbol"), "total_return": h["total_return"], "cagr": h["cagr"],
-            "sharpe": h["sharpe"], "max_drawdown": h["max_drawdown"], "trades_closed": 0}
+        hold = {"symbol": r.get("symbol"), "total_return": h["total_return"], "cagr": h["cagr"],
+                "sharpe": h["sharpe"], "max_drawdown": h["max_drawdown"], "trades_closed": 0}
+        if curves.is_file():
+            hold.update(tearsheet_stats(pd.read_csv(curves, index_col=0, parse_dates=True),
+                                        "buy_and_hold"))
+        holds[f"buy and hold ({r.get('symbol')})"] = hold
     if not rows:
         return pd.DataFrame()
     board = pd.DataFrame({**rows, **holds}).T
@@ -175,6 +179,12 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
              "beta", "trades_closed", "deflated_sharpe", "walk_forward_return"]
     board = board.reindex(columns=order)
     return board.sort_values("sharpe", ascending=False, key=lambda s: s.astype(float).fillna(-1e9))
+
+
+BOARD_LABELS = {"total_return": "total return", "cagr": "CAGR", "volatility": "volatility",
+                "max_drawdown": "max drawdown", "trades_closed": "trades",
+                "deflated_sharpe": "deflated Sharpe", "walk_forward_return": "walk-forward return",
+                "sharpe": "Sharpe"}
 
 
 def _load(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -197,15 +207,17 @@ def write(folder: Path) -> Path:
     data = {e.get("data", {}).get("sha256", "")[:12] for e in entries.values()}
     body = ["<h1>algotrading run</h1>",
             f'<p class="muted">package {html.escape(_fmt(_first(entries, "version")))}; commit(s) '
-            f'{html.escape(", ".join(sorted(commits)))}; lake data sha256 {html.escape(", ".join(sorted(data)))}'
+            f'{html.escape(", ".join(sorted(commits)))}; '
+            f'lake data sha256 {html.escape(", ".join(sorted(data)))}'
             + (" <b>(notebooks ran on different data)</b>" if len(data) > 1 else "") + "</p>"]
     if not board.empty:
-        kinds = {"total_return": "%", "cagr": "%", "volatility": "%", "max_drawdown": "%",
-                 "alpha": "%", "walk_forward_return": "%"}
+        kinds = {BOARD_LABELS.get(k, k): "%" for k in ("total_return", "cagr", "volatility",
+                                                       "max_drawdown", "alpha", "walk_forward_return")}
         body += ["<h2>Leaderboard (test period, with costs)</h2>",
                  "<p>Sorted by Sharpe; alpha and beta are against buy-and-hold of the same symbol "
                  "and days; the deflated Sharpe ratio says how likely the sweep's choice beats luck "
-                 "(0.95 and above is evidence of skill).</p>", _table(board, kinds, by_row=False)]
+                 "(0.95 and above is evidence of skill).</p>",
+                 _table(board.rename(columns=BOARD_LABELS), kinds, by_row=False)]
     rows = []
     for nb, e in entries.items():
         link = f'<a href="{html.escape(nb)}">{html.escape(nb)}</a>'

@@ -73,8 +73,8 @@ class Choice:
         """The n best combinations on train with their validation score and buy-and-hold's."""
         keys = list(self.grid)
         best = self.train.nlargest(n, self.metric)[keys + [self.metric, f"hold_{self.metric}"]]
-        val = self.validation.set_index(keys)[[self.metric, f"hold_{self.metric}"]]
-        out = best.join(val, on=keys, rsuffix="_validation")
+        val = self.validation[keys + [self.metric, f"hold_{self.metric}"]]
+        out = best.merge(val, on=keys, how="left", suffixes=("", "_validation")).set_index(best.index)
         return out.rename(columns={self.metric: f"{self.metric}_train",
                                    f"hold_{self.metric}": f"hold_{self.metric}_train"})
 
@@ -371,7 +371,8 @@ def conclusion(study: Study) -> str:
             f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
             f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
             f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
-            f"{verdict}. Costs took {_num(f['total_return'] - s['total_return'], '.1%')} of return.")
+            f"{verdict}. Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
+            f"percentage points of return.")
     if study.choice is not None:
         c, m = study.choice, study.choice.metric
         tab = c.table
