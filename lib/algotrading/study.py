@@ -96,6 +96,15 @@ class WalkForward:
     hold: pd.Series
     table: pd.DataFrame
 
+    def overview(self, digits: int = 3) -> pd.DataFrame:
+        """One row per window: its test dates, the choice, the in-sample score, and the
+        out-of-sample Sharpe and return beside buy-and-hold's."""
+        keys = [c for c in self.windows.columns if c.startswith("in_sample_")]
+        params = list(self.windows.columns[4:self.windows.columns.get_loc(keys[0])])
+        shown = [*keys, "sharpe", "hold_sharpe", "total_return", "hold_total_return"]
+        return self.windows[["test_start", "test_end", *params, *shown, "trades_closed"]].round(
+            dict.fromkeys(shown, digits))
+
     def chart(self, title: str = "") -> Figure:
         marks = list(pd.to_datetime(self.windows["test_start"]))[1:]
         return plots.equity_and_drawdown({"walk-forward (out-of-sample)": self.equity,
