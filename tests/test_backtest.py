@@ -118,12 +118,15 @@ def test_slippage_moves_every_fill_against_us(extra):
     assert short.side == "short" and short.pnl == pytest.approx(10 * (13 * 0.995 - 15 * 1.005))
 
 
-def test_fraction_sizing_buys_whole_shares_with_equity_at_the_decision_close():
+def test_fraction_sizing_buys_whole_shares_with_equity_at_the_fill():
     prices = frame([(30, 30, 30, 30), (31, 31, 31, 31), (32, 32, 32, 32)])
     r = backtest.run(np.ones(3), prices, cash=1000, fraction=0.5)
-    assert r.trades["size"].iloc[0] == 16  # floor(500 / 30)
+    assert r.trades["size"].iloc[0] == 16  # floor(500 / 31): sized at the fill, the next open
     r = backtest.run(np.ones(3), prices, cash=1000, fraction=0.5, whole_shares=False)
-    assert r.trades["size"].iloc[0] == pytest.approx(500 / 30)
+    assert r.trades["size"].iloc[0] == pytest.approx(500 / 31)
+    r = backtest.run(np.ones(3), prices, cash=1000, commission_per_share=1, slippage_bps=100)
+    assert r.trades["size"].iloc[0] == 30  # floor(1000 / (31 * 1.01 + 1)): costs fit in the cash
+    assert r.equity.min() > 0 and r.metrics["orders_rejected"] == 0
 
 
 @pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
@@ -216,5 +219,37 @@ def test_breakout_rules_by_hand():
 def test_unknown_strategy_or_parameter_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         backtest.run("nope", STEPS)
-    with pytest.raises(TypeError, match="no parameter"):
+    with pytest.raises(ValueError, match="no parameter"):
         backtest.run("sma", STEPS, fast=3)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"fast_period": 5, "slow_period": 3}, "fast_period \\(5\\) must be below slow_period"),
+    ({"fast_period": 0}, "fast_period=0 must be >= 1"),
+    ({"fast_period": 5.7}, "fast_period=5.7 must be a whole number"),
+    ({"fast_period": "five"}, "fast_period='five' must be a number"),
+    ({"slow_period": 100_000}, "slow_period=100000 needs more bars than the 6 given"),
+    ({"long_only": "no"}, "long_only='no' must be true or false"),
+    ({"long_only": 1}, "long_only=1 must be true or false"),
+    ({"size": -10}, "size=-10 must be > 0"),
+    ({"cash": 0}, "cash=0 must be > 0"),
+    ({"cash": float("nan")}, "cash=nan must be finite"),
+    ({"fraction": -1}, "fraction=-1 must be > 0"),
+    ({"fraction": 2}, "fraction=2 needs leverage >= 2"),
+    ({"stop_loss": -0.5}, "stop_loss=-0.5 must be > 0"),
+    ({"max_bars": 0}, "max_bars=0 must be >= 1"),
+    ({"fill": "vwap"}, "fill='vwap': choose one of"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        backtest.run("sma", STEPS, **{"fast_period": 2, "slow_period": 3, **params})
+
+
+def test_parameters_are_converted_strictly():
+    sma_ = get("sma")
+    assert sma_.check({"fast_period": 5.0, "slow_period": np.int64(9), "long_only": "True"}) == \
+        {"fast_period": 5, "slow_period": 9, "long_only": True}
+    assert type(sma_.check({"fast_period": 5.0})["fast_period"]) is int
+    assert get("breakout").check({"go_short": "false"})["go_short"] is False
+    with pytest.raises(ValueError, match="no parameter\\(s\\) \\['bogus'\\]"):
+        sma_.check({"bogus": 1})

@@ -20,8 +20,11 @@ YEAR = 252
 
 # Keys every run reports (and the sweep reports per combination).
 KEYS = ("final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_drawdown",
-        "max_drawdown_money", "calmar", "exposure", "turnover", "trades_closed", "trades_open",
-        "win_rate", "profit_factor", "expectancy", "sqn")
+        "max_drawdown_money", "calmar", "exposure", "gross_exposure", "turnover", "trades_closed",
+        "trades_open", "win_rate", "profit_factor", "expectancy", "sqn", "orders_rejected",
+        "bankrupt")
+# Ratios that mean nothing once equity has reached zero (a bankrupt run reports them as None).
+RATIOS = ("sharpe", "sortino", "calmar")
 
 
 def returns(equity: np.ndarray, cash: float) -> np.ndarray:
@@ -76,9 +79,17 @@ def calmar(cagr_: np.ndarray | float, max_dd: np.ndarray | float) -> np.ndarray 
         return np.where(np.asarray(max_dd) > 0, cagr_ / np.asarray(max_dd), np.nan)[()]
 
 
-def exposure(positions: np.ndarray) -> np.ndarray | float:
-    """Exposure = share of bars that end with an open position."""
-    return (positions != 0).mean(axis=-1)[()]
+def exposure(value: np.ndarray) -> np.ndarray | float:
+    """Exposure (time in market) = share of bars that end with an open position."""
+    return (value != 0).mean(axis=-1)[()]
+
+
+def gross_exposure(value: np.ndarray, equity: np.ndarray) -> np.ndarray | float:
+    """Gross exposure = mean over bars of |position value| / equity at the close (1.0 = all
+    equity deployed every bar; buy-and-hold is 1.0); bars with equity <= 0 count as 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(equity > 0, np.abs(value) / equity, 0.0)
+    return ratio.mean(axis=-1)[()]
 
 
 def turnover(traded: np.ndarray | float, equity: np.ndarray) -> np.ndarray | float:
@@ -125,10 +136,10 @@ def streaks(won: np.ndarray) -> tuple[int, int]:
     return best[True], best[False]
 
 
-def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray,
+def equity_metrics(equity: np.ndarray, cash: float, value: np.ndarray,
                    traded: np.ndarray | float, risk_free: float = 0.0) -> dict[str, Any]:
-    """Equity-curve metrics for one run, or for every row of (combos x bars) matrices; `traded`
-    is the total notional traded (per row)."""
+    """Equity-curve metrics for one run, or for every row of (combos x bars) matrices; `value`
+    is the (gross) value of the positions at each close, `traded` the total notional traded."""
     rets = returns(equity, cash)
     growth = cagr(equity, cash)
     dd, dd_money = drawdown(equity, cash)
@@ -142,17 +153,20 @@ def equity_metrics(equity: np.ndarray, cash: float, positions: np.ndarray,
         "max_drawdown": dd,
         "max_drawdown_money": dd_money,
         "calmar": calmar(growth, dd),
-        "exposure": exposure(positions),
+        "exposure": exposure(value),
+        "gross_exposure": gross_exposure(value, equity),
         "turnover": turnover(traded, equity),
     }
 
 
-def summarize(equity: np.ndarray, cash: float, positions: np.ndarray, traded: float,
+def summarize(equity: np.ndarray, cash: float, value: np.ndarray, traded: float,
               pnl: np.ndarray, trade_returns: np.ndarray, trades_open: int,
-              risk_free: float = 0.0) -> dict[str, Any]:
+              risk_free: float = 0.0, rejected: int = 0, bankrupt: bool = False
+              ) -> dict[str, Any]:
     """The metrics dict of one run: equity-curve metrics plus statistics of the closed trades
-    (`pnl` and `trade_returns`, in exit order); open trades are only counted."""
-    out = equity_metrics(equity, cash, positions, traded, risk_free)
+    (`pnl` and `trade_returns`, in exit order); open trades are only counted. A `bankrupt` run
+    (equity reached <= 0) gets no ratio metrics (RATIOS are None) and a CAGR of -100 %."""
+    out = equity_metrics(equity, cash, value, traded, risk_free)
     out.update(trade_stats(pnl, np.zeros(len(pnl), dtype=np.intp), 1))
     out = {key: _scalar(value) for key, value in out.items()}
     won_streak, lost_streak = streaks(pnl >= 0)
@@ -169,16 +183,20 @@ def summarize(equity: np.ndarray, cash: float, positions: np.ndarray, traded: fl
         "best_trade_return": float(trade_returns.max()) if some else None,
         "worst_trade_return": float(trade_returns.min()) if some else None,
         "bars": len(equity),
+        "orders_rejected": int(rejected),
+        "bankrupt": bool(bankrupt),
     })
+    if bankrupt:
+        out.update(dict.fromkeys(RATIOS), cagr=-1.0)
     return out
 
 
 def benchmark(close: np.ndarray, cash: float, risk_free: float = 0.0) -> dict[str, Any]:
     """Buy-and-hold of the same symbol and period: all cash in at the first close, no costs."""
     equity = cash * close / close[0]
-    ones = np.ones(len(equity))
-    out = equity_metrics(equity, cash, ones, cash, risk_free)
-    return {key: _scalar(v) for key, v in out.items()} | {"trades_closed": 0, "trades_open": 1}
+    out = equity_metrics(equity, cash, equity, cash, risk_free)
+    return {key: _scalar(v) for key, v in out.items()} | {
+        "trades_closed": 0, "trades_open": 1, "orders_rejected": 0, "bankrupt": False}
 
 
 def _scalar(value: Any) -> float | None:
@@ -229,7 +247,8 @@ def print_report(metrics: Mapping[str, Any]) -> None:
 
 
 SHOWN = ("final_value", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
-         "exposure", "turnover", "trades_closed", "trades_open", "win_rate", "profit_factor", "sqn")
+         "exposure", "gross_exposure", "turnover", "trades_closed", "trades_open", "win_rate",
+         "profit_factor", "sqn")
 
 
 def compare(runs: Mapping[str, Any], benchmark: str = "buy and hold") -> pd.DataFrame:

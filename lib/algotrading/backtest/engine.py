@@ -1,23 +1,27 @@
 """The backtest engine: desired positions in, fills, cash, positions, trades and metrics out.
 
-Semantics (see ARCHITECTURE.md "Backtest semantics"): the target decided on bar t's close is
-filled at bar t+1's open (`fill="open"`, backtrader's Market order) or at bar t's close
-(`fill="close"`). Stops and targets are fractions of the entry price checked on every later bar's
-high/low; a gap through the level fills at the open, and when both levels are inside one bar the
-stop is assumed first. After a stop, target or `max_bars` exit the engine stays flat until the
-strategy's wanted position changes. Commission (per share and bps of notional) and slippage (bps,
-always against us) apply to every fill; orders are never rejected for lack of cash. A position
-still open at the end is marked to the last close and reported with status "open".
+Semantics (ARCHITECTURE.md "Backtest semantics", README "Backtests: the conventions"; the fill,
+cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see broker.py):
+- The target decided on bar t's close fills at bar t+1's open (`fill="open"`, backtrader's
+  Market order) or at bar t's close (`fill="close"`).
+- Sizing is all-in by default (`fraction=1.0` of equity at the fill, whole shares, as
+  backtesting.py and vectorbt's `size=inf`); `size=N` trades N shares per unit of target (the
+  workshop's fixed counts, used by reproductions and the backtrader cross-checks).
+- No order needs more than equity x `leverage` (default 1: no margin); one that would is rejected
+  and counted in `orders_rejected`. Equity <= 0 stops trading and sets `bankrupt`; ratio metrics
+  are then not computed.
+- A position still open at the end is marked to the last close and reported as "open".
 
-Fixed-size runs without stops are computed with whole-array numpy (cash is a cumulative sum of
-fill flows); fraction sizing, stops and holding limits need the bar-by-bar loop.
+Paths: fixed-size runs without stops are computed with whole-array numpy (cash is a cumulative
+sum of fill flows) and used only where no order hits the buying-power limit and equity stays
+positive; everything else runs bar by bar through the Broker.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -25,72 +29,103 @@ import numpy as np
 import pandas as pd
 
 from algotrading import metrics
+from algotrading.backtest.broker import Broker
+from algotrading.backtest.settings import ENGINE_PARAMS, Settings
+from algotrading.schema import DataError
 from algotrading.strategies import Strategy, get
 
 StrategyLike = str | Strategy | Callable[..., Any] | pd.Series | np.ndarray
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Engine parameters (all costs default 0, as in backtrader, so results compare one to one)."""
-
-    cash: float = 100_000.0
-    size: float | None = None  # shares per unit of target; default: the strategy's (workshop's)
-    fraction: float | None = None  # else: this fraction of equity per position
-    whole_shares: bool = True  # round fraction-sized positions down to whole shares
-    commission_per_share: float = 0.0
-    commission_bps: float = 0.0
-    slippage_bps: float = 0.0
-    fill: str = "open"  # "open": next bar's open; "close": the decision bar's close
-    stop_loss: float | None = None  # e.g. 0.05 = exit 5 % below a long's entry price
-    take_profit: float | None = None
-    max_bars: int | None = None  # exit once a position has been held this many bars
-    risk_free: float = 0.0  # annual rate for Sharpe and Sortino
-    start: str | pd.Timestamp | None = None  # trade from here; earlier bars are indicator history
-
-    def __post_init__(self) -> None:
-        if self.fill not in ("open", "close"):
-            raise ValueError(f"fill must be 'open' or 'close', not {self.fill!r}")
-        if self.size is not None and self.fraction is not None:
-            raise ValueError("give either size (shares) or fraction (of equity), not both")
-
-    @property
-    def vectorised(self) -> bool:
-        """Fixed size and no path-dependent exits: the whole-array path applies."""
-        return self.fraction is None and self.stop_loss is None and self.take_profit is None \
-            and self.max_bars is None
-
-
-ENGINE_PARAMS = frozenset(Settings.__dataclass_fields__)
+TRADE_KEYS = ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price", "commission",
+              "reason", "open", "pnl")
 
 
 @dataclass
 class Result:
     """One backtest: `metrics` (dict, with a buy-and-hold `benchmark` block), `trades` (one row per
     trade, built on first use since sweeps and walk-forward never look), `equity` (value at each
-    close), `positions` (shares held at each close)."""
+    close), `positions` (shares held at each close). Plain data, so it pickles."""
 
     metrics: dict[str, Any]
     equity: pd.Series
     positions: pd.Series | pd.DataFrame
     params: dict[str, Any]
-    make_trades: Callable[[], pd.DataFrame] = field(repr=False)
+    fills: dict[str, np.ndarray] = field(repr=False)  # the raw trade arrays (see TRADE_KEYS)
+    symbols: list[str] | None = field(default=None, repr=False)
 
     @cached_property
     def trades(self) -> pd.DataFrame:
         """entry/exit date and price, side, size, pnl, return, commission, bars held, exit reason,
         status ("closed", or "open": marked to the last close)."""
-        return self.make_trades()
+        return trade_frame(self.fills, self.equity.index, self.symbols)
 
     def report(self) -> str:
         """The workshop's "Trade Analysis Results" block for this run."""
         return metrics.report(self.metrics)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Price, trades, equity and drawdown in one figure (algotrading.plots.result_chart)."""
+        from algotrading.plots import result_chart
+
+        return result_chart(self, **kwargs)
+
+    def __repr__(self) -> str:
+        m, b = self.metrics, self.metrics.get("benchmark", {})
+
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:+.1%}"
+
+        def num(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.2f}"
+
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        flags = " BANKRUPT" if m.get("bankrupt") else ""
+        return (f"Result({params or 'defaults'}; {m['start']}..{m['end']}: final "
+                f"{m['final_value']:,.0f} ({pct(m['total_return'])}), sharpe {num(m['sharpe'])}, "
+                f"max drawdown {m['max_drawdown']:.1%}, gross exposure {m['gross_exposure']:.2f}, "
+                f"{m['trades_closed']} closed + {m['trades_open']} open trades{flags}; "
+                f"buy and hold {b.get('final_value', float('nan')):,.0f} "
+                f"({pct(b.get('total_return'))}), sharpe {num(b.get('sharpe'))})")
 
 
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(engine params, strategy params) from one keyword dict."""
     engine = {k: v for k, v in params.items() if k in ENGINE_PARAMS}
     return engine, {k: v for k, v in params.items() if k not in ENGINE_PARAMS}
+
+
+def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
+    """The price frame the engine accepts, or DataError naming the row and rule: a sorted, unique
+    DatetimeIndex and finite open/high/low/close > 0 with low <= open, close <= high.
+    Capitalised column names (Open, High, ...) are accepted."""
+    if not isinstance(prices, pd.DataFrame):
+        raise DataError("prices", f"want a DataFrame, got {type(prices).__name__}")
+    if not {"open", "high", "low", "close"} <= set(prices.columns):
+        lower = {str(c).lower(): c for c in prices.columns}
+        if not {"open", "high", "low", "close"} <= set(lower) or len(lower) < len(prices.columns):
+            raise DataError("prices", f"need columns open, high, low, close; got {list(prices.columns)}")
+        prices = prices.rename(columns={c: str(c).lower() for c in prices.columns})
+    index = prices.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise DataError("prices", f"the index must be a DatetimeIndex, not {type(index).__name__}")
+    if len(index) > 1:
+        steps = np.diff(index.asi8)
+        if (steps <= 0).any():
+            i = int(np.flatnonzero(steps <= 0)[0]) + 1
+            rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
+            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+    o, h, lo, c = prices[["open", "high", "low", "close"]].to_numpy(float).T
+    checks = (
+        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)),
+         "open/high/low/close must be finite numbers"),
+        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "prices must be > 0"),
+        (h < lo, "high < low"),
+        ((lo > np.minimum(o, c)) | (h < np.maximum(o, c)), "open/close outside low..high"),
+    )
+    for bad, rule in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+    return prices
 
 
 def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
@@ -101,7 +136,7 @@ def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, A
     if callable(strategy):
         out = strategy(prices, **params)
     elif params:
-        raise TypeError(f"strategy parameters {sorted(params)} given with precomputed positions")
+        raise ValueError(f"strategy parameters {sorted(params)} given with precomputed positions")
     else:
         out = strategy
     if isinstance(out, pd.Series):
@@ -109,31 +144,28 @@ def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, A
     out = np.asarray(out, dtype=float)
     if out.shape != (len(prices),):
         raise ValueError(f"strategy gave {out.shape} positions for {len(prices)} bars")
+    if not np.isfinite(out).all():
+        raise ValueError("strategy gave non-finite target positions")
     return out
-
-
-def default_size(strategy: StrategyLike, settings: Settings) -> Settings:
-    """Fill in the sizing: the strategy's default shares (the workshop's), else all equity."""
-    if settings.size is not None or settings.fraction is not None:
-        return settings
-    size = get(strategy).size if isinstance(strategy, str | Strategy) else None
-    return Settings(**{**settings.__dict__, "size": size, "fraction": None if size else 1.0})
 
 
 def run(strategy: StrategyLike, prices: pd.DataFrame, **params: Any) -> Result:
     """Backtest `strategy` on one symbol's `prices` (DatetimeIndex; open, high, low, close).
 
-    `params` holds engine settings (see Settings) and the strategy's own parameters.
+    `params` holds engine settings (see settings.SETTINGS) and the strategy's own parameters.
     """
     engine, own = split_params(params)
-    settings = default_size(strategy, Settings(**engine))
+    settings = Settings(**engine)
+    prices = check_prices(prices)
     targets = resolve(strategy, prices, own)
     prices, targets = window(prices, targets[:, None], settings.start)
     if len(prices) == 0:
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
+    sim = None
     if settings.vectorised and np.isin(targets, (-1, 0, 1)).all():
         sim = fixed(prices, targets, settings)
-    else:
+        sim = sim if sim.exact[0] else None
+    if sim is None:
         sim = loop(prices, targets, settings)
     return result(prices, sim, settings, {**own, **engine})
 
@@ -155,6 +187,9 @@ class Sim:
     equity: np.ndarray  # (rows x bars) for fixed(), (bars,) for loop()
     traded: np.ndarray  # (rows,) total notional traded
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
+    exact: np.ndarray | None = None  # fixed(): rows no buying-power or bankruptcy rule touched
+    rejected: int = 0
+    bankrupt: bool = False
 
 
 def _prices(prices: pd.DataFrame, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +202,9 @@ def fixed(prices: pd.DataFrame, targets: np.ndarray, settings: Settings) -> Sim:
     """Whole-array simulation of fixed-size (bars x combos) targets in {-1, 0, 1}.
 
     Works on (combos x bars) arrays so running sums go along contiguous memory; fills are
-    sparse, so prices, costs and trades are computed only where the position changes.
+    sparse, so prices, costs and trades are computed only where the position changes. A row is
+    `exact` when no order needed more than equity x leverage and equity stayed positive, i.e.
+    when the Broker's limits never bound; other rows must be run bar by bar.
     """
     base, close = _prices(prices, settings)
     size = float(settings.size)
@@ -179,18 +216,32 @@ def fixed(prices: pd.DataFrame, targets: np.ndarray, settings: Settings) -> Sim:
     step = np.diff(held, axis=1, prepend=np.int8(0))
     col, bar = np.nonzero(step)  # row-major: grouped by combo, in bar order
     qty = step[col, bar] * size
-    px = base[bar] * (1.0 + np.sign(qty) * settings.slippage_bps / 1e4)
-    per_share = settings.commission_per_share + px * settings.commission_bps / 1e4
+    side = np.sign(qty)
+    slip, bps, cps = settings.slippage_bps / 1e4, settings.commission_bps / 1e4, \
+        settings.commission_per_share
+    px = base[bar] * (1.0 + side * slip)
+    per_share = cps + px * bps
     flow = np.zeros(held.shape)
     flow[col, bar] = qty * px + np.abs(qty) * per_share
     positions = held * size
-    equity = np.cumsum(flow, axis=1)
-    np.subtract(settings.cash, equity, out=equity)
-    equity += positions * close
-    traded = np.bincount(col, np.abs(qty) * px, minlength=held.shape[0])
+    cash = np.cumsum(flow, axis=1)
+    np.subtract(settings.cash, cash, out=cash)
+    # Buying power at each fill: cash before it plus the old position closed at this price.
     after = positions[col, bar]
+    before = after - qty
+    cash_before = cash[col, bar] + flow[col, bar]
+    exit_px = base[bar] * (1.0 - np.sign(before) * slip)
+    room = cash_before + before * exit_px - np.abs(before) * (cps + exit_px * bps)
+    opening = (after != 0) & (np.abs(after) > np.abs(before)) | (after * before < 0)
+    need = np.abs(after) * (px * (1.0 + bps) + cps)
+    over = opening & (need > settings.leverage * room * (1 + 1e-12))
+    equity = cash
+    equity += positions * close
+    exact = (equity > 0).all(axis=1)
+    exact[col[over]] = False
+    traded = np.bincount(col, np.abs(qty) * px, minlength=held.shape[0])
     return Sim(positions, equity, traded,
-               _fixed_trades(col, bar, after - qty, after, px, per_share, close))
+               _fixed_trades(col, bar, before, after, px, per_share, close), exact)
 
 
 def _fixed_trades(col: np.ndarray, bar: np.ndarray, before: np.ndarray, after: np.ndarray,
@@ -221,137 +272,35 @@ def _fixed_trades(col: np.ndarray, bar: np.ndarray, before: np.ndarray, after: n
     return out
 
 
-class _Book:
-    """Cash, positions and open trades of the bar-by-bar loop."""
-
-    def __init__(self, settings: Settings, cols: int):
-        self.s = settings
-        self.cash = settings.cash
-        self.shares = [0.0] * cols
-        self.traded = np.zeros(cols)
-        self.open: list[dict[str, Any] | None] = [None] * cols
-        self.done: list[dict[str, Any]] = []
-
-    def fill(self, col: int, qty: float, base: float, bar: int, reason: str) -> None:
-        """Execute `qty` shares at `base` (before slippage): cash, commission, trade records."""
-        s = self.s
-        px = base * (1.0 + np.sign(qty) * s.slippage_bps / 1e4)
-        comm = abs(qty) * (s.commission_per_share + px * s.commission_bps / 1e4)
-        self.cash -= qty * px + comm
-        self.traded[col] += abs(qty) * px
-        held = self.shares[col]
-        trade = self.open[col]
-        if held and np.sign(qty) != np.sign(held):  # reduce, close or reverse
-            closing = min(abs(qty), abs(held))
-            trade["pnl"] += closing * np.sign(held) * (px - trade["entry_price"])
-            trade["commission"] += comm * closing / abs(qty)
-            if closing == abs(held):
-                trade.update(exit_bar=bar, exit_price=px, reason=reason, open=False)
-                self.done.append(trade)
-                self.open[col] = None
-            comm *= 1 - closing / abs(qty)
-        new = held + qty
-        if new and (not held or np.sign(new) != np.sign(held)):  # a new trade opens
-            self.open[col] = {"col": col, "entry_bar": bar, "entry_price": px, "size": new,
-                              "pnl": 0.0, "commission": comm, "open": True}
-        elif new and abs(new) > abs(held):  # add: average the entry price
-            trade["entry_price"] = (trade["entry_price"] * abs(held) + px * abs(qty)) / abs(new)
-            trade["size"] = new
-            trade["commission"] += comm
-        self.shares[col] = new
-
-    def exit_level(self, col: int, o: float, h: float, lo: float) -> tuple[float, str] | None:
-        """The stop or target hit on this bar (price, reason), stop first, gaps at the open."""
-        s, trade, side = self.s, self.open[col], np.sign(self.shares[col])
-        entry = trade["entry_price"]
-        stop = entry * (1 - side * s.stop_loss) if s.stop_loss is not None else None
-        goal = entry * (1 + side * s.take_profit) if s.take_profit is not None else None
-        worst, best = (lo, h) if side > 0 else (h, lo)
-        if stop is not None and side * (o - stop) <= 0:
-            return o, "stop_loss"
-        if goal is not None and side * (o - goal) >= 0:
-            return o, "take_profit"
-        if stop is not None and side * (worst - stop) <= 0:
-            return stop, "stop_loss"
-        if goal is not None and side * (best - goal) >= 0:
-            return goal, "take_profit"
-        return None
-
-
 def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, settings: Settings) -> Sim:
-    """Bar-by-bar simulation with shared cash over one or more aligned symbols (columns)."""
+    """Bar-by-bar simulation through one Broker over one or more aligned symbols (columns)."""
     frames = prices if isinstance(prices, list) else [prices]
     n, m = targets.shape
-    o, h, lo, c = ([f[k].to_numpy(float).tolist() for f in frames]  # [symbol][bar]
+    o, h, lo, c = (np.stack([f[k].to_numpy(float) for f in frames], axis=1).tolist()  # [bar][sym]
                    for k in ("open", "high", "low", "close"))
-    want = [column.tolist() for column in targets.T]
-    book = _Book(settings, m)
-    stops = settings.stop_loss is not None or settings.take_profit is not None
-    pending: list[tuple[float, str] | None] = [None] * m
-    blocked: list[float | None] = [None] * m  # target an engine exit must not re-enter
-    held_for: list[float] = [0.0] * m  # the target the current position was sized for
+    want = targets.tolist()
+    broker = Broker(settings, m)
     positions = np.zeros((n, m))
     equity = np.zeros(n)
     for t in range(n):
+        broker.on_bar(t, o[t], h[t], lo[t])
+        broker.mark(c[t])
         for a in range(m):
-            if pending[a] is not None:
-                book.fill(a, pending[a][0], o[a][t], t, pending[a][1])
-                pending[a] = None
-            if stops and book.shares[a]:
-                hit = book.exit_level(a, o[a][t], h[a][t], lo[a][t])
-                if hit:
-                    book.fill(a, -book.shares[a], hit[0], t, hit[1])
-                    blocked[a] = want[a][t - 1] if t else None
-        value = book.cash + sum(book.shares[a] * c[a][t] for a in range(m))
-        for a in range(m):
-            target, reason = want[a][t], "signal"
-            if blocked[a] is not None and target != blocked[a]:
-                blocked[a] = None
-            held = book.shares[a]
-            bars = t - book.open[a]["entry_bar"] + (settings.fill == "open") if held else 0
-            if settings.max_bars is not None and held and bars >= settings.max_bars:
-                blocked[a], reason = target, "max_bars"
-            if blocked[a] is not None:
-                goal = 0.0
-            elif held and target == held_for[a]:
-                goal = held
-            else:
-                goal = _shares(target, value, c[a][t], settings)
-                held_for[a] = target
-            if goal != held:
-                if settings.fill == "close":
-                    book.fill(a, goal - held, c[a][t], t, reason)
-                else:
-                    pending[a] = (goal - held, reason)
-        positions[t] = book.shares
-        equity[t] = book.cash + sum(book.shares[a] * c[a][t] for a in range(m))
-    for a, trade in enumerate(book.open):
-        if trade is not None:
-            held = book.shares[a]
-            trade.update(exit_bar=n - 1, exit_price=c[a][-1], reason="open",
-                         pnl=trade["pnl"] + held * (c[a][-1] - trade["entry_price"]))
-            book.done.append(trade)
-    done = sorted(book.done, key=lambda tr: (tr["entry_bar"], tr["col"]))
-    trades = {k: np.array([tr[k] for tr in done]) for k in
-              ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price",
-               "commission", "reason", "open", "pnl")}
-    trades["pnl"] = trades["pnl"] - trades["commission"] if done else trades["pnl"]
-    return Sim(positions.T, equity, book.traded, trades)
+            broker.submit(a, want[t][a])
+        positions[t] = broker.shares
+        equity[t] = broker.equity
+    done = sorted(broker.trades(), key=lambda tr: (tr["entry_bar"], tr["col"]))
+    trades = {k: np.array([tr[k] for tr in done]) for k in TRADE_KEYS}
+    if not done:
+        trades = {k: np.array([], dtype=object if k == "reason" else float) for k in TRADE_KEYS}
+    return Sim(positions.T, equity, np.array(broker.traded), trades, None, broker.rejected,
+               broker.bankrupt)
 
 
-def _shares(target: float, value: float, price: float, settings: Settings) -> float:
-    """Shares for a target: fixed size, or a fraction of equity at the decision bar's close."""
-    if settings.fraction is None:
-        return target * float(settings.size)
-    shares = abs(target) * settings.fraction * max(value, 0.0) / price
-    return float(np.sign(target) * (np.floor(shares) if settings.whole_shares else shares))
-
-
-def trade_frame(sim: Sim, frames: list[pd.DataFrame], symbols: list[str] | None = None
-                ) -> pd.DataFrame:
+def trade_frame(trades: dict[str, np.ndarray], index: pd.DatetimeIndex,
+                symbols: list[str] | None = None) -> pd.DataFrame:
     """The trades as a table: dates, prices, side, size, pnl, return, bars held, exit reason."""
-    tr = sim.trades
-    index = frames[0].index
+    tr = trades
     size = tr["size"].astype(float)
     out = pd.DataFrame({
         "entry_date": index[tr["entry_bar"].astype(int)] if len(size) else pd.DatetimeIndex([]),
@@ -378,54 +327,67 @@ def _trade_returns(trades: dict[str, np.ndarray]) -> np.ndarray:
     return np.divide(trades["pnl"].astype(float), cost, out=np.zeros(len(cost)), where=cost > 0)
 
 
-def _stats(sim: Sim, equity: np.ndarray, positions: np.ndarray, traded: float,
+def _stats(sim: Sim, equity: np.ndarray, value: np.ndarray, traded: float,
            index: pd.DatetimeIndex, settings: Settings) -> dict[str, Any]:
     """metrics.summarize over the closed trades in exit order, plus the period."""
     tr = sim.trades
     closed = np.flatnonzero(~tr["open"].astype(bool))
     closed = closed[np.argsort(tr["exit_bar"][closed], kind="stable")]
-    stats = metrics.summarize(equity, settings.cash, positions, traded,
+    stats = metrics.summarize(equity, settings.cash, value, traded,
                               tr["pnl"][closed].astype(float), _trade_returns(tr)[closed],
-                              int(tr["open"].astype(bool).sum()), settings.risk_free)
+                              int(tr["open"].astype(bool).sum()), settings.risk_free,
+                              rejected=sim.rejected, bankrupt=sim.bankrupt)
     return stats | {"start": index[0].date().isoformat(), "end": index[-1].date().isoformat()}
 
 
 def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str, Any]) -> Result:
     """Package one single-symbol simulation as a Result with metrics and benchmark."""
+    close = prices["close"].to_numpy(float)
     values = np.asarray(sim.equity).reshape(-1, len(prices))[0]
-    stats = _stats(sim, values, sim.positions[0], float(sim.traded[0]), prices.index, settings)
-    stats["benchmark"] = metrics.benchmark(prices["close"].to_numpy(float), settings.cash,
-                                           settings.risk_free)
+    shares = sim.positions[0]
+    stats = _stats(sim, values, shares * close, float(sim.traded[0]), prices.index, settings)
+    stats["benchmark"] = _benchmark(close, settings.cash, settings.risk_free)
+    trades = {k: v[sim.trades["col"] == 0] for k, v in sim.trades.items()} \
+        if len(sim.trades["col"]) and sim.trades["col"].max() > 0 else sim.trades
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
-                  pd.Series(sim.positions[0], index=prices.index, name="position"), params,
-                  lambda: trade_frame(sim, [prices]))
+                  pd.Series(shares, index=prices.index, name="position"), params, trades)
+
+
+@functools.lru_cache(maxsize=64)
+def _benchmark_cached(close: bytes, cash: float, risk_free: float) -> dict[str, Any]:
+    return metrics.benchmark(np.frombuffer(close), cash, risk_free)
+
+
+def _benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
+    """Buy-and-hold metrics, remembered per price series (sweeps and walk-forward repeat them)."""
+    return dict(_benchmark_cached(np.ascontiguousarray(close, float).tobytes(), cash, risk_free))
 
 
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                   **params: Any) -> Result:
-    """Run `strategy` on several symbols with one shared cash account, equal weight: with
-    `fraction` (default 1) each position gets fraction / n_symbols of equity; with `size`, each
-    gets `size` shares. Bars are the dates all symbols share."""
+    """Run `strategy` on several symbols with one shared cash account, equal weight: each
+    position gets fraction (default 1) / n_symbols of equity; with `size`, each gets `size`
+    shares. Bars are the dates all symbols share."""
     engine, own = split_params(params)
     settings = Settings(**engine)
     symbols = list(prices)
+    prices = {s: check_prices(p) for s, p in prices.items()}
     dates = functools.reduce(pd.Index.intersection, (p.index for p in prices.values())).sort_values()
     frames = [prices[s].loc[dates] for s in symbols]
     targets = np.stack([resolve(strategy, prices[s], own)[prices[s].index.isin(dates)]
                         for s in symbols], axis=1)
     if settings.size is None:
-        share = (settings.fraction if settings.fraction is not None else 1.0) / len(symbols)
-        settings = Settings(**{**settings.__dict__, "fraction": share})
+        settings = replace(settings, fraction=settings.fraction / len(symbols))
     keep = np.ones(len(dates), bool) if settings.start is None else dates >= pd.Timestamp(
         settings.start)
     frames, targets = [f[keep] for f in frames], targets[keep]
     sim = loop(frames, targets, settings)
     index = frames[0].index
-    stats = _stats(sim, sim.equity, sim.positions.any(axis=0), float(sim.traded.sum()), index,
-                   settings)
     closes = np.stack([f["close"].to_numpy(float) for f in frames], axis=1)
+    gross = np.abs(sim.positions.T * closes).sum(axis=1)
+    stats = _stats(sim, sim.equity, gross, float(sim.traded.sum()), index, settings)
     stats["benchmark"] = metrics.benchmark((closes / closes[0]).mean(axis=1), settings.cash,
                                            settings.risk_free)
     return Result(stats, pd.Series(sim.equity, index=index, name="equity"),
                   pd.DataFrame(sim.positions.T, index=index, columns=symbols), {**own, **engine},
-                  lambda: trade_frame(sim, frames, symbols))
+                  sim.trades, symbols)

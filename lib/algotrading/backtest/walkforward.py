@@ -15,7 +15,7 @@ import pandas as pd
 
 from algotrading import metrics
 from algotrading.backtest.engine import StrategyLike, run
-from algotrading.backtest.sweep import sweep
+from algotrading.backtest.sweep import rank, sweep
 
 
 def split(prices: pd.DataFrame, train: float = 0.6, validation: float = 0.2
@@ -29,11 +29,11 @@ def split(prices: pd.DataFrame, train: float = 0.6, validation: float = 0.2
 
 
 def best(table: pd.DataFrame, metric: str = "sharpe", maximize: bool = True) -> dict[str, Any]:
-    """The parameters (non-metric columns) of the sweep row with the best `metric` (NaN loses)."""
-    scores = table[metric].astype(float)
-    if scores.isna().all():
+    """The parameters (non-metric columns) of the sweep row with the best `metric` (NaN loses,
+    bankrupt rows lose whatever their score)."""
+    row = rank(table, metric, ascending=not maximize).iloc[0]
+    if pd.isna(row[metric]):
         raise ValueError(f"no combination has a defined {metric}")
-    row = table.loc[scores.idxmax() if maximize else scores.idxmin()]
     return {k: _plain(row[k]) for k in table.columns if k not in metrics.KEYS}
 
 

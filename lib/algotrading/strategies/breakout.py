@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from algotrading.strategies import Strategy
+from algotrading.strategies import Param, Strategy
 
 
 def channel(close: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,21 +49,20 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     cache: dict[tuple, np.ndarray] = {}
     cols = []
     for c in combos:
-        key = (int(c["period"]), _flag(c["go_long"]), _flag(c["go_short"]))
+        key = (c["period"], c["go_long"], c["go_short"])
         if key not in cache:
             cache[key] = targets(close, *key)
         cols.append(cache[key])
     return np.stack(cols, axis=1) if cols else np.zeros((len(close), 0), dtype=np.int8)
 
 
-def _flag(value: Any) -> bool:
-    """The workshop passed booleans as the strings "true"/"false"."""
-    return value.lower() == "true" if isinstance(value, str) else bool(value)
-
-
 STRATEGY = Strategy(
     name="breakout",
     grid=grid,
-    defaults={"period": 9, "go_long": True, "go_short": True},
+    params={
+        "period": Param(9, int, ge=1, lookback=True, help="bars in the channel"),
+        "go_long": Param(True, bool, help="enter longs above the channel"),
+        "go_short": Param(True, bool, help="enter shorts below the channel"),
+    },
     size=1000,
 )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading.strategies import Strategy
+from algotrading.strategies import Param, Strategy
 
 
 def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
@@ -44,19 +44,26 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
         if diff[j, t] == 0:
             out[j, t] = -1 if t == first[j] else out[j, t - 1]
-    long_only = np.array([bool(c.get("long_only", False)) for c in combos])
+    long_only = np.array([c["long_only"] for c in combos], dtype=bool)
     out[long_only] = np.maximum(out[long_only], 0)
     return out.T
 
 
-def _valid(params: Mapping[str, Any]) -> bool:
-    return int(params["fast_period"]) < int(params["slow_period"])
+def _rule(params: Mapping[str, Any]) -> str | None:
+    if params["fast_period"] >= params["slow_period"]:
+        return (f"fast_period ({params['fast_period']}) must be below slow_period "
+                f"({params['slow_period']})")
+    return None
 
 
 STRATEGY = Strategy(
     name="sma",
     grid=grid,
-    defaults={"fast_period": 9, "slow_period": 21, "long_only": False},
+    params={
+        "fast_period": Param(9, int, ge=1, lookback=True, help="bars in the fast average"),
+        "slow_period": Param(21, int, ge=2, lookback=True, help="bars in the slow average"),
+        "long_only": Param(False, bool, help="go flat instead of short"),
+    },
+    rule=_rule,
     size=1000,
-    valid=_valid,
 )
