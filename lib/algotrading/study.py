@@ -179,7 +179,8 @@ class Study:
         tables = {}
         for period in ("train", "validation"):
             start, end = self.bounds[period]
-            table = backtest.sweep(self.strategy, self.prices.loc[:end], grid, start=start, **fixed)
+            table = backtest.sweep(self.strategy, self.prices.loc[:end], grid, start=start,
+                                   progress=False, **fixed)
             hold = metrics.benchmark(self.prices.loc[start:end, "close"].to_numpy(float),
                                      float(fixed.get("cash", 100_000.0)))
             if period == "train":
@@ -210,7 +211,7 @@ class Study:
         fixed = self.fixed(grid)
         table = backtest.walk_forward(self.strategy, self.prices, grid, train_bars=train_bars,
                                       test_bars=test_bars, anchored=anchored, metric=metric,
-                                      **fixed)
+                                      progress=False, **fixed)
         for k in grid:
             table[k] = [typed({k: v}, grid)[k] for v in table[k]]
         parts, holds = [], []
