@@ -148,9 +148,10 @@ def equity_and_drawdown(curves: Mapping[str, pd.Series], title: str = "",
     palette = [COLORS["strategy"], COLORS["hold"], "tab:orange", "tab:purple", "tab:brown"]
     for i, (name, equity) in enumerate(curves.items()):
         color = palette[i % len(palette)]
-        top.plot(equity.index, equity, lw=1.2, color=color, label=name)
+        z = 3 if i == 0 else 2  # the first curve (the strategy) stays visible where they overlap
+        top.plot(equity.index, equity, lw=1.2, color=color, label=name, zorder=z)
         dd = drawdown(equity)
-        bottom.plot(dd.index, dd, lw=1, color=color, label=name)
+        bottom.plot(dd.index, dd, lw=1, color=color, label=name, zorder=z)
         if i == 0:
             bottom.fill_between(dd.index, dd, 0, color=color, alpha=0.2, lw=0)
     for ax in (top, bottom):
@@ -202,9 +203,10 @@ def result_chart(result: Any, prices: pd.DataFrame | None = None,
     trades_on_price(bars.loc[view], shown, trades, title,
                     positions.loc[view] if positions is not None else None, max_markers, price_ax)
     for (name, curve), color in zip(full.items(), (COLORS["strategy"], COLORS["hold"]), strict=True):
-        eq_ax.plot(days, curve.loc[view], lw=1.2, color=color, label=name)
+        z = 3 if name == "strategy" else 2
+        eq_ax.plot(days, curve.loc[view], lw=1.2, color=color, label=name, zorder=z)
         dd = drawdown(curve).loc[view]  # measured from the run's start, also when zoomed
-        dd_ax.plot(days, dd, lw=1, color=color, label=name)
+        dd_ax.plot(days, dd, lw=1, color=color, label=name, zorder=z)
         if name == "strategy":
             dd_ax.fill_between(days, dd, 0, color=color, alpha=0.2, lw=0)
     eq_ax.set_ylabel("equity")
