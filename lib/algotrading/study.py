@@ -133,6 +133,11 @@ class Study:
         self.choice: Choice | None = None
         self.walk: WalkForward | None = None
 
+    @property
+    def cash(self) -> float:
+        """Starting cash of every run (the engine's default unless the rule sets `cash`)."""
+        return float(self.rule.get("cash", 100_000.0))
+
     # -- 1. periods -------------------------------------------------------------------------------
     def periods(self) -> pd.DataFrame:
         """First and last bar and the number of bars of each period."""
@@ -153,7 +158,7 @@ class Study:
         paid = self.run("test", **self.rule, **self.costs)
         free = self.run("test", **self.rule)
         start, end = self.bounds["test"]
-        hold = plots.hold_equity(self.prices.loc[start:end, "close"], _cash(paid))
+        hold = plots.hold_equity(self.prices.loc[start:end, "close"], self.cash)
         table = metrics.compare({"with costs": paid, "no costs": free})
         self.test = TestRun(paid, free, hold, table)
         return self.test
@@ -181,8 +186,7 @@ class Study:
             start, end = self.bounds[period]
             table = backtest.sweep(self.strategy, self.prices.loc[:end], grid, start=start,
                                    progress=False, **fixed)
-            hold = metrics.benchmark(self.prices.loc[start:end, "close"].to_numpy(float),
-                                     float(fixed.get("cash", 100_000.0)))
+            hold = metrics.benchmark(self.prices.loc[start:end, "close"].to_numpy(float), self.cash)
             if period == "train":
                 chosen = typed(backtest.best(table, metric), grid)
             tables[period] = table.assign(**{f"hold_{metric}": hold[metric],
@@ -215,23 +219,18 @@ class Study:
         for k in grid:
             table[k] = [typed({k: v}, grid)[k] for v in table[k]]
         parts, holds = [], []
-        for row in table.itertuples(index=False):
-            choice = {k: getattr(row, k) for k in grid}
-            r = backtest.run_period(self.strategy, self.prices, (row.test_start, row.test_end),
-                                    **fixed, **choice)
-            parts.append(pd.Series(metrics.returns(r.equity.to_numpy(), _cash(r)), r.equity.index))
-            holds.append((r.metrics["benchmark"]["sharpe"], r.metrics["benchmark"]["total_return"]))
-        table[f"hold_{metric}"] = [h[0] for h in holds]
-        table["hold_total_return"] = [h[1] for h in holds]
-        cash = float(fixed.get("cash", 100_000.0))
-        equity = cash * (1 + pd.concat(parts)).cumprod()
-        close = self.prices["close"].loc[equity.index[0]:]
-        hold = plots.hold_equity(close, cash)
-        table_ = pd.DataFrame({
-            "walk-forward": _curve_metrics(equity, cash),
-            "buy and hold": _curve_metrics(hold, cash),
-        }).T
-        self.walk = WalkForward(table, equity, hold, table_)
+        for _, row in table.iterrows():
+            r = backtest.run_period(self.strategy, self.prices, (row["test_start"], row["test_end"]),
+                                    **fixed, **{k: row[k] for k in grid})
+            parts.append(pd.Series(metrics.returns(r.equity.to_numpy(), self.cash), r.equity.index))
+            holds.append(r.metrics["benchmark"])
+        table["hold_sharpe"] = [h["sharpe"] for h in holds]
+        table["hold_total_return"] = [h["total_return"] for h in holds]
+        equity = self.cash * (1 + pd.concat(parts)).cumprod()
+        hold = plots.hold_equity(self.prices["close"].loc[equity.index[0]:], self.cash)
+        summary = pd.DataFrame({"walk-forward": _curve_metrics(equity, self.cash),
+                                "buy and hold": _curve_metrics(hold, self.cash)}).T
+        self.walk = WalkForward(table, equity, hold, summary)
         return self.walk
 
     # -- 5. conclusion and record -----------------------------------------------------------------
@@ -322,7 +321,7 @@ def deflated_sharpe(trial_sharpes: pd.Series | np.ndarray, chosen: Result) -> di
     srs = np.asarray(trial_sharpes, float)
     srs = srs[np.isfinite(srs)] / year
     n = len(srs)
-    rets = metrics.returns(chosen.equity.to_numpy(float), _cash(chosen))
+    rets = metrics.returns(chosen.equity.to_numpy(float), float(chosen.params.get("cash", 100_000.0)))
     sr = float(np.mean(rets) / np.std(rets, ddof=1)) if np.std(rets) > 0 else float("nan")
     if n > 1:
         sr0 = float(np.std(srs, ddof=1) * ((1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n)
@@ -336,10 +335,6 @@ def deflated_sharpe(trial_sharpes: pd.Series | np.ndarray, chosen: Result) -> di
     dsr = float(stats.norm.cdf((sr - sr0) * math.sqrt(len(rets) - 1) / math.sqrt(denom))) if ok \
         else float("nan")
     return {"sharpe": sr * year, "expected_max_sharpe": sr0 * year, "trials": n, "dsr": dsr}
-
-
-def _cash(result: Result) -> float:
-    return float(result.params.get("cash", 100_000.0))
 
 
 def _curve_metrics(equity: pd.Series, cash: float) -> dict[str, float]:
