@@ -146,6 +146,7 @@ def test_result_chart_thins_markers_and_labels_drawdowns():
     assert shown[0] >= pd.Timestamp("2001-01-01") and shown[-1] <= pd.Timestamp("2001-06-30")
     with pytest.raises(ValueError, match="prices"):
         plots.result_chart(calm)
+    assert len(calm.plot(prices=prices).axes) == 3  # Result.plot draws the same chart
 
 
 def test_heatmap_axes_are_categorical_and_histogram_log_scaled():
