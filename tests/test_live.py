@@ -447,14 +447,10 @@ def test_container_entry_point_polls_trades_and_exits(tmp_path, monkeypatch):
 
 # --- parity for the ML forecast strategy -----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "features.exits gives NaN for entries with fewer than `horizon` bars after them, so on the "
-    "last bar of a live prefix ml_forecast misses an exit that already happened on that bar and "
-    "asks to re-enter one bar early (a full-frame backtest knows the exit once later bars exist)"))
 def test_ml_forecast_replay_matches_the_backtest(tmp_path):
     """The forecaster's strategy leaves exits to the engine (take_profit, stop_loss, max_bars):
-    the paper broker holds the same bracket, so the runner should reproduce the backtest. It
-    does not yet (see the xfail reason); strict, so the fix shows up here."""
+    the paper broker holds the same bracket, so the runner reproduces the backtest, including
+    an exit that happens on the last bar of a live prefix (features.exits(partial=True))."""
     from algotrading import schema, sources
     from algotrading.models import forecast
     from algotrading.strategies import ml_forecast
@@ -476,5 +472,7 @@ def test_ml_forecast_replay_matches_the_backtest(tmp_path):
     assert len(fills) >= 6 and set(fills["reason"].dropna()) & {"stop_loss", "take_profit"}
     assert summary["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
     assert np.allclose(live_runner.equity(journal).to_numpy(), result.equity.to_numpy(), rtol=1e-12)
-    held = result.positions.diff().fillna(result.positions.iloc[0])
-    assert len(fills) == int((held != 0).sum())
+    trades = result.trades  # an entry and its exit, or an entry still open at the end
+    assert len(fills) == 2 * int((trades["status"] == "closed").sum()) + int(
+        (trades["status"] == "open").sum())
+    assert (fills["reason"] == "stop_loss").sum() == (trades["exit_reason"] == "stop_loss").sum()

@@ -65,13 +65,16 @@ def _extra(prices: pd.DataFrame) -> pd.DataFrame:
 
 
 def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: float,
-          slippage_bps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+          slippage_bps: float = 0.0, partial: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """For a trade decided at each bar t (filled at t+1's open, `side` +1 long / -1 short):
     the bar it ends on and how (TAKE_PROFIT, STOP_LOSS, or TIMEOUT after `horizon` bars).
 
     Returns (exit_bar, outcome), both float arrays of len(prices); NaN where fewer than `horizon`
     bars follow t. A TIMEOUT's exit_bar is t + horizon (the engine sells at the next open).
     The levels are computed exactly as the engine does, from the fill price after slippage.
+    `partial=True` also resolves those last trades where a level was already hit on the bars that
+    exist (NaN stays where none was): what a strategy knows at the last close, which labels,
+    needing the whole horizon, must not use.
     """
     if side not in (1, -1):
         raise ValueError(f"side must be 1 (long) or -1 (short), not {side!r}")
@@ -80,10 +83,12 @@ def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: fl
     n = len(prices)
     exit_bar = np.full(n, np.nan)
     outcome = np.full(n, np.nan)
-    rows = n - horizon  # trades with `horizon` bars after the decision bar
+    rows = n - 1 if partial else n - horizon  # trades whose bars are looked at
     if rows <= 0:
         return exit_bar, outcome
-    o, h, lo = (prices[k].to_numpy(float) for k in ("open", "high", "low"))
+    # bars past the end are NaN: every comparison with them is False, so nothing hits there
+    o, h, lo = (np.concatenate([prices[k].to_numpy(float), np.full(horizon, np.nan)])
+                for k in ("open", "high", "low"))
     sign = float(side)
     entry = o[1:rows + 1] * (1.0 + sign * slippage_bps / 1e4)
     stop_level = (entry * (1 - sign * stop))[:, None]
@@ -101,8 +106,10 @@ def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: fl
     any_hit = hit.any(axis=1)
     took = goal[np.arange(rows), first]
     t = np.arange(rows)
-    exit_bar[:rows] = np.where(any_hit, t + 1 + first, t + horizon)
-    outcome[:rows] = np.where(any_hit, np.where(took, TAKE_PROFIT, STOP_LOSS), TIMEOUT)
+    known = any_hit | (t + horizon < n)  # a hit, or the whole horizon exists
+    exit_bar[:rows] = np.where(known, np.where(any_hit, t + 1 + first, t + horizon), np.nan)
+    outcome[:rows] = np.where(known, np.where(any_hit, np.where(took, TAKE_PROFIT, STOP_LOSS),
+                                              TIMEOUT), np.nan)
     return exit_bar, outcome
 
 

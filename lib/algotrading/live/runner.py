@@ -73,7 +73,8 @@ class Runner:
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
-        self._refused: float | None = None  # a target the risk checks refused
+        self._refused: float | None = None  # a target refused, or one a broker exit ended
+        self._wanted = 0.0  # the target decided at the last close
         self.config = self._config()
 
     # -- the journal --------------------------------------------------------------------------
@@ -162,10 +163,10 @@ class Runner:
         return float(self.strategy.targets(prices, **self.params)[-1])
 
     def _decide(self, dt: str, close: float, day_pnl: float) -> None:
-        target = self.target()
+        target = self._wanted = self.target()
         self._record("signal", f"signal:{dt}", dt, {"target": target})
         if target == self._refused:
-            return  # as the backtest's Broker: a refused target is not asked again until it changes
+            return  # as the backtest's Broker: a refused or exited target is not asked again
         self._refused = None
         if self.size is not None:
             want = target * self.size
@@ -207,8 +208,10 @@ class Runner:
             status = self.broker.status(coid)
             if status is not None and status.done:
                 self._finish(status, dt)
-        for status in self.broker.exits():  # stops and targets the broker held
+        for status in self.broker.exits():  # stops, targets and holding limits the broker held
             self._finish(status, dt)
+            if status.state == "filled":  # as the engine: no re-entry until the target changes
+                self._refused = self._wanted
 
     def _finish(self, status: OrderStatus, dt: str) -> None:
         coid = status.client_order_id

@@ -73,7 +73,8 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
         if c["model"] not in cache:
             model = load(c["model"])
             cfg = model.config
-            ends = {side: features.exits(prices, side, cfg.horizon, cfg.target, cfg.stop)[0]
+            ends = {side: features.exits(prices, side, cfg.horizon, cfg.target,
+                                            cfg.stop, partial=True)[0]
                     for side in (1, -1)}
             cache[c["model"]] = (model.predict(prices), ends)
         p, ends = cache[c["model"]]
