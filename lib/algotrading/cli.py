@@ -108,6 +108,21 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     _print_frame(table.head(args.top) if args.top else table, args.format)
 
 
+def cmd_whatif(args: argparse.Namespace) -> None:
+    from algotrading import scenarios
+
+    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    prices = _prices(args)
+    paths = scenarios.simulate(prices, args.model, args.paths, args.bars, args.seed)
+    outcome = scenarios.run(args.strategy, paths, **params)
+    odds = scenarios.probabilities(outcome)
+    print(f"{args.strategy} on {odds['paths']} {args.model} paths of {paths.close.shape[1]} bars "
+          f"fitted to {args.symbol} (seed {args.seed}): P(loss) {odds['p_loss']:.1%}, "
+          f"P(beat buy and hold) {odds['p_beat_buy_and_hold']:.1%}")
+    _print_frame(scenarios.distribution(outcome).round(4).rename_axis("outcome").reset_index(),
+                 args.format)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from algotrading import pipeline
 
@@ -147,6 +162,20 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--sort", help="sort by this metric, best first")
             s.add_argument("--top", type=int, help="print only the first N rows")
             s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    s = sub.add_parser("whatif", help="a strategy on many synthetic paths fitted to one symbol")
+    s.add_argument("strategy")
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--start", help="fit the model from this date")
+    s.add_argument("--end", help="fit the model up to this date")
+    s.add_argument("--model", choices=("gbm", "garch", "bootstrap"), default="gbm")
+    s.add_argument("--paths", type=int, default=1000)
+    s.add_argument("--bars", type=int, help="bars per path (default: as many as the history)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--param", action="append", metavar="K=V",
+                   help="strategy or engine parameter (repeatable)")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.set_defaults(func=cmd_whatif)
 
     s = sub.add_parser("run", help="execute every notebook into runs/latest with a report")
     s.add_argument("--only", nargs="+", help="only notebooks whose path contains these")
