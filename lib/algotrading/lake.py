@@ -70,7 +70,8 @@ class LocalStore:
 class S3Store:
     """Objects under s3://bucket/prefix; a PUT is atomic, so no temp objects are needed."""
 
-    def __init__(self, url: str, client: object | None = None):
+    def __init__(self, url: str, client: object | None = None,
+                 put_args: dict[str, object] | None = None):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         if client is None:
@@ -78,6 +79,11 @@ class S3Store:
 
             client = aws_client("s3")
         self.s3 = client
+        if put_args is None:  # SSE-KMS headers when a key is configured (ALGO_KMS_KEY / the stack)
+            from algotrading.config import settings
+
+            put_args = settings().s3_put_args()
+        self.put_args = put_args
 
     def _key(self, key: str) -> str:
         return "/".join(p for p in (self.prefix, key) if p)
@@ -92,7 +98,7 @@ class S3Store:
             return None
 
     def put(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.put_args)
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -112,7 +118,7 @@ class S3Store:
     def find(self, pattern: re.Pattern[str]) -> tuple[S3Store, list[str]]:
         if pattern.search(self.prefix) and self.get("") is not None:
             parent, _, name = self.prefix.rpartition("/")
-            return S3Store(f"s3://{self.bucket}/{parent}", self.s3), [name]
+            return S3Store(f"s3://{self.bucket}/{parent}", self.s3, self.put_args), [name]
         return self, [k for k in self.keys() if pattern.search(k)]
 
 
