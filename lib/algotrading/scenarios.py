@@ -95,8 +95,12 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
 
         res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
         p = res.params
-        return {"mu": float(p["mu"]) / 100, "omega": float(p["omega"]) / 1e4,
-                "alpha": float(p["alpha[1]"]), "beta": float(p["beta[1]"]), "nu": float(p["nu"])}
+        # The drift is the history's mean log return, as for gbm and the bootstrap (the
+        # t-likelihood's mean weights calm days and overstates it), and paths start at the
+        # history's variance (the unconditional one is unstable when alpha + beta is near 1).
+        return {"mu": float(r.mean()), "sigma0": float(r.std(ddof=1)),
+                "omega": float(p["omega"]) / 1e4, "alpha": float(p["alpha[1]"]),
+                "beta": float(p["beta[1]"]), "nu": float(p["nu"])}
     if block is None:
         from arch.bootstrap import optimal_block_length
 
@@ -147,11 +151,9 @@ def _gbm(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
 
 def _garch(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
            ) -> tuple[np.ndarray, np.ndarray]:
-    """GARCH(1,1) recursion across all paths at once, starting at the unconditional variance
-    (or the fitted omega's long-run level if the fit is not stationary)."""
+    """GARCH(1,1) recursion across all paths at once, from the history's variance."""
     omega, alpha, beta, nu = p["omega"], p["alpha"], p["beta"], p["nu"]
-    persistence = alpha + beta
-    var = omega / (1 - persistence) if persistence < 1 else omega / 1e-3
+    var = p["sigma0"] ** 2
     z = rng.standard_t(nu, size=(paths, bars)) * math.sqrt((nu - 2) / nu)  # unit variance
     sigma = np.empty((paths, bars))
     eps = np.empty((paths, bars))
