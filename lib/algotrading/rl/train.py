@@ -122,7 +122,7 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
 def _Progress(total: int, show: bool) -> Any:
     """A callback with a tqdm bar that also collects each finished episode's reward."""
     from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     class Progress(BaseCallback):
         def __init__(self) -> None:
