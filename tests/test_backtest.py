@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from algotrading import backtest, metrics, schema, sources
+from algotrading.backtest import engine
 from algotrading.strategies import breakout, get, sma
 
 
@@ -21,7 +22,28 @@ def frame(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
 
 # opens 10..15, closes open + 0.5
 STEPS = frame([(o, o + 1, o - 1, o + 0.5) for o in (10.0, 11, 12, 13, 14, 15)])
-LOOP = {"max_bars": 10**9}  # a holding limit that never binds: forces the bar-by-bar loop
+
+
+def via_broker(strategy, prices, **params):
+    """The same run bar by bar through the public Broker: the reference the kernel must match."""
+    settings_, own = engine.split_params(params)
+    settings = backtest.Settings(**settings_)
+    prices = engine.check_prices(prices)
+    targets = engine.resolve(strategy, prices, own)
+    prices, targets = engine.window(prices, targets[:, None], settings.start)
+    return engine.result(prices, engine.loop(prices, targets, settings), settings, params)
+
+
+def same_metrics(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, float):
+            assert value == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+        else:
+            assert value == b[key], key
+
+
+RUNNERS = pytest.mark.parametrize("runner", [backtest.run, via_broker], ids=["kernel", "broker"])
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +51,9 @@ def gspc() -> pd.DataFrame:
     return schema.to_prices(sources.read("sample").frame, "GSPC")
 
 
-@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
-def test_decision_at_close_fills_at_next_open(extra):
-    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, **extra)
+@RUNNERS
+def test_decision_at_close_fills_at_next_open(runner):
+    r = runner(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10)
     (trade,) = r.trades.itertuples()
     assert (trade.entry_date, trade.entry_price) == (STEPS.index[1], 11.0)
     assert (trade.exit_date, trade.exit_price) == (STEPS.index[3], 13.0)
@@ -43,9 +65,9 @@ def test_decision_at_close_fills_at_next_open(extra):
     assert r.metrics["final_value"] == pytest.approx(100_020.0)
 
 
-@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
-def test_same_close_fill_option(extra):
-    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, fill="close", **extra)
+@RUNNERS
+def test_same_close_fill_option(runner):
+    r = runner(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, fill="close")
     (trade,) = r.trades.itertuples()
     assert (trade.entry_date, trade.entry_price) == (STEPS.index[0], 10.5)
     assert (trade.exit_date, trade.exit_price) == (STEPS.index[2], 12.5)
@@ -97,10 +119,10 @@ def test_max_holding_period(fill):
     assert trade.entry_date == STEPS.index[0 if fill == "close" else 1]
 
 
-@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
-def test_commission_per_share_and_bps(extra):
-    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, commission_per_share=0.01,
-                     commission_bps=10, **extra)
+@RUNNERS
+def test_commission_per_share_and_bps(runner):
+    r = runner(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10, commission_per_share=0.01,
+               commission_bps=10)
     entry = 10 * 0.01 + 110 * 0.001
     leave = 10 * 0.01 + 130 * 0.001
     assert r.trades["commission"].iloc[0] == pytest.approx(entry + leave)
@@ -108,9 +130,9 @@ def test_commission_per_share_and_bps(extra):
     assert r.metrics["final_value"] == pytest.approx(100_020 - entry - leave)
 
 
-@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
-def test_slippage_moves_every_fill_against_us(extra):
-    r = backtest.run(np.array([1, 1, -1, -1, 0, 0]), STEPS, size=10, slippage_bps=50, **extra)
+@RUNNERS
+def test_slippage_moves_every_fill_against_us(runner):
+    r = runner(np.array([1, 1, -1, -1, 0, 0]), STEPS, size=10, slippage_bps=50)
     long, short = r.trades.itertuples()
     assert long.entry_price == pytest.approx(11 * 1.005)
     assert long.exit_price == short.entry_price == pytest.approx(13 * 0.995)  # sell 20 at once
@@ -129,9 +151,9 @@ def test_fraction_sizing_buys_whole_shares_with_equity_at_the_fill():
     assert r.equity.min() > 0 and r.metrics["orders_rejected"] == 0
 
 
-@pytest.mark.parametrize("extra", [{}, LOOP], ids=["vectorised", "loop"])
-def test_open_position_at_the_end_is_marked_to_the_last_close(extra):
-    r = backtest.run(np.array([0, 0, 0, -1, -1, -1]), STEPS, size=10, **extra)
+@RUNNERS
+def test_open_position_at_the_end_is_marked_to_the_last_close(runner):
+    r = runner(np.array([0, 0, 0, -1, -1, -1]), STEPS, size=10)
     (trade,) = r.trades.itertuples()
     assert (trade.status, trade.exit_reason, trade.side) == ("open", "open", "short")
     assert (trade.exit_date, trade.exit_price) == (STEPS.index[-1], 15.5)
@@ -183,11 +205,19 @@ def test_no_look_ahead_future_bars_never_change_earlier_decisions(gspc, name, ex
         assert not base.equity.iloc[k + 2:].equals(other.equity.iloc[k + 2:])
 
 
-def test_vectorised_and_loop_paths_agree_on_real_data(gspc):
-    fast = backtest.run("sma", gspc, size=10, commission_bps=5, slippage_bps=3)
-    slow = backtest.run("sma", gspc, size=10, commission_bps=5, slippage_bps=3, **LOOP)
+@pytest.mark.parametrize("params", [
+    {"size": 10, "commission_bps": 5, "slippage_bps": 3},
+    {"size": 1000, "fast_period": 50, "slow_period": 200},  # orders rejected for buying power
+    {"commission_bps": 5, "slippage_bps": 3, "commission_per_share": 0.01},  # all-in
+    {"fraction": 0.5, "stop_loss": 0.03, "take_profit": 0.08, "max_bars": 30},
+    {"fill": "close", "stop_loss": 0.02, "leverage": 3, "fraction": 2.5},
+], ids=["fixed", "rejections", "all-in", "stops", "close-leveraged"])
+def test_kernel_and_broker_agree_on_real_data(gspc, params):
+    fast = backtest.run("sma", gspc, **params)
+    slow = via_broker("sma", gspc, **params)
     np.testing.assert_allclose(fast.equity, slow.equity, rtol=1e-12)
     pd.testing.assert_frame_equal(fast.trades, slow.trades, rtol=1e-12)
+    same_metrics(fast.metrics, slow.metrics)
 
 
 def test_start_keeps_history_for_indicators_only(gspc):
@@ -253,3 +283,139 @@ def test_parameters_are_converted_strictly():
     assert get("breakout").check({"go_short": "false"})["go_short"] is False
     with pytest.raises(ValueError, match="no parameter\\(s\\) \\['bogus'\\]"):
         sma_.check({"bogus": 1})
+
+
+def test_buying_power_rejects_the_opening_order_and_counts_it():
+    # cash 1000, leverage 2: long 15 at 100 uses 1500 <= 2000. At 60, equity is 400 and a short
+    # of 15 needs 900 > 2 x 400: the reversal closes the long and the new short is rejected.
+    prices = frame([(100, 100, 100, 100), (100, 100, 100, 100), (60, 60, 60, 60),
+                    (60, 60, 60, 60), (60, 60, 60, 60), (60, 60, 60, 60)])
+    targets = np.array([1, 1, -1, -1, -1, -1])
+    for runner in (backtest.run, via_broker):
+        r = runner(targets, prices, cash=1000, size=15, leverage=2)
+        assert r.metrics["orders_rejected"] == 1
+        np.testing.assert_array_equal(r.positions, [0, 15, 15, 0, 0, 0])  # never retried
+        (trade,) = r.trades.itertuples()
+        assert (trade.side, trade.exit_price, trade.pnl) == ("long", 60.0, 15 * (60 - 100.0))
+    r = backtest.run(targets, prices, cash=1000, size=15)  # leverage 1: 1500 > 1000, rejected
+    assert r.metrics["orders_rejected"] == 1  # ... while the short of 15 x 60 = 900 fits
+    np.testing.assert_array_equal(r.positions, [0, 0, 0, -15, -15, -15])
+    r = backtest.run(targets, prices, cash=1000, size=10)  # 10 x 100 fits exactly
+    assert r.metrics["orders_rejected"] == 0 and r.positions.iloc[1] == 10
+
+
+def test_fraction_sizing_never_needs_more_than_equity_times_leverage(gspc):
+    for params in ({}, {"leverage": 2, "fraction": 2}, {"commission_bps": 10, "slippage_bps": 5}):
+        r = backtest.run("sma", gspc, fast_period=20, slow_period=50, **params)
+        # equity at each open, before that bar's fill: the last close's, moved by the gap
+        held, close = r.positions.shift(1, fill_value=0), gspc["close"].shift(1)
+        at_open = r.equity.shift(1, fill_value=1e5) + (held * (gspc["open"] - close)).fillna(0)
+        entries = r.trades.set_index("entry_date")
+        need = entries["size"] * entries["entry_price"]
+        assert (need <= params.get("fraction", 1) * at_open[need.index] * (1 + 1e-12)).all()
+        # all-in: within one share (and the costs of closing the old side) of the budget
+        assert (need + entries["entry_price"] >= 0.996 * params.get("fraction", 1) *
+                at_open[need.index]).all()
+        assert r.metrics["orders_rejected"] == 0 and not r.metrics["bankrupt"]
+        assert 0.9 * params.get("fraction", 1) < r.metrics["gross_exposure"] <= 1.1 * params.get(
+            "fraction", 1)
+
+
+def test_kernel_and_broker_agree_on_random_paths_and_settings():
+    rng = np.random.default_rng(7)
+    for case in range(40):
+        n = 60
+        close = 50 * np.exp(np.cumsum(rng.normal(0, 0.12 if case % 4 == 0 else 0.04, n)))
+        open_ = close * np.exp(rng.normal(0, 0.02, n))
+        high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.03, n))
+        low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.03, n))
+        prices = frame(list(zip(open_, high, low, close, strict=True)))
+        targets = rng.choice([-1, -0.5, 0, 0.5, 1], n, p=[0.2, 0.1, 0.3, 0.1, 0.3])
+        targets = np.repeat(targets[::4], 4)[:n]  # hold each wish a few bars
+        params = {"cash": float(rng.choice([1e3, 1e5])), "fill": str(rng.choice(["open", "close"])),
+                  "commission_bps": float(rng.choice([0, 10])), "slippage_bps": float(rng.choice([0, 5])),
+                  "commission_per_share": float(rng.choice([0, 0.01]))}
+        if case % 2:
+            params["size"] = float(rng.choice([10, 40, 400]))
+        else:
+            params["leverage"] = float(rng.choice([1, 2, 4]))
+            params["fraction"] = float(rng.choice([0.5, 1, params["leverage"]]))
+        if case % 3 == 0:
+            params["stop_loss"], params["take_profit"] = 0.05, 0.1
+        if case % 5 == 0:
+            params["max_bars"] = 3
+        fast, slow = backtest.run(targets, prices, **params), via_broker(targets, prices, **params)
+        np.testing.assert_allclose(fast.equity, slow.equity, rtol=1e-12, err_msg=str(params))
+        pd.testing.assert_frame_equal(fast.trades, slow.trades, rtol=1e-12)
+        same_metrics(fast.metrics, slow.metrics)
+
+
+@RUNNERS
+def test_bankruptcy_stops_trading_and_drops_the_ratios(runner):
+    rows = [(10, 10, 10, 10), (10, 10, 10, 10), (20, 25, 20, 25), (26, 26, 26, 26),
+            (5, 5, 5, 5), (5, 5, 5, 5)]
+    prices = frame(rows)
+    r = runner(np.full(6, -1.0), prices, cash=1000)  # all-in short of 100 shares at 10
+    assert r.metrics["bankrupt"] and r.metrics["sharpe"] is None and r.metrics["calmar"] is None
+    assert r.metrics["cagr"] == -1.0
+    (trade,) = r.trades.itertuples()
+    assert (trade.exit_date, trade.exit_price, trade.exit_reason) == (prices.index[3], 26.0,
+                                                                      "bankrupt")
+    np.testing.assert_allclose(r.equity, [1000, 1000, -500, -600, -600, -600])
+    table = pd.DataFrame({"p": [1, 2, 3], "sharpe": [0.1, 5.0, 0.2],
+                          "bankrupt": [False, True, False]})
+    assert list(backtest.rank(table, "sharpe")["p"]) == [3, 1, 2]
+    assert backtest.best(table) == {"p": 3}
+
+
+def test_broker_can_be_driven_bar_by_bar():
+    broker = backtest.Broker(cash=1000, fill="close", commission_per_share=0.5)
+    broker.on_bar(0, [10.0], [10.0], [10.0])
+    broker.mark([10.0])
+    (fill,) = broker.submit(0, 1.0)
+    assert (fill.qty, fill.price, fill.commission, fill.reason) == (95, 10.0, 47.5, "signal")
+    assert broker.submit(0, 1.0) == []  # the same target again: nothing to do
+    broker.on_bar(1, [11.0], [12.0], [10.0])
+    assert broker.mark([12.0]) == pytest.approx(1000 - 47.5 + 95 * 2)
+    (fill,) = broker.submit(0, 0.0)
+    assert fill.qty == -95 and broker.shares == [0.0] and len(broker.journal) == 2
+    (trade,) = broker.trades()
+    assert trade["pnl"] == pytest.approx(95 * 2 - 95)
+
+
+def test_result_pickles_and_reads_well(gspc):
+    import pickle
+
+    r = backtest.run("sma", gspc, fast_period=50, slow_period=200)
+    again = pickle.loads(pickle.dumps(r))
+    assert again.metrics == r.metrics
+    pd.testing.assert_frame_equal(again.trades, r.trades)
+    text = repr(r)
+    assert "fast_period=50" in text and "buy and hold" in text and "sharpe" in text
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p.assign(close=p["close"].where(p.index != p.index[2])), "row 3 .*finite"),
+    (lambda p: p.iloc[::-1], "row 2 .*increasing"),
+    (lambda p: pd.concat([p.iloc[:3], p.iloc[2:]]), "row 4 .*duplicate date"),
+    (lambda p: p.assign(low=-1.0), "row 1 .*> 0"),
+    (lambda p: p.assign(high=p["low"] - 0.5), "high < low"),
+    (lambda p: p.reset_index(drop=True), "DatetimeIndex"),
+    (lambda p: p.drop(columns="open"), "need columns open"),
+])
+def test_bad_prices_are_refused(change, message):
+    with pytest.raises(schema.DataError, match=message):
+        backtest.run(np.ones(6), change(STEPS))
+
+
+def test_capitalised_columns_are_accepted():
+    upper = STEPS.rename(columns=str.capitalize)
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), upper, size=10)
+    assert r.metrics["final_value"] == pytest.approx(100_020.0)
+
+
+def test_kernel_benchmark_equals_metrics_benchmark(gspc):
+    ours = engine.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
+    reference = metrics.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
+    same_metrics(ours, reference)
+    assert ours["gross_exposure"] == pytest.approx(1.0) and ours["exposure"] == 1.0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from algotrading.cli import main, parse_grid
@@ -133,3 +134,50 @@ def test_backtest_report_block_and_sweep(lake_dir, capsys):
     assert table[0].startswith("fast_period,slow_period,final_value") and len(table) == 1 + 6
     assert main(["backtest", "sma", "--symbol", "GSPC", "--param", "bogus=1"]) == 2
     assert "no parameter(s) ['bogus']" in capsys.readouterr().err
+
+
+BAD_RUNS = [
+    (["backtest", "sma", "--param", "fast_period=200", "--param", "slow_period=50"],
+     "fast_period (200) must be below slow_period (50)"),
+    (["sweep", "sma", "--grid", "fast_period=200:210", "--grid", "slow_period=50:60"],
+     "no combination of the grid is valid"),
+    (["backtest", "sma", "--param", "fast_period=0"], "fast_period=0 must be >= 1"),
+    (["backtest", "sma", "--param", "fast_period=5.7"], "fast_period=5.7 must be a whole number"),
+    (["backtest", "sma", "--param", "size=-10"], "size=-10 must be > 0"),
+    (["backtest", "sma", "--param", "cash=0"], "cash=0 must be > 0"),
+    (["backtest", "sma", "--param", "long_only=no"], "long_only='no' must be true or false"),
+    (["backtest", "sma", "--param", "slow_period=100000"], "needs more bars"),
+    (["backtest", "sma", "--param", "fraction=-1"], "fraction=-1 must be > 0"),
+    (["backtest", "sma", "--param", "stop_loss=-0.5"], "stop_loss=-0.5 must be > 0"),
+    (["backtest", "sma", "--param", "max_bars=0"], "max_bars=0 must be >= 1"),
+    (["sweep", "sma", "--grid", "nope=1:3"], "--grid nope: no such parameter"),
+    (["sweep", "sma", "--grid", "fast_period=5:6:0.25"], "fast_period=5.25 must be a whole number"),
+    (["sweep", "sma", "--grid", "fast_period=5:10", "--top", "-2"], "top=-2"),
+    (["sweep", "sma", "--grid", "fast_period=1:1e6", "--grid", "slow_period=1:1e6"],
+     "1,000,000 values; the limit is 100,000"),
+    (["sweep", "sma", "--grid", "fast_period=1:1000", "--grid", "slow_period=2:2000"],
+     "combinations over"),
+]
+
+
+def test_bad_backtest_and_sweep_input_is_one_line_exit_2(lake_dir, capsys):
+    capsys.readouterr()
+    for args, message in BAD_RUNS:  # one lake for all cases: ingest is the slow part
+        assert main([*args[:2], "--symbol", "GSPC", *args[2:]]) == 2, args
+        captured = capsys.readouterr()
+        assert message in captured.err, (args, captured.err)
+        assert captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_backtest_exports_trades_and_equity(lake_dir, tmp_path, capsys):
+    trades, equity = tmp_path / "trades.csv", tmp_path / "equity.csv"
+    assert main(["backtest", "sma", "--symbol", "GSPC", "--param", "fast_period=50", "--param",
+                 "slow_period=200", "--trades", str(trades), "--equity", str(equity), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(trades, parse_dates=["entry_date", "exit_date"])
+    assert len(table) == out["metrics"]["trades_closed"] + out["metrics"]["trades_open"]
+    assert table["pnl"].sum() == pytest.approx(out["metrics"]["pnl"], rel=1e-9)
+    curve = pd.read_csv(equity, index_col="dt", parse_dates=True)
+    assert list(curve.columns) == ["equity", "position"]
+    assert curve["equity"].iloc[-1] == pytest.approx(out["metrics"]["final_value"])
+    assert out["metrics"]["gross_exposure"] > 0.5 and out["metrics"]["orders_rejected"] == 0

@@ -53,12 +53,55 @@ def test_breakout_and_long_only_sweeps_equal_runs(gspc):
     _same(row, m)
 
 
-def test_path_dependent_sweeps_loop_over_run(gspc):
+@pytest.mark.parametrize("params", [
+    {},  # all-in
+    {"stop_loss": 0.05, "take_profit": 0.1},
+    {"size": 1000},  # orders rejected for buying power
+    {"fraction": 3, "leverage": 3, "max_bars": 20, "commission_bps": 10},  # some go bankrupt
+], ids=["all-in", "stops", "rejections", "leveraged"])
+def test_every_sweep_row_equals_run(gspc, params):
+    grid = {"fast_period": [5, 20, 50], "slow_period": [30, 100, 200]}
+    table = backtest.sweep("sma", gspc, grid, **params)
+    assert len(table) == 8
+    for row in table.itertuples(index=False):
+        m = backtest.run("sma", gspc, fast_period=row.fast_period, slow_period=row.slow_period,
+                         **params).metrics
+        _same(pd.Series(row._asdict()), m)
+    if "size" in params:
+        assert (table["orders_rejected"] > 0).all()
+
+
+def test_engine_parameters_can_be_swept(gspc):
     grid = {"fast_period": [10, 20], "slow_period": [50], "stop_loss": [0.03, 0.1]}
     table = backtest.sweep("sma", gspc, grid, fraction=0.5)
     assert len(table) == 4 and list(table.columns[:3]) == list(grid)
     m = backtest.run("sma", gspc, fraction=0.5, fast_period=20, slow_period=50, stop_loss=0.1)
     _same(table.iloc[3], m.metrics)
+    assert table["sharpe"].nunique() == 4
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ({"fast_period": [50], "slow_period": [20, 30]}, "no combination .* fast_period \\(50\\)"),
+    ({"nope": [1, 2]}, "--grid nope: no such parameter"),
+    ({"fast_period": [5.25, 5.5]}, "fast_period=5.25 must be a whole number"),
+    ({"long_only": ["no"]}, "long_only='no' must be true or false"),
+    ({"slow_period": [100_000]}, "needs more bars"),
+    ({"fast_period": range(1, 2000), "slow_period": range(2, 2000)}, "3,994,002 combinations"),
+])
+def test_bad_grids_are_refused_before_any_work(gspc, grid, message):
+    with pytest.raises(ValueError, match=message):
+        backtest.sweep("sma", gspc, grid)
+
+
+def test_duplicates_are_dropped_and_top_keeps_the_best(gspc):
+    table = backtest.sweep("sma", gspc, {"fast_period": [5, 5.0, 10], "slow_period": [50, 50]})
+    assert list(table["fast_period"]) == [5, 10]
+    full = backtest.sweep("sma", gspc, GRID, sort="sharpe")
+    top = backtest.sweep("sma", gspc, GRID, sort="sharpe", top=3)
+    pd.testing.assert_frame_equal(top, full.head(3))
+    assert full["sharpe"].iloc[0] == full["sharpe"].max()
+    with pytest.raises(ValueError, match="top=-2"):
+        backtest.sweep("sma", gspc, GRID, top=-2)
 
 
 def test_best_picks_the_top_row_by_metric():
@@ -127,3 +170,14 @@ def test_periods_are_disjoint_and_run_period_never_sees_later_bars():
     assert result.equity.index[-1] <= bounds["validation"][1]
     with pytest.raises(ValueError):
         backtest.periods(prices.index, "2020-09-30", "2020-06-30")
+
+
+def test_run_many_rows_equal_run(gspc):
+    ixic = schema.to_prices(sources.read("sample").frame, "IXIC").iloc[-2000:]
+    table = backtest.run_many("sma", {"GSPC": gspc, "IXIC": ixic}, fast_period=20, slow_period=50,
+                              stop_loss=0.05, start="2012-01-03")
+    assert list(table.index) == ["GSPC", "IXIC"]
+    for symbol, prices in (("GSPC", gspc), ("IXIC", ixic)):
+        m = backtest.run("sma", prices, fast_period=20, slow_period=50, stop_loss=0.05,
+                         start="2012-01-03").metrics
+        _same(table.loc[symbol], m)

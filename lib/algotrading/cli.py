@@ -33,6 +33,9 @@ def _pairs(items: Sequence[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+GRID_VALUES = 100_000  # values one --grid range may expand to (the sweep also caps combinations)
+
+
 def parse_grid(items: Sequence[str]) -> dict[str, list[object]]:
     """`k=a:b[:step]` (inclusive range) or `k=v1,v2,...` -> {k: [values]}."""
     grid: dict[str, list[object]] = {}
@@ -44,8 +47,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[object]]:
             lo, hi, step = (*parts, 1) if len(parts) == 2 else parts
             if step <= 0 or hi < lo:
                 raise ValueError(f"--grid {key}={spec}: want a <= b and step > 0")
-            count = int(round((hi - lo) / step)) + 1
-            grid[key] = [lo + i * step for i in range(count) if lo + i * step <= hi + 1e-12]
+            count = int((hi - lo) / step + 1e-9) + 1
+            if count > GRID_VALUES:
+                raise ValueError(f"--grid {key}={spec}: {count:,} values; the limit is "
+                                 f"{GRID_VALUES:,} per parameter")
+            grid[key] = [lo + i * step for i in range(count)]
         else:
             grid[key] = [_value(v) for v in spec.split(",")]
     return grid
@@ -64,22 +70,31 @@ def _print_frame(frame: pd.DataFrame, fmt: str) -> None:
 def cmd_ingest(args: argparse.Namespace) -> None:
     from algotrading import lake, sources
 
-    batch = sources.read(args.source, args.path, args.symbols)
-    written = lake.write(batch.frame, lake=args.lake)
-    print(batch.summary().to_string())
-    print(f"ingested {len(batch.frame)} rows for {len(written)} symbol(s): {' '.join(written)}")
+    columns = _pairs(",".join(args.columns).split(",") if args.columns else None, "--columns")
+    batch = sources.read(args.source, args.path, args.symbols, columns)
+    report = lake.write(batch.frame, lake=args.lake, replace=args.replace, restate=batch.restate)
+    table = batch.summary().drop(columns="rows").join(report)
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(table.to_string())
+    restated = report.index[report["action"] == "replaced (re-adjusted history)"].tolist()
+    if restated:
+        print(f"re-adjusted history replaced for: {' '.join(restated)} (the export's prices "
+              "differ on days the lake already had)")
+    print(f"ingested {len(batch.frame)} rows for {len(report)} symbol(s): "
+          f"{int(report['added'].sum())} added, {int(report['changed'].sum())} changed, "
+          f"{int(report['kept'].sum())} kept, {int(report['removed'].sum())} removed")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
     from algotrading import query
 
-    _print_frame(query.sql(args.sql), args.format)
+    _print_frame(query.sql(args.sql, lake=args.lake), args.format)
 
 
 def _prices(args: argparse.Namespace) -> pd.DataFrame:
     from algotrading import query
 
-    return query.load_prices(args.symbol, args.start, args.end)
+    return query.load_prices(args.symbol, args.start, args.end, lake=args.lake)
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:
@@ -87,6 +102,11 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
     result = backtest.run(args.strategy, _prices(args), **params)
+    if args.trades:
+        _write_csv(result.trades, args.trades, index=False)
+    if args.equity:
+        frame = pd.concat([result.equity, result.positions], axis=1)
+        _write_csv(frame, args.equity, index=True)
     stats = dict(result.metrics)
     bench = stats.pop("benchmark")
     if args.json:
@@ -98,14 +118,25 @@ def cmd_backtest(args: argparse.Namespace) -> None:
         print(result.report())
 
 
+def _write_csv(frame: pd.DataFrame, path: str, index: bool) -> None:
+    """Write a CSV all at once (a temporary file renamed into place: never half-written)."""
+    target = os.path.abspath(path)
+    temp = f"{target}.tmp{os.getpid()}"
+    try:
+        frame.to_csv(temp, index=index, date_format="%Y-%m-%d")
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from algotrading import backtest
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
-    table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), **params)
-    if args.sort:
-        table = table.sort_values(args.sort, ascending=False)
-    _print_frame(table.head(args.top) if args.top else table, args.format)
+    table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
+                           top=args.top, progress=None if sys.stderr.isatty() else False, **params)
+    _print_frame(table, args.format)
 
 
 def cmd_whatif(args: argparse.Namespace) -> None:
@@ -130,6 +161,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     pipeline.run(only=args.only, parameters=params, update_notebooks=args.update_notebooks)
 
 
+LAKE_HELP = "lake folder or s3:// prefix (default: ALGO_LAKE)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="algotrading", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,12 +172,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("source", choices=("sample", "adx", "public", "csv"))
     s.add_argument("path", nargs="?", help="folder, file, URL or s3:// prefix of the source")
     s.add_argument("--symbols", nargs="+", help="only these symbols")
-    s.add_argument("--lake", help="lake folder or s3:// prefix (default: ALGO_LAKE)")
+    s.add_argument("--lake", help=LAKE_HELP)
+    s.add_argument("--replace", action="store_true",
+                   help="replace each ingested symbol's history instead of merging by date")
+    s.add_argument("--columns", action="append", metavar="NAME=CANONICAL,...",
+                   help="csv: map your column names, e.g. Date=dt,Close=close,Volume=vol")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("query", help="run SQL on the lake (DuckDB or Athena)")
+    s = sub.add_parser("query", help="run one SELECT on the lake (DuckDB or Athena)")
     s.add_argument("sql")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--lake", help=LAKE_HELP)
     s.set_defaults(func=cmd_query)
 
     for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
@@ -152,14 +191,18 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--symbol", required=True)
         s.add_argument("--start")
         s.add_argument("--end")
+        s.add_argument("--lake", help=LAKE_HELP)
         s.add_argument("--param", action="append", metavar="K=V",
                        help="strategy or engine parameter (repeatable)")
         s.set_defaults(func=func)
         if name == "backtest":
             s.add_argument("--json", action="store_true", help="print one JSON object")
+            s.add_argument("--trades", metavar="FILE", help="write the trades to this CSV")
+            s.add_argument("--equity", metavar="FILE",
+                           help="write equity and position per bar to this CSV")
         else:
             s.add_argument("--grid", action="append", required=True, metavar="K=A:B[:STEP]")
-            s.add_argument("--sort", help="sort by this metric, best first")
+            s.add_argument("--sort", help="sort by this metric, best first (bankrupt rows last)")
             s.add_argument("--top", type=int, help="print only the first N rows")
             s.add_argument("--format", choices=("table", "csv", "json"), default="table")
 

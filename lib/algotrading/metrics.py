@@ -98,18 +98,25 @@ def turnover(traded: np.ndarray | float, equity: np.ndarray) -> np.ndarray | flo
 
 
 def trade_stats(pnl: np.ndarray, group: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Closed-trade statistics for k groups (sweep columns) from flat arrays of PnL and group id.
+    """Closed-trade statistics for k groups (sweep columns) from flat arrays of PnL and group id
+    (see `trade_stats_from_sums`)."""
+    return trade_stats_from_sums(
+        np.bincount(group, minlength=k).astype(float),
+        np.bincount(group, pnl >= 0, minlength=k),
+        np.bincount(group, pnl, minlength=k),
+        np.bincount(group, pnl * pnl, minlength=k),
+        np.bincount(group, np.where(pnl > 0, pnl, 0.0), minlength=k),
+        -np.bincount(group, np.where(pnl < 0, pnl, 0.0), minlength=k))
+
+
+def trade_stats_from_sums(n: np.ndarray, won: np.ndarray, total: np.ndarray, squares: np.ndarray,
+                          profit: np.ndarray, loss: np.ndarray) -> dict[str, np.ndarray]:
+    """Closed-trade statistics from per-group counts and sums of PnL, PnL^2, profits, losses.
 
     won = pnl >= 0 (backtrader's rule); win_rate = won / closed; profit_factor = gross profit /
     gross loss (NaN without a loss); expectancy = mean PnL per trade;
     SQN = sqrt(N) * mean / std(ddof=1) of trade PnL (NaN if N < 2 or std is 0).
     """
-    n = np.bincount(group, minlength=k).astype(float)
-    total = np.bincount(group, pnl, minlength=k)
-    squares = np.bincount(group, pnl * pnl, minlength=k)
-    won = np.bincount(group, pnl >= 0, minlength=k)
-    profit = np.bincount(group, np.where(pnl > 0, pnl, 0.0), minlength=k)
-    loss = -np.bincount(group, np.where(pnl < 0, pnl, 0.0), minlength=k)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = total / n
         var = np.maximum(squares - n * mean * mean, 0.0) / (n - 1)
@@ -161,14 +168,17 @@ def equity_metrics(equity: np.ndarray, cash: float, value: np.ndarray,
 
 def summarize(equity: np.ndarray, cash: float, value: np.ndarray, traded: float,
               pnl: np.ndarray, trade_returns: np.ndarray, trades_open: int,
-              risk_free: float = 0.0, rejected: int = 0, bankrupt: bool = False
-              ) -> dict[str, Any]:
+              risk_free: float = 0.0, rejected: int = 0, bankrupt: bool = False,
+              curve: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metrics dict of one run: equity-curve metrics plus statistics of the closed trades
     (`pnl` and `trade_returns`, in exit order); open trades are only counted. A `bankrupt` run
-    (equity reached <= 0) gets no ratio metrics (RATIOS are None) and a CAGR of -100 %."""
-    out = equity_metrics(equity, cash, value, traded, risk_free)
+    (equity reached <= 0) gets no ratio metrics (RATIOS are None) and a CAGR of -100 %.
+    `curve`: the equity-curve metrics when already computed (the backtest kernel does them in
+    its loop), else `equity_metrics` computes them."""
+    out = dict(curve) if curve is not None else equity_metrics(equity, cash, value, traded,
+                                                               risk_free)
     out.update(trade_stats(pnl, np.zeros(len(pnl), dtype=np.intp), 1))
-    out = {key: _scalar(value) for key, value in out.items()}
+    out = {key: scalar(value) for key, value in out.items()}
     won_streak, lost_streak = streaks(pnl >= 0)
     some = len(pnl) > 0
     out.update({
@@ -195,11 +205,11 @@ def benchmark(close: np.ndarray, cash: float, risk_free: float = 0.0) -> dict[st
     """Buy-and-hold of the same symbol and period: all cash in at the first close, no costs."""
     equity = cash * close / close[0]
     out = equity_metrics(equity, cash, equity, cash, risk_free)
-    return {key: _scalar(v) for key, v in out.items()} | {
+    return {key: scalar(v) for key, v in out.items()} | {
         "trades_closed": 0, "trades_open": 1, "orders_rejected": 0, "bankrupt": False}
 
 
-def _scalar(value: Any) -> float | None:
+def scalar(value: Any) -> float | None:
     value = float(np.asarray(value, dtype=float).squeeze())
     return value if math.isfinite(value) else None
 

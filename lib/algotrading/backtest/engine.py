@@ -12,14 +12,14 @@ cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see brok
   are then not computed.
 - A position still open at the end is marked to the last close and reported as "open".
 
-Paths: fixed-size runs without stops are computed with whole-array numpy (cash is a cumulative
-sum of fill flows) and used only where no order hits the buying-power limit and equity stays
-positive; everything else runs bar by bar through the Broker.
+Paths: one symbol runs through the compiled kernel (kernel.py, the Broker's rules in one numba
+loop); several symbols with shared cash (`run_portfolio`) run bar by bar through the Broker.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -107,24 +107,16 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
     index = prices.index
     if not isinstance(index, pd.DatetimeIndex):
         raise DataError("prices", f"the index must be a DatetimeIndex, not {type(index).__name__}")
-    if len(index) > 1:
+    if not (index.is_monotonic_increasing and index.is_unique):  # both cached by pandas
         steps = np.diff(index.asi8)
-        if (steps <= 0).any():
-            i = int(np.flatnonzero(steps <= 0)[0]) + 1
-            rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
-            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
-    o, h, lo, c = prices[["open", "high", "low", "close"]].to_numpy(float).T
-    checks = (
-        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)),
-         "open/high/low/close must be finite numbers"),
-        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "prices must be > 0"),
-        (h < lo, "high < low"),
-        ((lo > np.minimum(o, c)) | (h < np.maximum(o, c)), "open/close outside low..high"),
-    )
-    for bad, rule in checks:
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+        i = int(np.flatnonzero(steps <= 0)[0]) + 1
+        rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
+        raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+    from algotrading.backtest import kernel
+
+    row, rule = kernel.bad_bar(*ohlc(prices))
+    if row >= 0:
+        raise DataError("prices", kernel.BAR_RULES[rule], where=f"row {row + 1} ({index[row].date()})")
     return prices
 
 
@@ -161,13 +153,7 @@ def run(strategy: StrategyLike, prices: pd.DataFrame, **params: Any) -> Result:
     prices, targets = window(prices, targets[:, None], settings.start)
     if len(prices) == 0:
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
-    sim = None
-    if settings.vectorised and np.isin(targets, (-1, 0, 1)).all():
-        sim = fixed(prices, targets, settings)
-        sim = sim if sim.exact[0] else None
-    if sim is None:
-        sim = loop(prices, targets, settings)
-    return result(prices, sim, settings, {**own, **engine})
+    return result(prices, single(prices, targets[:, 0], settings), settings, {**own, **engine})
 
 
 def window(prices: pd.DataFrame, targets: np.ndarray, start: Any
@@ -184,91 +170,68 @@ class Sim:
     """Raw simulation output; rows are sweep combinations or portfolio symbols."""
 
     positions: np.ndarray  # (rows x bars) shares at each close
-    equity: np.ndarray  # (rows x bars) for fixed(), (bars,) for loop()
+    equity: np.ndarray  # (bars,)
     traded: np.ndarray  # (rows,) total notional traded
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
-    exact: np.ndarray | None = None  # fixed(): rows no buying-power or bankruptcy rule touched
     rejected: int = 0
     bankrupt: bool = False
+    stats: np.ndarray | None = None  # the kernel's metrics (kernel.STATS), when it ran
 
 
-def _prices(prices: pd.DataFrame, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    close = prices["close"].to_numpy(float)
-    base = prices["open"].to_numpy(float) if settings.fill == "open" else close
-    return base, close
+def _settings_args(s: Settings) -> tuple:
+    """The Settings as the kernel's scalar arguments (NaN / 0 for "none")."""
+    nan = math.nan
+    return (float(s.cash), nan if s.size is None else float(s.size),
+            nan if s.fraction is None else float(s.fraction), float(s.leverage),
+            bool(s.whole_shares), float(s.commission_per_share), s.commission_bps / 1e4,
+            s.slippage_bps / 1e4, s.fill == "open", nan if s.stop_loss is None else s.stop_loss,
+            nan if s.take_profit is None else s.take_profit, int(s.max_bars or 0),
+            float(s.risk_free))
 
 
-def fixed(prices: pd.DataFrame, targets: np.ndarray, settings: Settings) -> Sim:
-    """Whole-array simulation of fixed-size (bars x combos) targets in {-1, 0, 1}.
-
-    Works on (combos x bars) arrays so running sums go along contiguous memory; fills are
-    sparse, so prices, costs and trades are computed only where the position changes. A row is
-    `exact` when no order needed more than equity x leverage and equity stayed positive, i.e.
-    when the Broker's limits never bound; other rows must be run bar by bar.
-    """
-    base, close = _prices(prices, settings)
-    size = float(settings.size)
-    wanted = np.ascontiguousarray(targets.T, dtype=np.int8)
-    held = wanted
-    if settings.fill == "open":
-        held = np.zeros_like(wanted)
-        held[:, 1:] = wanted[:, :-1]
-    step = np.diff(held, axis=1, prepend=np.int8(0))
-    col, bar = np.nonzero(step)  # row-major: grouped by combo, in bar order
-    qty = step[col, bar] * size
-    side = np.sign(qty)
-    slip, bps, cps = settings.slippage_bps / 1e4, settings.commission_bps / 1e4, \
-        settings.commission_per_share
-    px = base[bar] * (1.0 + side * slip)
-    per_share = cps + px * bps
-    flow = np.zeros(held.shape)
-    flow[col, bar] = qty * px + np.abs(qty) * per_share
-    positions = held * size
-    cash = np.cumsum(flow, axis=1)
-    np.subtract(settings.cash, cash, out=cash)
-    # Buying power at each fill: cash before it plus the old position closed at this price.
-    after = positions[col, bar]
-    before = after - qty
-    cash_before = cash[col, bar] + flow[col, bar]
-    exit_px = base[bar] * (1.0 - np.sign(before) * slip)
-    room = cash_before + before * exit_px - np.abs(before) * (cps + exit_px * bps)
-    opening = (after != 0) & (np.abs(after) > np.abs(before)) | (after * before < 0)
-    need = np.abs(after) * (px * (1.0 + bps) + cps)
-    over = opening & (need > settings.leverage * room * (1 + 1e-12))
-    equity = cash
-    equity += positions * close
-    exact = (equity > 0).all(axis=1)
-    exact[col[over]] = False
-    traded = np.bincount(col, np.abs(qty) * px, minlength=held.shape[0])
-    return Sim(positions, equity, traded,
-               _fixed_trades(col, bar, before, after, px, per_share, close), exact)
+def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """open, high, low, close as contiguous float64 arrays (the kernel's inputs)."""
+    return tuple(np.ascontiguousarray(prices[k].to_numpy(float)) for k in
+                 ("open", "high", "low", "close"))
 
 
-def _fixed_trades(col: np.ndarray, bar: np.ndarray, before: np.ndarray, after: np.ndarray,
-                  price: np.ndarray, per_share: np.ndarray, close: np.ndarray
-                  ) -> dict[str, np.ndarray]:
-    """Trades from the fills: with constant size each fill closes the trade its predecessor in the
-    same row opened (a reversal both closes and opens); a row's last fill may leave one open."""
-    shut = np.flatnonzero(before != 0)
-    opener = shut - 1
-    size = before[shut]
-    closed = {
-        "col": col[shut], "entry_bar": bar[opener], "exit_bar": bar[shut], "size": size,
-        "entry_price": price[opener], "exit_price": price[shut],
-        "commission": np.abs(size) * (per_share[opener] + per_share[shut]),
-        "reason": np.full(len(shut), "signal"), "open": np.zeros(len(shut), bool),
+def single(prices: pd.DataFrame, want: np.ndarray, settings: Settings) -> Sim:
+    """One symbol through the compiled kernel (the Broker's rules), trades recorded."""
+    from algotrading.backtest import kernel
+
+    o, h, lo, c = ohlc(prices)
+    n = len(c)
+    equity, position = np.empty(n), np.empty(n)
+    buffer = np.empty((3 * n + 1, 8))  # at most a fill at the open, a stop and a close fill a bar
+    stats = np.empty(len(kernel.STATS))
+    count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(want, dtype=float),
+                            *_settings_args(settings), equity, position, buffer, stats)
+    tr = buffer[:count]
+    codes = tr[:, kernel.T_REASON].astype(int)
+    trades = {
+        "col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),
+        "exit_bar": tr[:, kernel.T_EXIT_BAR].astype(int), "size": tr[:, kernel.T_SIZE],
+        "entry_price": tr[:, kernel.T_ENTRY_PX], "exit_price": tr[:, kernel.T_EXIT_PX],
+        "commission": tr[:, kernel.T_COMM], "reason": np.array(kernel.REASONS)[codes],
+        "open": codes == kernel.OPEN, "pnl": tr[:, kernel.T_PNL],
     }
-    final = np.append(col[1:] != col[:-1], True) & (after != 0)  # a row's last fill, still held
-    opener = np.flatnonzero(final)
-    held = {
-        "col": col[opener], "entry_bar": bar[opener], "exit_bar": np.full(len(opener), len(close) - 1),
-        "size": after[opener], "entry_price": price[opener],
-        "exit_price": np.full(len(opener), close[-1]),
-        "commission": np.abs(after[opener]) * per_share[opener],
-        "reason": np.full(len(opener), "open"), "open": np.ones(len(opener), bool),
-    }
-    out = {k: np.concatenate([closed[k], held[k]]) for k in closed}
-    out["pnl"] = out["size"] * (out["exit_price"] - out["entry_price"]) - out["commission"]
+    named = dict(zip(kernel.STATS, stats, strict=True))
+    return Sim(position[None, :], equity, np.array([named["traded"]]), trades,
+               int(named["orders_rejected"]), bool(named["bankrupt"]), stats)
+
+
+CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",
+         "calmar", "exposure", "gross_exposure", "turnover")
+
+
+def curve_metrics(stats: np.ndarray, cash: float | np.ndarray) -> dict[str, Any]:
+    """metrics.equity_metrics' keys from the kernel's statistics (rows: one run or many)."""
+    from algotrading.backtest import kernel
+
+    named = dict(zip(kernel.STATS, np.asarray(stats).T, strict=True))
+    out = {k: named[k] for k in CURVE}
+    out["pnl"] = named["final_value"] - cash
+    out["total_return"] = named["final_value"] / cash - 1.0
     return out
 
 
@@ -293,7 +256,7 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
     trades = {k: np.array([tr[k] for tr in done]) for k in TRADE_KEYS}
     if not done:
         trades = {k: np.array([], dtype=object if k == "reason" else float) for k in TRADE_KEYS}
-    return Sim(positions.T, equity, np.array(broker.traded), trades, None, broker.rejected,
+    return Sim(positions.T, equity, np.array(broker.traded), trades, broker.rejected,
                broker.bankrupt)
 
 
@@ -329,38 +292,41 @@ def _trade_returns(trades: dict[str, np.ndarray]) -> np.ndarray:
 
 def _stats(sim: Sim, equity: np.ndarray, value: np.ndarray, traded: float,
            index: pd.DatetimeIndex, settings: Settings) -> dict[str, Any]:
-    """metrics.summarize over the closed trades in exit order, plus the period."""
+    """metrics.summarize over the closed trades in exit order, plus the period; the curve
+    metrics come from the kernel when it ran, else from metrics.py."""
     tr = sim.trades
     closed = np.flatnonzero(~tr["open"].astype(bool))
     closed = closed[np.argsort(tr["exit_bar"][closed], kind="stable")]
+    curve = None if sim.stats is None else curve_metrics(sim.stats, settings.cash)
     stats = metrics.summarize(equity, settings.cash, value, traded,
                               tr["pnl"][closed].astype(float), _trade_returns(tr)[closed],
                               int(tr["open"].astype(bool).sum()), settings.risk_free,
-                              rejected=sim.rejected, bankrupt=sim.bankrupt)
+                              rejected=sim.rejected, bankrupt=sim.bankrupt, curve=curve)
     return stats | {"start": index[0].date().isoformat(), "end": index[-1].date().isoformat()}
 
 
 def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str, Any]) -> Result:
     """Package one single-symbol simulation as a Result with metrics and benchmark."""
     close = prices["close"].to_numpy(float)
-    values = np.asarray(sim.equity).reshape(-1, len(prices))[0]
+    values = sim.equity
     shares = sim.positions[0]
     stats = _stats(sim, values, shares * close, float(sim.traded[0]), prices.index, settings)
-    stats["benchmark"] = _benchmark(close, settings.cash, settings.risk_free)
-    trades = {k: v[sim.trades["col"] == 0] for k, v in sim.trades.items()} \
-        if len(sim.trades["col"]) and sim.trades["col"].max() > 0 else sim.trades
+    stats["benchmark"] = benchmark(close, settings.cash, settings.risk_free)
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
-                  pd.Series(shares, index=prices.index, name="position"), params, trades)
+                  pd.Series(shares, index=prices.index, name="position"), params, sim.trades)
 
 
-@functools.lru_cache(maxsize=64)
-def _benchmark_cached(close: bytes, cash: float, risk_free: float) -> dict[str, Any]:
-    return metrics.benchmark(np.frombuffer(close), cash, risk_free)
+def benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
+    """Buy-and-hold of the same bars (metrics.benchmark's definition) through the kernel's
+    one-pass curve metrics: all cash in at the first close, no costs."""
+    from algotrading.backtest import kernel
 
-
-def _benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
-    """Buy-and-hold metrics, remembered per price series (sweeps and walk-forward repeat them)."""
-    return dict(_benchmark_cached(np.ascontiguousarray(close, float).tobytes(), cash, risk_free))
+    close = np.ascontiguousarray(close, dtype=float)
+    stats = np.zeros(len(kernel.STATS))
+    kernel.curve_stats(cash * close / close[0], np.full(len(close), cash / close[0]), close,
+                       float(cash), float(risk_free), float(cash), False, stats)
+    out = {k: metrics.scalar(v) for k, v in curve_metrics(stats, cash).items()}
+    return out | {"trades_closed": 0, "trades_open": 1, "orders_rejected": 0, "bankrupt": False}
 
 
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],

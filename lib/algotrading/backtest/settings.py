@@ -62,11 +62,5 @@ class Settings:
             raise ValueError(f"fraction={self.fraction:g} needs leverage >= {self.fraction:g} "
                              f"(leverage={self.leverage:g})")
 
-    @property
-    def vectorised(self) -> bool:
-        """Fixed size and no path-dependent exits: the whole-array path applies."""
-        return self.size is not None and self.stop_loss is None and self.take_profit is None \
-            and self.max_bars is None
-
 
 ENGINE_PARAMS = frozenset(Settings.__dataclass_fields__)

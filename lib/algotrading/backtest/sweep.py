@@ -6,10 +6,9 @@ rejects (e.g. fast >= slow) skipped, and grids beyond `MAX_COMBOS` combinations 
 bar-combinations refused. Work runs in blocks of `CHUNK` combinations; with `top`, only the best
 rows of each block are kept, so memory stays bounded however large the grid.
 
-Fixed-size strategies without stops are scored a block at a time with the engine's whole-array
-path; rows where a buying-power or bankruptcy rule bound, and every path-dependent setting
-(fraction sizing, stops, holding limits, callables), run through `run`. Every row equals
-`backtest.run` with the same parameters.
+Each block gets its targets from the strategy's `grid` (all combinations at once), then runs
+through the same compiled kernel as `backtest.run` (metrics computed inside the loop, no equity
+matrices), blocks in a thread per core. Every row equals `backtest.run` with the same parameters.
 """
 
 from __future__ import annotations
@@ -29,11 +28,12 @@ from algotrading import metrics
 from algotrading.backtest.engine import (
     Settings,
     StrategyLike,
+    _settings_args,
     check_prices,
-    fixed,
-    run,
+    curve_metrics,
+    ohlc,
+    resolve,
     split_params,
-    window,
 )
 from algotrading.backtest.settings import SETTINGS
 from algotrading.strategies import Strategy, get
@@ -101,30 +101,24 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
 
     Returns one row per combination: the grid's parameters, then `metrics.KEYS`; with `sort`,
     best first (bankrupt rows last, see `rank`); with `top`, only that many rows.
-    `progress` shows a tqdm bar (default: when there are more than 20 blocks or loop runs).
+    `progress` shows a tqdm bar (default: when there are more than 20 blocks).
     """
     if top is not None and top < 1:
         raise ValueError(f"top={top}: want a positive number of rows")
+    if sort is not None and sort not in metrics.KEYS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
     prices = check_prices(prices)
-    engine, own = split_params(params)
-    settings = Settings(**engine)
-    combos = combinations(strategy, grid, len(prices), own)
-    swept_engine = any(k in SETTINGS for k in grid)
-    fast = isinstance(strategy, str | Strategy) and settings.vectorised and not swept_engine
+    Settings(**split_params(params)[0])  # bad fixed settings fail before any work
+    combos = combinations(strategy, grid, len(prices), split_params(params)[1])
     blocks = [combos[i:i + CHUNK] for i in range(0, len(combos), CHUNK)]
 
     def score(block: list[dict[str, Any]]) -> pd.DataFrame:
-        if fast:
-            table = _vectorised(get(strategy), prices, block, own, engine)
-        else:
-            table = pd.DataFrame([run(strategy, prices, **{**params, **c}).metrics for c in block],
-                                 columns=list(metrics.KEYS))
-        table = pd.concat([pd.DataFrame(block, columns=list(grid)), table], axis=1)
+        table = pd.concat([pd.DataFrame(block, columns=list(grid)),
+                           _score(strategy, prices, block, params)], axis=1)
         return _keep(table, sort, top)
 
-    show = progress if progress is not None else (len(blocks) > 20 or (not fast and len(combos) > 20))
-    parts = list(tqdm(_map(score, blocks, threads=fast), total=len(blocks), disable=not show,
-                      desc="sweep"))
+    show = progress if progress is not None else len(blocks) > 20
+    parts = list(tqdm(_map(score, blocks), total=len(blocks), disable=not show, desc="sweep"))
     if not parts:
         return pd.DataFrame(columns=[*grid, *metrics.KEYS])
     return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
@@ -135,37 +129,93 @@ def _keep(table: pd.DataFrame, sort: str | None, top: int | None) -> pd.DataFram
     return table.head(top) if top else table
 
 
-def _map(func: Any, blocks: list[Any], threads: bool) -> Iterator[Any]:
-    """func over blocks, in order; numpy releases the GIL, so whole-array blocks use threads."""
-    if not threads or len(blocks) < 2:
+def _map(func: Any, blocks: list[Any]) -> Iterator[Any]:
+    """func over blocks, in order, a thread per core (the kernel releases the GIL)."""
+    if len(blocks) < 2:
         yield from map(func, blocks)
         return
     with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
         yield from pool.map(func, blocks)
 
 
-def _vectorised(strategy: Strategy, prices: pd.DataFrame, combos: list[dict[str, Any]],
-                own: dict[str, Any], engine: dict[str, Any]) -> pd.DataFrame:
-    """Score one block of combinations row-wise with the engine's whole-array path; rows where
-    the buying-power or bankruptcy rule bound are run again through `run`."""
-    settings = Settings(**engine)
-    full = [strategy.check({**own, **c}) for c in combos]
-    frame, targets = window(prices, strategy.grid(prices, full), settings.start)
-    if len(frame) == 0:
-        raise ValueError("no bars to backtest (empty prices or start after the last bar)")
-    sim = fixed(frame, targets, settings)
-    k = len(combos)
-    close = frame["close"].to_numpy(float)
-    out = metrics.equity_metrics(sim.equity, settings.cash, sim.positions * close, sim.traded,
-                                 settings.risk_free)
-    is_open = sim.trades["open"]
-    closed = ~is_open
-    out.update(metrics.trade_stats(sim.trades["pnl"][closed], sim.trades["col"][closed], k))
-    out["trades_open"] = np.bincount(sim.trades["col"][is_open], minlength=k)
-    out["orders_rejected"], out["bankrupt"] = 0, False
-    table = pd.DataFrame({key: np.broadcast_to(out[key], (k,)) for key in metrics.KEYS})
-    table = table.astype({"orders_rejected": int, "bankrupt": bool})
-    for i in np.flatnonzero(~sim.exact):
-        m = run(strategy, prices, **own, **engine, **combos[i]).metrics
-        table.iloc[i] = [m[key] if m[key] is not None else np.nan for key in metrics.KEYS]
-    return table
+def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, Any]],
+           params: dict[str, Any]) -> pd.DataFrame:
+    """metrics.KEYS for one block of combinations: targets for all of them at once (the
+    strategy's `grid`), then the kernel per group of combinations sharing engine settings."""
+    from algotrading.backtest import kernel
+
+    split = [split_params({**params, **c}) for c in combos]
+    if isinstance(strategy, str | Strategy):
+        strat = get(strategy)
+        wants = strat.grid(prices, [strat.check(s[1]) for s in split]).T
+    else:
+        wants = np.stack([resolve(strategy, prices, s[1]) for s in split])
+    o, h, lo, c = ohlc(prices)
+    stats = np.empty((len(combos), len(kernel.STATS)))
+    cash = np.empty(len(combos))
+    groups: dict[tuple, list[int]] = {}
+    for i, (eng, _) in enumerate(split):
+        groups.setdefault(tuple(sorted(eng.items(), key=lambda kv: kv[0])), []).append(i)
+    for key, rows in groups.items():
+        settings = Settings(**dict(key))
+        keep = np.ones(len(prices), bool) if settings.start is None else \
+            np.asarray(prices.index >= pd.Timestamp(settings.start))
+        if not keep.any():
+            raise ValueError("no bars to backtest (empty prices or start after the last bar)")
+        block = np.ascontiguousarray(wants[rows][:, keep], dtype=float)
+        out = np.empty((len(rows), len(kernel.STATS)))
+        kernel.simulate_many(o[keep], h[keep], lo[keep], c[keep], block,
+                             *_settings_args(settings), out)
+        stats[rows] = out
+        cash[rows] = settings.cash
+    return _table(stats, cash)
+
+
+def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
+    """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
+    from algotrading.backtest import kernel
+
+    stats = dict(zip(kernel.STATS, rows.T, strict=True))
+    out = curve_metrics(rows, cash)
+    out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
+                                             stats["pnl_sum"], stats["pnl_squares"],
+                                             stats["gross_profit"], stats["gross_loss"]))
+    out["trades_open"] = stats["trades_open"].astype(int)
+    out["orders_rejected"] = stats["orders_rejected"].astype(int)
+    out["bankrupt"] = stats["bankrupt"].astype(bool)
+    return pd.DataFrame({k: out[k] for k in metrics.KEYS})
+
+
+def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **params: Any
+             ) -> pd.DataFrame:
+    """`run` on each symbol's own account (not shared cash: see run_portfolio), metrics only:
+    one row per symbol (metrics.KEYS), each equal to `run(strategy, prices[symbol], **params)`.
+    Symbols go through the kernel in blocks, a thread per core."""
+    from algotrading.backtest import kernel
+
+    settings_, own = split_params(params)
+    settings = Settings(**settings_)
+    args = _settings_args(settings)
+    symbols = list(prices)
+
+    def score(block: list[str]) -> np.ndarray:
+        out = np.empty((len(block), len(kernel.STATS)))
+        for i, symbol in enumerate(block):
+            frame = check_prices(prices[symbol])
+            want = resolve(strategy, frame, own)
+            if settings.start is not None:
+                keep = np.asarray(frame.index >= pd.Timestamp(settings.start))
+                frame, want = frame[keep], want[keep]
+            if len(frame) == 0:
+                raise ValueError(f"{symbol}: no bars to backtest (start after the last bar)")
+            o, h, lo, c = ohlc(frame)
+            kernel.simulate_many(o, h, lo, c, np.ascontiguousarray(want[None, :], dtype=float),
+                                 *args, out[i:i + 1])
+        return out
+
+    size = max(1, len(symbols) // (4 * (os.cpu_count() or 1)))
+    blocks = [symbols[i:i + size] for i in range(0, len(symbols), size)]
+    rows = np.concatenate(list(_map(score, blocks))) if blocks else \
+        np.empty((0, len(kernel.STATS)))
+    return _table(rows, np.full(len(symbols), settings.cash)).set_index(
+        pd.Index(symbols, name="symbol"))
