@@ -91,6 +91,8 @@ def test_outcomes_are_the_engines_backtests(prices):
         row = outcome.table.iloc[i]
         assert row["total_return"] == pytest.approx(result.metrics["total_return"])
         assert row["trades_closed"] == result.metrics["trades_closed"]
+        assert row["sharpe"] == pytest.approx(result.metrics["sharpe"])
+        assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"])
         assert row["buy_and_hold_return"] == pytest.approx(result.metrics["benchmark"]["total_return"])
         np.testing.assert_allclose(outcome.equity[i], result.equity.to_numpy())
     odds = scenarios.probabilities(outcome)
@@ -100,6 +102,8 @@ def test_outcomes_are_the_engines_backtests(prices):
     dist = scenarios.distribution(outcome)
     assert dist.loc["total_return", "50%"] == pytest.approx(t["total_return"].median())
     assert list(dist.index) == list(scenarios.OUTCOMES)
+    with pytest.raises(ValueError, match="start"):
+        scenarios.run("sma", paths, start="2001-01-01")
 
 
 def test_cost_stress_only_lowers_the_result(prices):

@@ -211,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--symbol", required=True)
     s.add_argument("--start", help="fit the model from this date")
     s.add_argument("--end", help="fit the model up to this date")
+    s.add_argument("--lake", help=LAKE_HELP)
     s.add_argument("--model", choices=("gbm", "garch", "bootstrap"), default="gbm")
     s.add_argument("--paths", type=int, default=1000)
     s.add_argument("--bars", type=int, help="bars per path (default: as many as the history)")
