@@ -13,18 +13,12 @@ from algotrading import backtest
 from algotrading.rl.env import ACTIONS, TradingEnv, market_features, normaliser
 from algotrading.rl.lstm import LayerNormLSTM
 
+from helpers import random_walk
+
 
 @pytest.fixture(scope="module")
 def prices() -> pd.DataFrame:
-    rng = np.random.default_rng(11)
-    n = 900
-    close = 50 * np.exp(np.cumsum(rng.normal(2e-4, 0.015, n)))
-    open_ = np.concatenate([[50.0], close[:-1]]) * np.exp(rng.normal(0, 0.004, n))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.006, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.006, n)))
-    index = pd.bdate_range("2010-01-04", periods=n, name="dt")
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
-                         "vol": np.full(n, 1e6)}, index=index)
+    return random_walk(900, seed=11)
 
 
 def test_env_passes_gymnasiums_checker(prices):

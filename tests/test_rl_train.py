@@ -14,21 +14,15 @@ import pytest
 from algotrading import backtest
 from algotrading.rl import train
 
+from helpers import random_walk
+
 TINY = dict(total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1,
             lstm_hidden_size=8, episode_bars=60)
 
 
 @pytest.fixture(scope="module")
 def prices() -> pd.DataFrame:
-    rng = np.random.default_rng(5)
-    n = 700
-    close = 80 * np.exp(np.cumsum(rng.normal(3e-4, 0.012, n)))
-    open_ = np.concatenate([[80.0], close[:-1]]) * np.exp(rng.normal(0, 0.003, n))
-    high = np.maximum(open_, close) * 1.004
-    low = np.minimum(open_, close) * 0.996
-    index = pd.bdate_range("2012-01-02", periods=n, name="dt")
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
-                         "vol": np.full(n, 1e6)}, index=index)
+    return random_walk(700, seed=5, start="2012-01-02", base=80.0, drift=3e-4, vol=0.012)
 
 
 @pytest.fixture(scope="module")
