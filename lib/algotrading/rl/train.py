@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,8 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
         clip_range=h["clip_range"], ent_coef=h["ent_coef"], seed=seed, device="cpu",
         policy_kwargs={"lstm_hidden_size": h["lstm_hidden_size"], "layer_norm": h["layer_norm"],
                        "shared_lstm": True, "enable_critic_lstm": False})  # one LSTM: half the cost
-    callback = _Progress(h["total_timesteps"], progress)
+    per_rollout = h["n_envs"] * h["n_steps"]  # sb3 collects whole rollouts
+    callback = _Progress(math.ceil(h["total_timesteps"] / per_rollout) * per_rollout, progress)
     start = time.perf_counter()
     model.learn(total_timesteps=h["total_timesteps"], callback=callback)
     return Trained(model, config, callback.rewards, time.perf_counter() - start)
@@ -128,7 +130,7 @@ def _Progress(total: int, show: bool) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.rewards: list[float] = []
-            self.bar = tqdm(total=total, desc="PPO", unit="step", disable=not show)
+            self.bar = tqdm(total=total, desc="PPO", unit="step", disable=not show, mininterval=5)
 
         def _on_step(self) -> bool:
             self.bar.update(self.training_env.num_envs)
