@@ -28,6 +28,7 @@ import pandas as pd
 REGISTRY: dict[str, str] = {
     "sma": "algotrading.strategies.sma",
     "breakout": "algotrading.strategies.breakout",
+    "ml_forecast": "algotrading.strategies.ml_forecast",
 }
 
 
