@@ -30,20 +30,21 @@ ACCOUNT_CLIP = 10.0  # exposure and unrealised PnL (fractions of equity) are sho
 
 
 def market_features(prices: pd.DataFrame) -> pd.DataFrame:
-    """A small default set of features known at each bar's close: log returns over 1, 5 and 20
-    bars, 20-bar realised volatility, distance of the close from its 50- and 200-bar averages,
-    and the bar's range; NaN during warm-up. (`algotrading.features` can replace it: the
-    environment takes any feature frame.)"""
+    """The observation's features, each known at its bar's close: the forecaster's inputs
+    (`algotrading.features.workshop` with its extras: scaled SMAs, rates of change, ATR, volume
+    z-score, RSI, realised volatility) plus log returns over 1, 5 and 20 bars, the distance of
+    the close from its 50- and 200-bar averages and the bar's range (NaN during warm-up)."""
+    from algotrading import features
+
     close = prices["close"].astype(float)
     logc = np.log(close)
-    r = logc.diff()
-    return pd.DataFrame({
-        "r1": r, "r5": logc.diff(5), "r20": logc.diff(20),
-        "rvol20": r.rolling(20).std(),
+    own = pd.DataFrame({
+        "r1": logc.diff(), "r5": logc.diff(5), "r20": logc.diff(20),
         "sma50": close / close.rolling(50).mean() - 1,
         "sma200": close / close.rolling(200).mean() - 1,
         "range": (prices["high"] - prices["low"]) / close,
     })
+    return pd.concat([features.workshop(prices, extra=True), own], axis=1)
 
 
 def normaliser(features: pd.DataFrame, end: Any = None) -> tuple[np.ndarray, np.ndarray]:
