@@ -135,8 +135,22 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from algotrading import backtest
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
-    table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
-                           top=args.top, progress=None if sys.stderr.isatty() else False, **params)
+    if args.backend == "aws":  # one SageMaker training job per shard, gathered into one table
+        from algotrading import jobs
+
+        names = jobs.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
+                                start=args.start, end=args.end, params=params)
+        print(f"algotrading: waiting for {len(names)} training job(s): {' '.join(names)}",
+              file=sys.stderr)
+        jobs.wait(names)
+        table = jobs.gather_sweep(names)
+        table = backtest.rank(table, args.sort) if args.sort else table
+        table = table.head(args.top) if args.top else table
+    elif args.shards != 1:
+        raise ValueError("--shards runs the shards as SageMaker jobs: add --backend aws")
+    else:
+        table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
+                               top=args.top, progress=None if sys.stderr.isatty() else False, **params)
     _print_frame(table, args.format)
 
 
@@ -231,6 +245,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--sort", help="sort by this metric, best first (bankrupt rows last)")
             s.add_argument("--top", type=int, help="print only the first N rows")
             s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+            s.add_argument("--backend", choices=("local", "aws"), default="local",
+                           help="aws: run the sweep as SageMaker training jobs (ALGO_STACK)")
+            s.add_argument("--shards", type=int, default=1,
+                           help="with --backend aws: split the grid's first parameter into N jobs")
 
     s = sub.add_parser("whatif", help="a strategy on many synthetic paths fitted to one symbol")
     s.add_argument("strategy")
