@@ -6,11 +6,19 @@ from __future__ import annotations
 import pytest
 from test_notebooks import execute, run_dir  # noqa: F401  (the shared papermill helpers)
 
+from algotrading.cli import main
+
 pytestmark = pytest.mark.notebooks
 
 
+def _ingest() -> None:
+    """GSPC from the offline sample into the fixture's lake (the data notebook's own test covers
+    the notebook; these tests need only the bars)."""
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+
+
 def test_ppo_notebooks_train_and_evaluate_every_seed(run_dir):  # noqa: F811
-    execute("1_Data/Load_Hist_Data_Daily.ipynb", run_dir, symbols=["GSPC"])
+    _ingest()
     small = dict(seeds=[0, 1], total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1,
                  lstm_hidden_size=8)
     trained = execute("3_Models/Train_Model_PPO.ipynb", run_dir, **small)
@@ -24,7 +32,7 @@ def test_ppo_notebooks_train_and_evaluate_every_seed(run_dir):  # noqa: F811
 
 
 def test_whatif_notebook_reports_each_generator(run_dir):  # noqa: F811
-    execute("1_Data/Load_Hist_Data_Daily.ipynb", run_dir, symbols=["GSPC"])
+    _ingest()
     out = execute("2_Strategies/Strategy_WhatIfScenarios.ipynb", run_dir, paths=4, bars=400,
                   fast_period=10, slow_period=30)
     assert set(out["models"]) == {"gbm", "garch", "bootstrap"}
