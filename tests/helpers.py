@@ -34,3 +34,19 @@ def snapshot(folder: Path) -> dict[str, str]:
     """sha256 of every file below folder, to prove nothing changed."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def random_walk(n: int, seed: int, start: str = "2010-01-04", base: float = 50.0,
+                drift: float = 2e-4, vol: float = 0.015) -> pd.DataFrame:
+    """n business days of a seeded geometric random walk with consistent OHLC bars (gaps at the
+    open, wicks beyond max/min(open, close)), in the engine's price format."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    close = base * np.exp(np.cumsum(rng.normal(drift, vol, n)))
+    open_ = np.concatenate([[base], close[:-1]]) * np.exp(rng.normal(0, vol / 4, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol / 2.5, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol / 2.5, n)))
+    index = pd.bdate_range(start, periods=n, name="dt")
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
+                         "vol": np.full(n, 1e6)}, index=index)

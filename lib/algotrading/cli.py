@@ -154,6 +154,21 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     _print_frame(table, args.format)
 
 
+def cmd_whatif(args: argparse.Namespace) -> None:
+    from algotrading import scenarios
+
+    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    prices = _prices(args)
+    paths = scenarios.simulate(prices, args.model, args.paths, args.bars, args.seed)
+    outcome = scenarios.run(args.strategy, paths, **params)
+    odds = scenarios.probabilities(outcome)
+    print(f"{args.strategy} on {odds['paths']} {args.model} paths of {paths.close.shape[1]} bars "
+          f"fitted to {args.symbol} (seed {args.seed}): P(loss) {odds['p_loss']:.1%}, "
+          f"P(beat buy and hold) {odds['p_beat_buy_and_hold']:.1%}")
+    _print_frame(scenarios.distribution(outcome).round(4).rename_axis("outcome").reset_index(),
+                 args.format)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
@@ -254,6 +269,21 @@ def parser() -> argparse.ArgumentParser:
                            help="aws: run the sweep as SageMaker training jobs (ALGO_STACK)")
             s.add_argument("--shards", type=int, default=1,
                            help="with --backend aws: split the grid's first parameter into N jobs")
+
+    s = sub.add_parser("whatif", help="a strategy on many synthetic paths fitted to one symbol")
+    s.add_argument("strategy")
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--start", help="fit the model from this date")
+    s.add_argument("--end", help="fit the model up to this date")
+    s.add_argument("--lake", help=LAKE_HELP)
+    s.add_argument("--model", choices=("gbm", "garch", "bootstrap"), default="gbm")
+    s.add_argument("--paths", type=int, default=1000)
+    s.add_argument("--bars", type=int, help="bars per path (default: as many as the history)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--param", action="append", metavar="K=V",
+                   help="strategy or engine parameter (repeatable)")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.set_defaults(func=cmd_whatif)
 
     s = sub.add_parser("train", help="train a model on one symbol (in-process, or a SageMaker job "
                                      "with ALGO_BACKEND=aws)")

@@ -33,7 +33,7 @@ STAGES = ("1_Data", "3_Models", "2_Strategies")  # the workshop's folder numbers
 FIRST = {
     "1_Data": ("Load_Hist_Data_Daily.ipynb",),
     "3_Models": ("Train_Model_Forecast.ipynb",),
-    "2_Strategies": ("Strategy_SMA.ipynb", "Strategy_Breakout.ipynb"),
+    "2_Strategies": ("Strategy_SMA.ipynb", "Strategy_Breakout.ipynb", "Strategy_ML_Forecast.ipynb"),
 }
 LAST = {"2_Strategies": ("Run_Strategy_Paper.ipynb",)}  # runs forward what the others tested
 RESULTS = "results"

@@ -279,3 +279,46 @@ def monthly_returns_heatmap(equity: pd.Series, title: str = "Monthly returns") -
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def scenario_fit(history: np.ndarray, simulated: np.ndarray, title: str = "", lags: int = 40) -> Figure:
+    """A generator's fit: daily log-return density (log scale, so the tails show) and the
+    autocorrelation of |returns| (volatility clustering), history against simulated paths."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    bins = np.linspace(*np.quantile(history, [0.0005, 0.9995]), 80)
+    left.hist(simulated.ravel(), bins=bins, density=True, histtype="step", label="simulated (pooled)")
+    left.hist(history, bins=bins, density=True, histtype="step", color="black", label="history")
+    left.set_yscale("log")
+    left.set_xlabel("daily log return")
+    left.legend()
+
+    from algotrading.scenarios import autocorrelation
+
+    k = np.arange(1, lags + 1)
+    sim = autocorrelation(np.abs(simulated), k)
+    right.fill_between(k, *np.quantile(sim, [0.05, 0.95], axis=0), alpha=0.3, label="simulated 5-95 %")
+    right.plot(k, np.median(sim, axis=0), label="simulated median")
+    right.plot(k, autocorrelation(np.abs(history), k)[0], color="black", label="history")
+    right.set_xlabel("lag (days)")
+    right.set_ylabel("autocorrelation of |r|")
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def fan_chart(equity: np.ndarray, index: pd.DatetimeIndex, title: str = "",
+              lines: dict[str, pd.Series] | None = None) -> Figure:
+    """Quantile bands (5-95 %, 25-75 %) and the median of many equity paths, plus `lines`."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    q = np.quantile(equity, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    ax.fill_between(index, q[0], q[4], alpha=0.2, color="tab:blue", label="5-95 %")
+    ax.fill_between(index, q[1], q[3], alpha=0.35, color="tab:blue", label="25-75 %")
+    ax.plot(index, q[2], color="tab:blue", label="median")
+    for name, line in (lines or {}).items():
+        ax.plot(line.index, line.to_numpy(), label=name)
+    ax.set_yscale("log")
+    ax.set_ylabel("equity")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    return fig

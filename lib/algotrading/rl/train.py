@@ -1,0 +1,253 @@
+"""Train, save, load and evaluate the PPO trader (sb3-contrib RecurrentPPO with `LnLstmPolicy`).
+
+Training sees only the training period: episodes start at random bars inside it and the feature
+scaling is fitted on it. Evaluation replays the trained policy deterministically over a later
+period in one episode, and sends the positions it chose through `backtest.run`, so its metrics,
+trades and charts are every other strategy's (and equal the environment's own equity).
+
+The artifact is a folder: `model.zip` (sb3's format) and `config.json` (hyperparameters, seed,
+observation config: feature columns, window, scaling; engine settings; the training period and a
+sha256 fingerprint of the bars it saw). `python -m algotrading.rl.train` is the SageMaker entry
+(`algotrading.jobs` contract): prices from the `training` channel, artifact into the model dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from algotrading import jobs
+from algotrading.rl.env import TradingEnv, market_features, normaliser
+
+HYPERPARAMETERS: dict[str, Any] = {
+    "total_timesteps": 20_000,
+    "n_envs": 4,
+    "n_steps": 128,  # per environment and rollout
+    "batch_size": 128,
+    "n_epochs": 4,
+    "learning_rate": 3e-4,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_range": 0.2,
+    "ent_coef": 0.01,
+    "lstm_hidden_size": 32,
+    "layer_norm": True,
+    "window": 5,  # bars of features per observation (the LSTM carries the longer memory)
+    "episode_bars": 252,
+}
+ENTRY = "algotrading.rl.train"
+CHANNEL = "training"
+JOB_METRICS = ("train_seconds", "episode_reward")
+# What the job's container installs besides the PyTorch image (jobs.REQUIREMENTS + the RL stack).
+REQUIREMENTS = (*jobs.REQUIREMENTS, "gymnasium>=1.0,<2", "stable-baselines3>=2.4,<3",
+                "sb3-contrib>=2.4,<3")
+
+
+@dataclass
+class Trained:
+    """A trained model with everything needed to rebuild its observations."""
+
+    model: Any
+    config: dict[str, Any]
+    episode_rewards: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fingerprint(prices: pd.DataFrame) -> str:
+    """sha256 of the bars (dates and OHLC), so an artifact names the data it was trained on."""
+    frame = prices[["open", "high", "low", "close"]]
+    digest = hashlib.sha256(frame.index.asi8.tobytes())
+    digest.update(np.ascontiguousarray(frame.to_numpy(float)).tobytes())
+    return digest.hexdigest()
+
+
+def _env(prices: pd.DataFrame, config: dict[str, Any], **kwargs: Any) -> TradingEnv:
+    scale = (np.array(config["scale_mean"]), np.array(config["scale_std"]))
+    return TradingEnv(prices, market_features(prices), window=config["window"], scale=scale,
+                      **kwargs, **config["engine"])
+
+
+def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = False,
+          engine: dict[str, Any] | None = None, **hyper: Any) -> Trained:
+    """Train one seeded policy on the bars up to `train_end` (hyperparameters: HYPERPARAMETERS,
+    overridden by `hyper`; `engine`: the backtest's cost and sizing settings)."""
+    import torch
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from algotrading.rl.policy import LnLstmPolicy
+
+    unknown = sorted(set(hyper) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown PPO hyperparameter(s) {unknown}; choose from {sorted(HYPERPARAMETERS)}")
+    h = {**HYPERPARAMETERS, **hyper}
+    part = prices.loc[:train_end]
+    mean, std = normaliser(market_features(prices), train_end)
+    config = {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
+              "window": h["window"], "scale_mean": mean.tolist(), "scale_std": std.tolist(),
+              "engine": dict(engine or {}), "train_start": part.index[0].date().isoformat(),
+              "train_end": part.index[-1].date().isoformat(), "bars": len(part),
+              "fingerprint": fingerprint(part)}
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)  # small networks: threads cost more than they give; also reproducible
+
+    def make(rank: int):
+        def build() -> TradingEnv:
+            env = _env(part, config, episode_bars=h["episode_bars"])
+            env.reset(seed=seed * 1000 + rank)
+            return env
+        return build
+
+    venv = VecMonitor(DummyVecEnv([make(i) for i in range(h["n_envs"])]))
+    venv.seed(seed)
+    model = RecurrentPPO(
+        LnLstmPolicy, venv, n_steps=h["n_steps"], batch_size=h["batch_size"], n_epochs=h["n_epochs"],
+        learning_rate=h["learning_rate"], gamma=h["gamma"], gae_lambda=h["gae_lambda"],
+        clip_range=h["clip_range"], ent_coef=h["ent_coef"], seed=seed, device="cpu",
+        policy_kwargs={"lstm_hidden_size": h["lstm_hidden_size"], "layer_norm": h["layer_norm"],
+                       "shared_lstm": True, "enable_critic_lstm": False})  # one LSTM: half the cost
+    per_rollout = h["n_envs"] * h["n_steps"]  # sb3 collects whole rollouts
+    callback = _Progress(math.ceil(h["total_timesteps"] / per_rollout) * per_rollout, progress)
+    start = time.perf_counter()
+    model.learn(total_timesteps=h["total_timesteps"], callback=callback)
+    return Trained(model, config, callback.rewards, time.perf_counter() - start)
+
+
+def _Progress(total: int, show: bool) -> Any:
+    """A callback with a tqdm bar that also collects each finished episode's reward."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm import tqdm
+
+    class Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rewards: list[float] = []
+            self.bar = tqdm(total=total, desc="PPO", unit="step", disable=not show, mininterval=5)
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            self.rewards += [info["episode"]["r"] for info in self.locals["infos"] if "episode" in info]
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return Progress()
+
+
+def save(trained: Trained, folder: str | Path) -> Path:
+    """Write the artifact (model.zip, config.json) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trained.model.save(folder / "model.zip")
+    (folder / "config.json").write_text(json.dumps(trained.config, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load(folder: str | Path) -> Trained:
+    """Read an artifact written by `save`."""
+    from sb3_contrib import RecurrentPPO
+
+    folder = Path(folder)
+    if not (folder / "model.zip").is_file() or not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a PPO artifact (want model.zip and config.json)")
+    config = json.loads((folder / "config.json").read_text())
+    return Trained(RecurrentPPO.load(folder / "model.zip", device="cpu"), config)
+
+
+def positions(trained: Trained, prices: pd.DataFrame, start: str, end: str | None = None
+              ) -> pd.Series:
+    """The policy's deterministic target (-1/0/+1) at each bar of [start, end], acting in one
+    episode over that range (features and the window may use the bars before `start`)."""
+    part = prices.loc[:end] if end is not None else prices
+    env = _env(part, trained.config, episode_bars=None, start=start)
+    obs, _ = env.reset(seed=0)
+    state, first, done = None, np.ones(1), False
+    while not done:
+        action, state = trained.model.predict(obs[None], state=state, episode_start=first,
+                                              deterministic=True)
+        obs, _, terminated, truncated, _ = env.step(int(action[0]))
+        first, done = np.zeros(1), terminated or truncated
+    index = part.index[env.first:env.first + len(env.positions)]
+    return pd.Series(env.positions, index=index, name="position").reindex(
+        part.index[env.first:]).ffill()
+
+
+def evaluate(trained: Trained, prices: pd.DataFrame, start: str, end: str | None = None) -> Any:
+    """`backtest.run` of the policy's positions over [start, end] with the artifact's engine
+    settings: a Result like every other strategy's."""
+    from algotrading import backtest
+
+    part = prices.loc[:end] if end is not None else prices
+    return backtest.run(positions(trained, part, start, end), part, start=start,
+                        **trained.config["engine"])
+
+
+def write_channel(prices: pd.DataFrame, symbol: str, folder: str | Path) -> Path:
+    """The bars as a one-symbol lake under `folder` (`hist_data_daily/<SYM>.csv`): the training
+    channel's layout, read back by `main` with `lake.read`."""
+    from algotrading import lake
+
+    rows = prices.reset_index()
+    rows.insert(1, "sym", symbol)
+    rows["dt"] = rows["dt"].dt.strftime("%Y-%m-%d")
+    lake.write(rows, lake=str(folder))
+    return Path(folder) / lake.key(symbol)
+
+
+def submit(prices: pd.DataFrame, symbol: str, train_end: str, output_path: str, seed: int = 0,
+           engine: dict[str, Any] | None = None, hyper: dict[str, Any] | None = None,
+           wait: bool = False, **options: Any) -> str:
+    """Upload the bars to `<output_path>/data/<SYM>-<fingerprint>/` and start this module as a
+    SageMaker training job (algotrading.jobs; `options` go to `jobs.submit`). Returns the job
+    name; the artifact lands in `<output_path>/<job>/output/model.tar.gz`."""
+    import tempfile
+
+    from algotrading import aws
+
+    if not output_path.startswith("s3://"):
+        raise ValueError(f"output_path must be an s3:// URL, not {output_path!r}")
+    unknown = sorted(set(hyper or {}) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown PPO hyperparameter(s) {unknown}; choose from {sorted(HYPERPARAMETERS)}")
+    prefix = f"{output_path.rstrip('/')}/data/{symbol}-{fingerprint(prices)[:12]}"
+    bucket, _, key = prefix.removeprefix("s3://").partition("/")
+    with tempfile.TemporaryDirectory(prefix="algotrading-channel-") as tmp:
+        path = write_channel(prices, symbol, tmp)
+        aws.client("s3").upload_file(str(path), bucket, f"{key}/{path.relative_to(tmp).as_posix()}")
+    options.setdefault("base_job_name", jobs.job_prefix(f"ppo-{symbol}"))
+    return jobs.submit(ENTRY, {CHANNEL: f"{prefix}/"}, output_path, wait=wait,
+                       hyperparameters={"symbol": symbol, "train_end": train_end, "seed": seed,
+                                        **(engine or {}), **(hyper or {})},
+                       metric_definitions=jobs.metric_definitions(JOB_METRICS),
+                       requirements=REQUIREMENTS, **options)
+
+
+def main() -> None:
+    """SageMaker entry: hyperparameters `symbol`, `train_end`, `seed`, engine settings and any of
+    HYPERPARAMETERS; the bars from the `training` channel (see `write_channel`); the artifact
+    into the model dir; metrics printed for the job's metric definitions."""
+    from algotrading import lake, schema
+    from algotrading.backtest import SETTINGS
+
+    hp = jobs.hyperparameters()
+    symbol, train_end, seed = hp.pop("symbol"), str(hp.pop("train_end")), int(hp.pop("seed", 0))
+    engine = {k: hp.pop(k) for k in list(hp) if k in SETTINGS}
+    prices = schema.to_prices(lake.read(symbol, lake=str(jobs.channel(CHANNEL))), symbol)
+    trained = train(prices, train_end, seed, engine=engine, **hp)
+    save(trained, jobs.model_dir())
+    recent = trained.episode_rewards[-20:]
+    jobs.print_metrics({"train_seconds": trained.seconds,
+                        "episode_reward": float(np.mean(recent)) if recent else float("nan")})
+
+
+if __name__ == "__main__":
+    main()

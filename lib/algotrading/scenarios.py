@@ -1,0 +1,313 @@
+"""What-if scenarios: many seeded synthetic histories of one symbol, and a strategy's results on each.
+
+Three generators, each fitted to the symbol's daily log returns:
+- `gbm`: geometric Brownian motion (i.i.d. normal log returns with the history's mean and std);
+- `garch`: GARCH(1,1) with Student-t shocks (fitted by the `arch` package), so volatility clusters
+  and tails are fat;
+- `bootstrap`: the stationary block bootstrap (Politis & Romano 1994) of the historical returns,
+  with a mean block length chosen on squared returns (`arch.bootstrap.optimal_block_length`) so
+  the blocks keep the volatility clustering.
+
+A close series alone would make O=H=L=C bars, which stops and next-open fills would see as
+unrealistically calm. Each simulated bar therefore takes the shape of a historical bar (overnight
+gap, wick above max(open, close), wick below min(open, close)): the bootstrap uses the very bar
+its return came from; gbm and garch draw a random historical bar and rescale its shape by the
+ratio of the simulated volatility to the (EWMA) volatility at that historical bar. Volume comes
+from the same historical bar.
+
+`run` backtests one strategy with fixed parameters on every path through the engine's compiled
+single-symbol simulation (the same fills, costs and metrics as `backtest.run`), next to
+buy-and-hold on the same path; `distribution` and `probabilities` summarise the outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MODELS = ("gbm", "garch", "bootstrap")
+EWMA_ALPHA = 0.06  # RiskMetrics' lambda = 0.94: the historical volatility that scales bar shapes
+OUTCOMES = ("total_return", "sharpe", "max_drawdown", "trades_closed", "buy_and_hold_return",
+            "excess_return")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """`paths` synthetic OHLCV histories as (paths x bars) arrays on one business-day `index`,
+    starting from the history's first close; `params` holds the fitted model."""
+
+    model: str
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    vol: np.ndarray
+    index: pd.DatetimeIndex
+    params: dict[str, float]
+
+    def __len__(self) -> int:
+        return self.close.shape[0]
+
+    def frame(self, i: int) -> pd.DataFrame:
+        """Path `i` as a price frame the engine accepts (the columns of `load_prices`)."""
+        return pd.DataFrame({"open": self.open[i], "high": self.high[i], "low": self.low[i],
+                             "close": self.close[i], "vol": self.vol[i]}, index=self.index)
+
+    def returns(self) -> np.ndarray:
+        """Daily log returns of the closes, (paths x bars - 1)."""
+        return np.diff(np.log(self.close), axis=1)
+
+
+def log_returns(prices: pd.DataFrame) -> np.ndarray:
+    """Close-to-close log returns of a price frame."""
+    return np.diff(np.log(prices["close"].to_numpy(float)))
+
+
+def _shapes(prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per historical bar 1..n-1: (gap, upper wick, lower wick) in log units, and the EWMA
+    volatility of the returns before it (what the shape is scaled by)."""
+    o, h, lo, c = (prices[k].to_numpy(float) for k in ("open", "high", "low", "close"))
+    gap = np.log(o[1:] / c[:-1])
+    up = np.maximum(np.log(h[1:] / np.maximum(o[1:], c[1:])), 0.0)
+    down = np.maximum(np.log(np.minimum(o[1:], c[1:]) / lo[1:]), 0.0)
+    r = log_returns(prices)
+    scale = pd.Series(r).shift(1).ewm(alpha=EWMA_ALPHA).std().to_numpy()
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, r.std())
+    return np.stack([gap, up, down], axis=-1), scale
+
+
+def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[str, float]:
+    """The generator's parameters fitted to `prices` (daily log returns)."""
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}: choose one of {list(MODELS)}")
+    r = log_returns(prices)
+    if len(r) < 100:
+        raise ValueError(f"need at least 101 bars to fit a scenario model, got {len(r) + 1}")
+    if model == "gbm":
+        return {"mu": float(r.mean()), "sigma": float(r.std(ddof=1))}
+    if model == "garch":
+        from arch import arch_model
+
+        res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
+        p = res.params
+        # The drift is the history's mean log return, as for gbm and the bootstrap (the
+        # t-likelihood's mean weights calm days and overstates it), and paths start at the
+        # history's variance (the unconditional one is unstable when alpha + beta is near 1).
+        return {"mu": float(r.mean()), "sigma0": float(r.std(ddof=1)),
+                "omega": float(p["omega"]) / 1e4, "alpha": float(p["alpha[1]"]),
+                "beta": float(p["beta[1]"]), "nu": float(p["nu"])}
+    if block is None:
+        from arch.bootstrap import optimal_block_length
+
+        block = float(optimal_block_length(r ** 2)["stationary"].iloc[0])
+    if not block >= 1:
+        raise ValueError(f"block={block}: the mean block length must be >= 1")
+    return {"block": float(block)}
+
+
+def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: int | None = None,
+             seed: int = 0, block: float | None = None) -> Paths:
+    """`paths` seeded OHLCV paths of `bars` bars (default: as long as the history) from `model`
+    fitted to `prices`. Same inputs and seed -> the same paths."""
+    if paths < 1:
+        raise ValueError(f"paths={paths}: want at least 1")
+    bars = len(prices) if bars is None else bars
+    if bars < 2:
+        raise ValueError(f"bars={bars}: want at least 2")
+    params = fit(prices, model, block)
+    rng = np.random.default_rng(seed)
+    r_hist = log_returns(prices)
+    shape, hist_vol = _shapes(prices)
+    n = len(r_hist)
+    if model == "bootstrap":
+        pick = _stationary_indices(rng, n, paths, bars, params["block"])
+        r, scale = r_hist[pick], None  # the bar's own shape, unscaled
+    else:
+        pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)
+        r, sigma = (_gbm(rng, params, paths, bars) if model == "gbm"
+                    else _garch(rng, params, paths, bars))
+        scale = hist_vol[pick]
+        np.divide(sigma, scale, out=scale)
+    # Whole-array steps in place: 1,000 x 5,000 paths are 40 MB per array.
+    start = float(prices["close"].iloc[0])
+    close = np.cumsum(r, axis=1)
+    close += math.log(start)
+    np.exp(close, out=close)
+    open_ = np.empty_like(close)
+    open_[:, 0] = start
+    open_[:, 1:] = close[:, :-1]
+    parts = []
+    for k, sign in ((0, 1.0), (1, 1.0), (2, -1.0)):  # gap, upper wick, lower wick (log units)
+        part = shape[:, k][pick]
+        if scale is not None:
+            part *= scale
+        if sign < 0:
+            np.negative(part, out=part)
+        parts.append(np.exp(part, out=part))
+    open_ *= parts[0]
+    high = np.maximum(open_, close)
+    high *= parts[1]
+    low = np.minimum(open_, close)
+    low *= parts[2]
+    del parts, scale
+    vol = prices["vol"].to_numpy(float)[1:][pick] if "vol" in prices else np.zeros((paths, bars))
+    index = pd.bdate_range(prices.index[0], periods=bars, name="dt")
+    return Paths(model, open_, high, low, close, vol, index, params)
+
+
+def _gbm(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
+         ) -> tuple[np.ndarray, np.float64]:
+    r = rng.standard_normal((paths, bars))
+    r *= p["sigma"]
+    r += p["mu"]
+    return r, np.float64(p["sigma"])
+
+
+def _garch(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """GARCH(1,1) recursion across all paths at once, from the history's variance."""
+    omega, alpha, beta, nu = p["omega"], p["alpha"], p["beta"], p["nu"]
+    var = p["sigma0"] ** 2
+    z = rng.standard_t(nu, size=(paths, bars)) * math.sqrt((nu - 2) / nu)  # unit variance
+    sigma = np.empty((paths, bars))
+    eps = np.empty((paths, bars))
+    v = np.full(paths, var)
+    for t in range(bars):
+        sigma[:, t] = np.sqrt(v)
+        eps[:, t] = sigma[:, t] * z[:, t]
+        v = omega + alpha * eps[:, t] ** 2 + beta * v
+    return p["mu"] + eps, sigma
+
+
+def _stationary_indices(rng: np.random.Generator, n: int, paths: int, bars: int, block: float
+                        ) -> np.ndarray:
+    """Indices of the stationary bootstrap: a new block (random start) with probability 1/block,
+    else the next observation, wrapping around the end (circular)."""
+    new = rng.random((paths, bars)) < 1.0 / block
+    new[:, 0] = True
+    starts = rng.integers(0, n, size=(paths, bars))
+    t = np.arange(bars)
+    last = np.maximum.accumulate(np.where(new, t, 0), axis=1)
+    return (np.take_along_axis(starts, last, axis=1) + (t - last)) % n
+
+
+# -- how well each generator fits -------------------------------------------------------------
+def autocorrelation(x: np.ndarray, lags: Sequence[int]) -> np.ndarray:
+    """Autocorrelation of each row of `x` at `lags`."""
+    x = np.atleast_2d(x)
+    x = x - x.mean(axis=1, keepdims=True)
+    var = (x * x).sum(axis=1)
+    return np.stack([(x[:, k:] * x[:, :-k]).sum(axis=1) / var for k in lags], axis=1)
+
+
+def _stats(r: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray
+           ) -> dict[str, np.ndarray]:
+    r = np.atleast_2d(r)
+    z = (r - r.mean(axis=1, keepdims=True)) / r.std(axis=1, keepdims=True)
+    acf_abs = autocorrelation(np.abs(r), (1, 5, 20))
+    return {
+        "ann. mean": r.mean(axis=1) * 252, "ann. volatility": r.std(axis=1, ddof=1) * math.sqrt(252),
+        "skew": (z ** 3).mean(axis=1), "excess kurtosis": (z ** 4).mean(axis=1) - 3,
+        "1% quantile": np.quantile(r, 0.01, axis=1), "acf(r) lag 1": autocorrelation(r, (1,))[:, 0],
+        "acf(|r|) lag 1": acf_abs[:, 0], "acf(|r|) lag 5": acf_abs[:, 1],
+        "acf(|r|) lag 20": acf_abs[:, 2],
+        "mean range (h-l)/c": np.atleast_2d((h - lo) / c).mean(axis=1),
+        "mean |gap| o/c[-1]": np.atleast_2d(np.abs(np.log(o[..., 1:] / c[..., :-1]))).mean(axis=1),
+    }
+
+
+def diagnostics(prices: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+    """The history's return statistics beside the simulated paths' (median and 5-95 % range):
+    distribution shape, volatility clustering (autocorrelation of |r|) and the bar shape."""
+    o, h, lo, c = (prices[k].to_numpy(float) for k in ("open", "high", "low", "close"))
+    real = _stats(log_returns(prices), o, h, lo, c)
+    sim = _stats(paths.returns(), paths.open, paths.high, paths.low, paths.close)
+    return pd.DataFrame({
+        "history": {k: float(v[0]) for k, v in real.items()},
+        "simulated median": {k: float(np.median(v)) for k, v in sim.items()},
+        "simulated 5%": {k: float(np.quantile(v, 0.05)) for k, v in sim.items()},
+        "simulated 95%": {k: float(np.quantile(v, 0.95)) for k, v in sim.items()},
+    })
+
+
+# -- a strategy across the paths --------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """One row per path (`table`: see OUTCOMES) and every path's equity (paths x bars)."""
+
+    table: pd.DataFrame
+    equity: np.ndarray
+    index: pd.DatetimeIndex
+
+
+def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
+    """Backtest `strategy` with fixed `params` (strategy and engine) on every path, beside
+    buy-and-hold of the same path (all cash in at the first close, no costs: the engine's
+    benchmark). Each path is one run of the engine's compiled single-symbol simulation, exactly
+    what `backtest.run` computes, without building a Result per path; paths go through a thread
+    per core (the kernel releases the GIL)."""
+    from algotrading.backtest import Settings, kernel
+    from algotrading.backtest.engine import curve_metrics, resolve, single, split_params
+
+    engine, own = split_params(params)
+    settings = Settings(**engine)
+    if settings.start is not None:
+        raise ValueError("start: scenario paths are traded from their first bar")
+    equity = np.empty(paths.close.shape)
+    stats = np.empty((len(paths), len(kernel.STATS)))
+
+    def one(i: int) -> None:
+        frame = paths.frame(i)
+        sim = single(frame, resolve(strategy, frame, own), settings)
+        equity[i], stats[i] = sim.equity, sim.stats
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, range(len(paths))))
+    curve = curve_metrics(stats, settings.cash)
+    table = pd.DataFrame({
+        "total_return": curve["total_return"], "sharpe": curve["sharpe"],
+        "max_drawdown": curve["max_drawdown"],
+        "trades_closed": stats[:, kernel.STATS.index("trades_closed")],
+        "buy_and_hold_return": paths.close[:, -1] / paths.close[:, 0] - 1.0,
+    })
+    table["excess_return"] = table["total_return"] - table["buy_and_hold_return"]
+    return Outcome(table[list(OUTCOMES)], equity, paths.index)
+
+
+def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)
+                 ) -> pd.DataFrame:
+    """Mean, spread and quantiles of each outcome over the paths (undefined Sharpes skipped)."""
+    t = outcome.table
+    out = pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)})
+    for q in quantiles:
+        out[f"{q:.0%}"] = t.quantile(q)
+    return out
+
+
+def probabilities(outcome: Outcome) -> dict[str, float]:
+    """Share of paths that lost money, and that beat buy-and-hold on the same path."""
+    t = outcome.table
+    return {"paths": len(t), "p_loss": float((t["total_return"] < 0).mean()),
+            "p_beat_buy_and_hold": float((t["excess_return"] > 0).mean())}
+
+
+def cost_stress(strategy: Any, prices: pd.DataFrame, multipliers: Sequence[float] = (0, 1, 2, 5),
+                **params: Any) -> pd.DataFrame:
+    """The strategy on the real history with commission and slippage multiplied by each of
+    `multipliers` (0 = free), one row each."""
+    from algotrading import backtest, metrics
+
+    costs = ("commission_bps", "commission_per_share", "slippage_bps")
+    base = {k: float(params.pop(k, 0.0)) for k in costs}
+    rows = {}
+    for k in multipliers:
+        m = backtest.run(strategy, prices, **params, **{c: v * k for c, v in base.items()}).metrics
+        rows[f"costs x{k:g}"] = {key: m[key] for key in metrics.SHOWN}
+    return pd.DataFrame(rows).T

@@ -1,0 +1,42 @@
+"""The PPO and what-if notebooks through papermill with small parameters, as `make run` runs
+them (nbval separately re-runs the committed notebooks with their defaults)."""
+
+from __future__ import annotations
+
+import pytest
+from test_notebooks import execute, run_dir  # noqa: F401  (the shared papermill helpers)
+
+from algotrading.cli import main
+
+pytestmark = pytest.mark.notebooks
+
+
+def _ingest() -> None:
+    """GSPC from the offline sample into the fixture's lake (the data notebook's own test covers
+    the notebook; these tests need only the bars)."""
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+
+
+def test_ppo_notebooks_train_and_evaluate_every_seed(run_dir):  # noqa: F811
+    _ingest()
+    small = dict(seeds=[0, 1], total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1,
+                 lstm_hidden_size=8)
+    trained = execute("3_Models/Train_Model_PPO.ipynb", run_dir, **small)
+    assert set(trained["train_seconds"]) == {"0", "1"} and len(trained["fingerprint"]) == 64
+    assert (run_dir / "models" / "ppo" / "GSPC-seed1" / "model.zip").is_file()
+    strategy = execute("2_Strategies/Strategy_PPO.ipynb", run_dir, seeds=[0, 1])
+    returns = [strategy["ppo"][s]["total_return"] for s in ("0", "1")]
+    assert strategy["ppo_mean"]["total_return"] == pytest.approx(sum(returns) / 2)
+    assert strategy["test_start"] == "2013-01-01" and strategy["buy_and_hold"]["trades_closed"] == 0
+    assert strategy["engine"] == {"commission_bps": 1.0, "slippage_bps": 2.0}
+
+
+def test_whatif_notebook_reports_each_generator(run_dir):  # noqa: F811
+    _ingest()
+    out = execute("2_Strategies/Strategy_WhatIfScenarios.ipynb", run_dir, paths=4, bars=400,
+                  fast_period=10, slow_period=30)
+    assert set(out["models"]) == {"gbm", "garch", "bootstrap"}
+    for model in out["models"].values():
+        assert model["paths"] == 4 and 0 <= model["p_loss"] <= 1
+    stress = out["cost_stress"]
+    assert stress["costs x0"] > stress["costs x1"] > stress["costs x2"] > stress["costs x5"]

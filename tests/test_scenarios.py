@@ -1,0 +1,131 @@
+"""What-if scenarios: generators are seeded, fitted and make valid bars; strategy outcomes are the
+engine's own backtests on each path; the CLI prints the distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from algotrading import backtest, scenarios
+from algotrading.cli import main
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    """1,500 bars with volatility clustering (a GARCH path) and real-looking bar shapes."""
+    rng = np.random.default_rng(7)
+    n = 1500
+    var, r = 1e-4, np.empty(n)
+    for t in range(n):
+        r[t] = np.sqrt(var) * rng.standard_t(5) * np.sqrt(3 / 5)
+        var = 2e-6 + 0.1 * r[t] ** 2 + 0.88 * var
+    close = 100 * np.exp(np.cumsum(r + 2e-4))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.002, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.004, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.004, n)))
+    index = pd.bdate_range("2000-01-03", periods=n, name="dt")
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
+                         "vol": rng.integers(1000, 5000, n).astype(float)}, index=index)
+
+
+@pytest.mark.parametrize("model", scenarios.MODELS)
+def test_paths_are_seeded_valid_bars(prices, model):
+    paths = scenarios.simulate(prices, model, paths=20, bars=300, seed=3)
+    again = scenarios.simulate(prices, model, paths=20, bars=300, seed=3)
+    other = scenarios.simulate(prices, model, paths=20, bars=300, seed=4)
+    assert paths.close.shape == (20, 300) and len(paths.index) == 300
+    np.testing.assert_array_equal(paths.close, again.close)
+    np.testing.assert_array_equal(paths.high, again.high)
+    assert not np.array_equal(paths.close, other.close)
+    for i in range(len(paths)):
+        backtest.check_prices(paths.frame(i))  # finite, > 0, low <= open/close <= high
+    # a plausible intraday range: not O=H=L=C, and of the history's order of magnitude
+    real = ((prices["high"] - prices["low"]) / prices["close"]).mean()
+    sim = ((paths.high - paths.low) / paths.close).mean()
+    assert 0.3 * real < sim < 3 * real
+    assert (paths.open != paths.close).mean() > 0.9
+
+
+def test_fits_recover_the_history(prices):
+    gbm = scenarios.fit(prices, "gbm")
+    r = scenarios.log_returns(prices)
+    assert gbm["mu"] == pytest.approx(r.mean()) and gbm["sigma"] == pytest.approx(r.std(ddof=1))
+    garch = scenarios.fit(prices, "garch")
+    assert 0.5 < garch["alpha"] + garch["beta"] < 1 and 2 < garch["nu"] < 30
+    assert scenarios.fit(prices, "bootstrap")["block"] >= 1
+    with pytest.raises(ValueError, match="model='nope'"):
+        scenarios.fit(prices, "nope")
+    with pytest.raises(ValueError, match="at least 101 bars"):
+        scenarios.fit(prices.iloc[:50], "gbm")
+
+
+def test_bootstrap_reuses_history_in_blocks(prices):
+    paths = scenarios.simulate(prices, "bootstrap", paths=5, bars=400, seed=1, block=50)
+    hist = scenarios.log_returns(prices)
+    sim = paths.returns()
+    assert np.isin(np.round(sim, 12), np.round(hist, 12)).all()  # every return is a historical one
+    # consecutive simulated returns mostly follow each other in the history (blocks of ~50)
+    pos = {v: i for i, v in enumerate(np.round(hist, 12))}
+    seq = [pos[v] for v in np.round(sim[0], 12)]
+    follows = [b == (a + 1) % len(hist) for a, b in zip(seq[:-1], seq[1:], strict=True)]
+    assert 0.9 < np.mean(follows) < 1
+
+
+def test_garch_paths_cluster_volatility_and_gbm_do_not(prices):
+    garch = scenarios.diagnostics(prices, scenarios.simulate(prices, "garch", 50, 1500, seed=0))
+    gbm = scenarios.diagnostics(prices, scenarios.simulate(prices, "gbm", 50, 1500, seed=0))
+    assert garch.loc["acf(|r|) lag 1", "simulated median"] > 0.05
+    assert abs(gbm.loc["acf(|r|) lag 1", "simulated median"]) < 0.05
+    assert garch.loc["excess kurtosis", "simulated median"] > gbm.loc["excess kurtosis", "simulated median"]
+    vol = gbm.loc["ann. volatility"]
+    assert vol["simulated 5%"] < vol["history"] < vol["simulated 95%"]
+
+
+def test_outcomes_are_the_engines_backtests(prices):
+    paths = scenarios.simulate(prices, "gbm", paths=6, bars=500, seed=2)
+    params = dict(fast_period=10, slow_period=40, commission_bps=1.0)
+    outcome = scenarios.run("sma", paths, **params)
+    for i in (0, 5):
+        result = backtest.run("sma", paths.frame(i), **params)
+        row = outcome.table.iloc[i]
+        assert row["total_return"] == pytest.approx(result.metrics["total_return"])
+        assert row["trades_closed"] == result.metrics["trades_closed"]
+        assert row["sharpe"] == pytest.approx(result.metrics["sharpe"])
+        assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"])
+        assert row["buy_and_hold_return"] == pytest.approx(result.metrics["benchmark"]["total_return"])
+        np.testing.assert_allclose(outcome.equity[i], result.equity.to_numpy())
+    odds = scenarios.probabilities(outcome)
+    t = outcome.table
+    assert odds["p_loss"] == (t["total_return"] < 0).mean()
+    assert odds["p_beat_buy_and_hold"] == (t["total_return"] > t["buy_and_hold_return"]).mean()
+    dist = scenarios.distribution(outcome)
+    assert dist.loc["total_return", "50%"] == pytest.approx(t["total_return"].median())
+    assert list(dist.index) == list(scenarios.OUTCOMES)
+    with pytest.raises(ValueError, match="start"):
+        scenarios.run("sma", paths, start="2001-01-01")
+
+
+def test_cost_stress_only_lowers_the_result(prices):
+    table = scenarios.cost_stress("sma", prices, (0, 1, 2, 5), fast_period=10, slow_period=40,
+                                  commission_bps=2.0, slippage_bps=3.0)
+    values = table["final_value"].to_numpy(float)
+    assert list(table.index) == ["costs x0", "costs x1", "costs x2", "costs x5"]
+    assert (np.diff(values) < 0).all()
+    free = backtest.run("sma", prices, fast_period=10, slow_period=40).metrics["final_value"]
+    assert values[0] == pytest.approx(free)
+
+
+def test_whatif_cli_prints_the_distribution(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+    capsys.readouterr()
+    args = ["whatif", "sma", "--symbol", "GSPC", "--model", "bootstrap", "--paths", "8", "--bars", "600",
+            "--param", "fast_period=20", "--param", "slow_period=50", "--seed", "1", "--format", "csv"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("sma on 8 bootstrap paths of 600 bars fitted to GSPC (seed 1): P(loss) ")
+    assert out[1].startswith("outcome,mean,std,5%") and len(out) == 2 + len(scenarios.OUTCOMES)
+    assert main(args) == 0 and capsys.readouterr().out.splitlines() == out  # seeded
+    assert main(["whatif", "sma", "--symbol", "GSPC", "--paths", "0"]) == 2
+    assert "paths=0: want at least 1" in capsys.readouterr().err
