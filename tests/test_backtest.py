@@ -419,3 +419,13 @@ def test_kernel_benchmark_equals_metrics_benchmark(gspc):
     reference = metrics.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
     same_metrics(ours, reference)
     assert ours["gross_exposure"] == pytest.approx(1.0) and ours["exposure"] == 1.0
+
+
+def test_result_plot_delegates_to_the_plots_module(monkeypatch):
+    from algotrading import plots
+
+    seen = {}
+    monkeypatch.setattr(plots, "result_chart", lambda result, **kw: seen.update(r=result, kw=kw) or 1,
+                        raising=False)
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10)
+    assert r.plot(title="x") == 1 and seen["r"] is r and seen["kw"] == {"title": "x"}

@@ -180,6 +180,7 @@ def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
                                              stats["pnl_sum"], stats["pnl_squares"],
                                              stats["gross_profit"], stats["gross_loss"]))
+    out["trades_closed"] = stats["trades_closed"].astype(int)
     out["trades_open"] = stats["trades_open"].astype(int)
     out["orders_rejected"] = stats["orders_rejected"].astype(int)
     out["bankrupt"] = stats["bankrupt"].astype(bool)
