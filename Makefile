@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[aws,test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name algotrading --display-name "Python (algotrading)" >/dev/null
+	# checkov pins boto3 to a release sagemaker cannot use, so it gets a venv of its own
+	# (tests/test_template.py runs it from there; ~30 s to install).
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet "checkov>=3.2.400,<4"
 	touch $(STAMP)
 
 run: $(STAMP)

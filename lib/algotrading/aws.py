@@ -12,24 +12,28 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from algotrading.config import Settings
 from algotrading.schema import COLUMNS, TABLE
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # config imports this module (for ALGO_STACK); this one needs Settings for types only
     import pandas as pd
+
+    from algotrading.config import Settings
 
 # CloudFormation output key -> (Settings field, the ALGO_* variable that wins over it)
 STACK_OUTPUTS: dict[str, tuple[str, str]] = {
     "BucketName": ("lake", "ALGO_LAKE"),
     "DatabaseName": ("database", "ALGO_DATABASE"),
     "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
+    "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
 }
 ROLE_OUTPUT = "SageMakerRoleArn"
+PREFIX_OUTPUT = "JobPrefix"  # training and tuning job names must start with "<prefix>-"
 ATHENA_OUTPUT_ENV = "ALGO_ATHENA_OUTPUT"
 
 
 def resolve_region(region: str | None = None) -> str | None:
-    """`region`, else AWS_REGION, else AWS_DEFAULT_REGION: botocore itself reads only the last."""
+    """`region`, else AWS_REGION, else AWS_DEFAULT_REGION: botocore itself reads only the last.
+    The one place the package looks a region up; Settings.region is only an explicit override."""
     env = os.environ
     return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
 
@@ -55,7 +59,7 @@ def stack_outputs(stack_name: str, region: str | None = None) -> dict[str, str]:
 
 def apply_stack_outputs(settings: Settings, outputs: Mapping[str, str],
                         explicit: Mapping[str, str] = os.environ) -> Settings:
-    """Settings with the stack's bucket (as the lake root), database and workgroup filled in;
+    """Settings with the stack's bucket (as the lake root), database, workgroup and key filled in;
     a non-empty ALGO_* variable in `explicit` wins over the matching output."""
     changes: dict[str, str] = {}
     for output, (field, variable) in STACK_OUTPUTS.items():

@@ -70,22 +70,31 @@ def _print_frame(frame: pd.DataFrame, fmt: str) -> None:
 def cmd_ingest(args: argparse.Namespace) -> None:
     from algotrading import lake, sources
 
-    batch = sources.read(args.source, args.path, args.symbols)
-    written = lake.write(batch.frame, lake=args.lake)
-    print(batch.summary().to_string())
-    print(f"ingested {len(batch.frame)} rows for {len(written)} symbol(s): {' '.join(written)}")
+    columns = _pairs(",".join(args.columns).split(",") if args.columns else None, "--columns")
+    batch = sources.read(args.source, args.path, args.symbols, columns)
+    report = lake.write(batch.frame, lake=args.lake, replace=args.replace, restate=batch.restate)
+    table = batch.summary().drop(columns="rows").join(report)
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(table.to_string())
+    restated = report.index[report["action"] == "replaced (re-adjusted history)"].tolist()
+    if restated:
+        print(f"re-adjusted history replaced for: {' '.join(restated)} (the export's prices "
+              "differ on days the lake already had)")
+    print(f"ingested {len(batch.frame)} rows for {len(report)} symbol(s): "
+          f"{int(report['added'].sum())} added, {int(report['changed'].sum())} changed, "
+          f"{int(report['kept'].sum())} kept, {int(report['removed'].sum())} removed")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
     from algotrading import query
 
-    _print_frame(query.sql(args.sql), args.format)
+    _print_frame(query.sql(args.sql, lake=args.lake), args.format)
 
 
 def _prices(args: argparse.Namespace) -> pd.DataFrame:
     from algotrading import query
 
-    return query.load_prices(args.symbol, args.start, args.end)
+    return query.load_prices(args.symbol, args.start, args.end, lake=args.lake)
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:
@@ -137,6 +146,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     pipeline.run(only=args.only, parameters=params, update_notebooks=args.update_notebooks)
 
 
+LAKE_HELP = "lake folder or s3:// prefix (default: ALGO_LAKE)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="algotrading", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,12 +157,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("source", choices=("sample", "adx", "public", "csv"))
     s.add_argument("path", nargs="?", help="folder, file, URL or s3:// prefix of the source")
     s.add_argument("--symbols", nargs="+", help="only these symbols")
-    s.add_argument("--lake", help="lake folder or s3:// prefix (default: ALGO_LAKE)")
+    s.add_argument("--lake", help=LAKE_HELP)
+    s.add_argument("--replace", action="store_true",
+                   help="replace each ingested symbol's history instead of merging by date")
+    s.add_argument("--columns", action="append", metavar="NAME=CANONICAL,...",
+                   help="csv: map your column names, e.g. Date=dt,Close=close,Volume=vol")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("query", help="run SQL on the lake (DuckDB or Athena)")
+    s = sub.add_parser("query", help="run one SELECT on the lake (DuckDB or Athena)")
     s.add_argument("sql")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--lake", help=LAKE_HELP)
     s.set_defaults(func=cmd_query)
 
     for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
@@ -159,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--symbol", required=True)
         s.add_argument("--start")
         s.add_argument("--end")
+        s.add_argument("--lake", help=LAKE_HELP)
         s.add_argument("--param", action="append", metavar="K=V",
                        help="strategy or engine parameter (repeatable)")
         s.set_defaults(func=func)

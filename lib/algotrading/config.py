@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +26,9 @@ class Settings:
     lake: str = "data/lake"
     database: str = "algo_data"
     workgroup: str | None = None
-    region: str | None = None
+    region: str | None = None  # None: the AWS SDK's own lookup (algotrading.aws.resolve_region)
     stack: str | None = None
+    kms_key: str | None = None
     public_data: str | None = None
     run_dir: str = "runs/latest"
 
@@ -49,28 +51,49 @@ class Settings:
         path = Path(self.run_dir).expanduser()
         return path if path.is_absolute() else project_root() / path
 
+    def s3_put_args(self) -> dict[str, object]:
+        """Extra PutObject arguments: SSE-KMS with the stack's key (and the bucket key) when one
+        is configured, so every object the lake writes names its key explicitly."""
+        if not self.kms_key:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key,
+                "BucketKeyEnabled": True}
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def settings(**overrides: object) -> Settings:
     """Settings from ALGO_* variables (and the CloudFormation stack if ALGO_STACK is set);
-    keyword overrides (e.g. papermill parameters) win over the environment."""
+    keyword overrides (e.g. papermill parameters) win over the environment.
+
+    The stack's outputs are read once per process (per stack and region): every lake write and
+    query calls settings(), and a DescribeStacks per call would be slow and throttled.
+    """
     env = os.environ
     base = Settings(
         backend=env.get("ALGO_BACKEND", "local"),
         lake=env.get("ALGO_LAKE", "data/lake"),
         database=env.get("ALGO_DATABASE", "algo_data"),
         workgroup=env.get("ALGO_WORKGROUP") or None,
-        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         stack=env.get("ALGO_STACK") or None,
+        kms_key=env.get("ALGO_KMS_KEY") or None,
         public_data=env.get("ALGO_PUBLIC_DATA") or None,
         run_dir=env.get("ALGO_RUN_DIR", "runs/latest"),
     )
     stack = overrides.get("stack") or base.stack
     if stack:
-        from algotrading import aws
+        from algotrading import aws  # config -> aws only; aws never imports config at run time
 
-        outputs = aws.stack_outputs(str(stack), region=base.region)
-        base = aws.apply_stack_outputs(base, outputs, explicit=env)
+        region = aws.resolve_region(overrides.get("region"))  # type: ignore[arg-type]
+        base = aws.apply_stack_outputs(base, stack_outputs(str(stack), region), explicit=env)
     return base.with_(**overrides)
+
+
+@functools.cache
+def stack_outputs(stack: str, region: str | None) -> dict[str, str]:
+    """The stack's outputs, fetched on first use and kept for the process
+    (`stack_outputs.cache_clear()` after redeploying the stack in a running kernel)."""
+    from algotrading import aws
+
+    return aws.stack_outputs(stack, region=region)

@@ -1,21 +1,44 @@
 """The data lake: `<lake>/hist_data_daily/<SYM>.csv` in a local folder or an S3 prefix.
 
-Writes are atomic per file (temp file + rename locally, one PUT on S3) and an ingest is all or
-nothing: if any symbol fails to write, every file it touched is put back byte for byte.
+An ingest merges new rows into each symbol's history by (sym, dt) (or replaces it on request),
+validates every merged series, and commits all symbols or none:
+
+1. under the lake's writer lock, the new files are written to `.algotrading/staging/<txid>/`;
+   a failure here (bad data, full disk, a crash) leaves the lake untouched;
+2. a small journal `.algotrading/journal.json` listing the moves is written: the commit point;
+3. each staged file is renamed over its lake file, then the journal is removed.
+
+Every lake operation (read, query, ingest) first finishes an interrupted commit from its journal
+or removes the staged files of one that never reached its journal. Local readers take the lock
+shared, so they never see a half-applied ingest. On S3 the lock is an object created with
+`If-None-Match: *` and a move is copy + delete; readers there (Athena included) do not take the
+lock (see the README for what S3 does not guarantee).
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, validate
+from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, check_symbol, validate
+
+META = ".algotrading"
+JOURNAL = f"{META}/journal.json"
+STAGING = f"{META}/staging"
+LOCK = f"{META}/lock"
+LOCK_TIMEOUT = 600.0  # seconds a writer waits for another writer
+S3_LOCK_STALE = 900.0  # an S3 lock object older than this is taken to be from a dead writer
 
 
 class LocalStore:
@@ -24,53 +47,135 @@ class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    def _path(self, key: str) -> Path:
+        """The file for `key`, refusing any key that would resolve outside the root."""
+        path = self.root / key if key else self.root
+        if key:
+            base = self.root.resolve()
+            if ".." in key.split("/") or not path.resolve().is_relative_to(base):
+                raise DataError(str(path), "refusing a path outside the lake folder")
+        return path
+
     def describe(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
 
     def get(self, key: str) -> bytes | None:
-        path = self.root / key if key else self.root
+        path = self._path(key)
         return path.read_bytes() if path.is_file() else None
 
-    def put(self, key: str, data: bytes) -> None:
-        path = self.root / key
+    def has(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def put(self, key: str, data: bytes, atomic: bool = True) -> None:
+        """Write and fsync; atomically (temp file beside the target, then rename) unless the
+        caller's journal makes the file count only once complete (staged files)."""
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp") if atomic else path
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, path)
+            if atomic:
+                os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
+    def move(self, src: str, dst: str) -> None:
+        """Atomic rename (same file system); `sync` makes a batch of them durable."""
+        target = self._path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(src), target)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """fsync the folders holding `keys`, so renames into them survive a power cut."""
+        for folder in {self._path(k).parent for k in keys}:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
 
     def keys(self, prefix: str = "") -> list[str]:
-        base = self.root / prefix
+        """Files below `prefix`, skipping hidden files and folders (temporaries, metadata)."""
+        base = self._path(prefix)
         if base.is_file():
             return [prefix]
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
+        out = []
+        for p in base.rglob("*"):
+            rel = p.relative_to(self.root).as_posix()
+            if p.is_file() and not any(part.startswith(".") for part in
+                                       p.relative_to(base).parts):
+                out.append(rel)
+        return sorted(out)
+
+    def all_keys(self, prefix: str) -> list[str]:
+        """Every file below `prefix`, hidden ones included (for cleaning up temporaries)."""
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def remove_tree(self, prefix: str) -> None:
+        import shutil
+
+        path = self._path(prefix)
+        if path.exists():
+            shutil.rmtree(path)
 
     def exists(self) -> bool:
         return self.root.exists()
 
     def find(self, pattern: re.Pattern[str]) -> tuple[LocalStore, list[str]]:
-        """Keys matching `pattern` when the root is a folder, or the root itself when a file."""
+        """Files directly in the folder whose name matches `pattern` (not recursive), or the
+        root itself when it is a file."""
         if self.root.is_file():
             return LocalStore(self.root.parent), [self.root.name]
-        return self, [k for k in self.keys() if pattern.search(k)]
+        return self, sorted(p.name for p in self.root.iterdir()
+                            if p.is_file() and pattern.search(p.name))
+
+    @contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """flock on `.algotrading/lock`: one writer, or any number of readers. The kernel
+        releases it when the process dies, so a kill -9 never leaves the lake locked."""
+        path = self.root / LOCK
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if exclusive:
+                raise
+            yield  # a read-only lake nobody can write to: nothing to serialise with
+            return
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise DataError(str(path), f"the lake is locked by another ingest for "
+                                                   f"more than {LOCK_TIMEOUT:.0f} s") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
 
 
 class S3Store:
     """Objects under s3://bucket/prefix; a PUT is atomic, so no temp objects are needed."""
 
-    def __init__(self, url: str, client: object | None = None):
+    def __init__(self, url: str, client: object | None = None,
+                 put_args: dict[str, object] | None = None):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         if client is None:
@@ -78,12 +183,19 @@ class S3Store:
 
             client = aws_client("s3")
         self.s3 = client
+        if put_args is None:  # SSE-KMS headers when a key is configured (ALGO_KMS_KEY / the stack)
+            from algotrading.config import settings
+
+            put_args = settings().s3_put_args()
+        self.put_args = put_args
 
     def _key(self, key: str) -> str:
+        if ".." in key.split("/"):
+            raise DataError(self.describe(key), "refusing a key outside the lake prefix")
         return "/".join(p for p in (self.prefix, key) if p)
 
     def describe(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        return f"s3://{self.bucket}/{'/'.join(p for p in (self.prefix, key) if p)}"
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -91,13 +203,34 @@ class S3Store:
         except self.s3.exceptions.NoSuchKey:
             return None
 
-    def put(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def has(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def put(self, key: str, data: bytes, atomic: bool = True) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.put_args)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Nothing to do: S3 acknowledges a write once it is durable."""
+
+    def move(self, src: str, dst: str) -> None:
+        """Copy then delete: the destination object is replaced atomically, the pair is not."""
+        self.s3.copy_object(Bucket=self.bucket, Key=self._key(dst),
+                            CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                            **self.put_args)
+        self.s3.delete_object(Bucket=self.bucket, Key=self._key(src))
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         full = self._key(prefix)
         out = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
@@ -106,14 +239,64 @@ class S3Store:
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in out)
 
+    def keys(self, prefix: str = "") -> list[str]:
+        return [k for k in self._list(prefix) if not any(p.startswith(".") for p in k.split("/"))]
+
+    def all_keys(self, prefix: str) -> list[str]:
+        return self._list(prefix + "/")
+
+    def remove_tree(self, prefix: str) -> None:
+        for k in self.all_keys(prefix):
+            self.delete(k)
+
     def exists(self) -> bool:
         return True
 
     def find(self, pattern: re.Pattern[str]) -> tuple[S3Store, list[str]]:
-        if pattern.search(self.prefix) and self.get("") is not None:
-            parent, _, name = self.prefix.rpartition("/")
-            return S3Store(f"s3://{self.bucket}/{parent}", self.s3), [name]
-        return self, [k for k in self.keys() if pattern.search(k)]
+        """Objects directly under the prefix whose name matches, or the prefix itself."""
+        name = self.prefix.rpartition("/")[2]
+        if pattern.search(name) and self.get("") is not None:
+            parent = self.prefix.rpartition("/")[0]
+            return S3Store(f"s3://{self.bucket}/{parent}", self.s3, self.put_args), [name]
+        return self, [k for k in self.keys() if "/" not in k and pattern.search(k)]
+
+    @contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """Writers create `.algotrading/lock` with If-None-Match: * (only one create succeeds).
+        Readers do not lock on S3. A lock older than S3_LOCK_STALE is from a dead writer and is
+        removed; the README says why that is a weaker promise than the local flock."""
+        if not exclusive:
+            yield
+            return
+        from botocore.exceptions import ClientError
+
+        body = json.dumps({"pid": os.getpid(), "host": os.uname().nodename}).encode()
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=self._key(LOCK), Body=body,
+                                   IfNoneMatch="*", **self.put_args)
+                break
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed",
+                                                                     "ConditionalRequestConflict"):
+                    raise
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=self._key(LOCK))
+                age = time.time() - head["LastModified"].timestamp()
+                if age > S3_LOCK_STALE:
+                    self.delete(LOCK)
+                    continue
+            except ClientError:
+                continue  # released in between
+            if time.monotonic() > deadline:
+                raise DataError(self.describe(LOCK), "the lake is locked by another ingest for "
+                                                     f"more than {LOCK_TIMEOUT:.0f} s")
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            self.delete(LOCK)
 
 
 Store = LocalStore | S3Store
@@ -140,62 +323,224 @@ def lake_store(lake: str | None = None) -> Store:
 
 
 def key(sym: str) -> str:
+    """`hist_data_daily/<SYM>.csv`; the symbol must already be in its normal form."""
+    if check_symbol(sym, "lake") != sym:
+        raise DataError("lake", f"symbol {sym!r} is not in normal form (upper case, no spaces)")
     return f"{TABLE}/{sym}.csv"
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
-    """One symbol's rows in the lake's CSV form (header dt,sym,open,high,low,close,vol)."""
-    buf = io.StringIO()
-    frame.loc[:, list(NAMES)].to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue().encode()
+    """One symbol's rows in the lake's CSV form: header dt,sym,open,high,low,close,vol, no
+    quoting, floats in their shortest exact form (the CSV reads back to the same doubles)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.Table.from_pandas(frame.loc[:, list(NAMES)], preserve_index=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
+    return buf.getvalue()
 
 
-def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = None) -> list[str]:
-    """Replace each symbol's file with its rows in `frame`; all symbols or none.
+def parse_lake_csv(data: bytes, origin: str) -> pd.DataFrame:
+    """A lake file's rows with the known column types (no type sniffing)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-    Every payload is built (and the frame validated) before the first write; if a write fails,
-    the files already replaced are restored to their previous bytes (or removed if new).
+    types = {"dt": pa.string(), "sym": pa.string()} | dict.fromkeys(NUMERIC, pa.float64())
+    try:
+        table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
+            column_types=types, include_columns=list(NAMES)))
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise DataError(origin, f"unreadable lake file ({str(exc).splitlines()[0]})") from exc
+    frame = table.to_pandas()
+    return frame.astype({"dt": object, "sym": object})
+
+
+# ---------------------------------------------------------------- transactions and recovery
+
+
+def recover(store: Store) -> str | None:
+    """Finish an interrupted commit (journal present: redo its remaining moves) and remove
+    staged files of an ingest that never committed. Call with the writer lock held.
+    Returns what was done, or None if there was nothing to do."""
+    done = None
+    data = store.get(JOURNAL)
+    if data is not None:
+        moves = json.loads(data)["moves"]
+        for src, dst in moves:
+            if store.has(src):
+                store.move(src, dst)
+        store.sync(dst for _, dst in moves)
+        store.delete(JOURNAL)
+        done = f"completed an interrupted ingest ({len(moves)} file(s))"
+    if store.all_keys(STAGING):
+        done = done or "removed the temporary files of an interrupted ingest"
+    store.remove_tree(STAGING)
+    return done
+
+
+def _pending(store: Store) -> bool:
+    return store.has(JOURNAL) or bool(store.all_keys(STAGING))
+
+
+@contextmanager
+def reading(store: Store) -> Iterator[None]:
+    """Hold the lake steady while reading: a shared lock (local), after recovering any
+    interrupted ingest (which needs the writer lock for a moment)."""
+    while True:
+        if _pending(store):
+            with store.lock(exclusive=True):
+                recover(store)
+        with store.lock(exclusive=False):
+            if isinstance(store, S3Store) or not store.has(JOURNAL):
+                yield
+                return
+
+
+def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks: old rows whose date is in new, those of them whose values differ, new rows whose
+    date is not in old."""
+    in_new = old["dt"].isin(new["dt"]).to_numpy()
+    added = ~new["dt"].isin(old["dt"]).to_numpy()
+    a = old[in_new].set_index("dt")[list(NUMERIC)]
+    b = new[~added].set_index("dt")[list(NUMERIC)].reindex(a.index)
+    same = np.isclose(a.to_numpy(), b.to_numpy(), rtol=1e-12, atol=0).all(axis=1)
+    changed = np.zeros(len(old), dtype=bool)
+    changed[np.flatnonzero(in_new)[~same]] = True
+    return in_new, changed, added
+
+
+def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = None,
+          replace: bool = False, restate: bool = False) -> pd.DataFrame:
+    """Merge `frame` into the lake, all symbols or none; returns one row per symbol:
+    action, rows added / changed / kept / removed, rows after.
+
+    Default: upsert by (sym, dt) into each symbol's history. `replace`: each symbol's history
+    becomes exactly its rows in `frame`. `restate` (ADX re-deliveries): a symbol whose
+    overlapping days differ (a new split or dividend re-adjusts every earlier bar) is replaced
+    from `frame` instead of merged, and its action says so. Every merged series is validated
+    before anything is staged; nothing in the lake changes until every new file is staged.
     """
     store = store or lake_store(lake)
     frame = validate(frame, "ingest")
-    payloads = {key(sym): to_csv_bytes(rows) for sym, rows in frame.groupby("sym", sort=True)}
-    previous = {k: store.get(k) for k in payloads}
-    written: list[str] = []
+    report = []
+    txid = uuid.uuid4().hex[:12]
+    with store.lock(exclusive=True):
+        recover(store)
+        moves: list[tuple[str, str]] = []
+        try:
+            for sym, new in frame.groupby("sym", sort=True):
+                new = new.reset_index(drop=True)
+                k = key(sym)
+                old_bytes = store.get(k)
+                row = {"symbol": sym, "action": "new", "added": len(new), "changed": 0,
+                       "kept": 0, "removed": 0}
+                merged = new
+                if old_bytes is not None:
+                    old = parse_lake_csv(old_bytes, store.describe(k))
+                    in_new, changed, added = _diff(old, new)
+                    row.update(added=int(added.sum()), changed=int(changed.sum()))
+                    if replace or (restate and changed.any()):
+                        row.update(action="replaced" if replace else
+                                   "replaced (re-adjusted history)",
+                                   kept=int((in_new & ~changed).sum()),
+                                   removed=int((~in_new).sum()))
+                    else:
+                        row.update(action="merged", kept=int((~changed).sum()))
+                        merged = pd.concat([old[~in_new], new], ignore_index=True)
+                        merged = validate(merged, store.describe(k))
+                data = to_csv_bytes(merged)
+                row["rows"] = len(merged)
+                report.append(row)
+                if data == old_bytes:
+                    continue
+                staged = f"{STAGING}/{txid}/{k}"
+                store.put(staged, data, atomic=False)
+                moves.append((staged, k))
+            if moves:
+                store.put(JOURNAL, json.dumps({"txid": txid, "moves": moves}).encode())
+        except BaseException as exc:
+            note = _abort(store)
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, f"ingest failed, nothing in the lake changed: "
+                                         f"{exc.strerror or exc}{note}") from exc
+            if note and isinstance(exc, Exception):
+                exc.args = (f"{exc}{note}",)
+            raise
+        _apply(store, moves)
+    return pd.DataFrame(report).set_index("symbol")
+
+
+def _abort(store: Store) -> str:
+    """Remove this ingest's journal (if written) and staged files; the lake files themselves
+    were not touched. Returns a note for the error message if that cleanup failed."""
     try:
-        for k, data in payloads.items():
-            store.put(k, data)
-            written.append(k)
-    except BaseException:
-        for k in written:
-            if previous[k] is None:
-                store.delete(k)
-            else:
-                store.put(k, previous[k])
-        raise
-    return sorted(frame["sym"].unique().tolist())
+        store.delete(JOURNAL)
+        store.remove_tree(STAGING)
+    except OSError as cleanup:
+        return (f"; could not remove its temporary files ({cleanup}), the next lake operation "
+                "removes them")
+    return ""
+
+
+def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
+    """Move the staged files into place and drop the journal; if that fails part way, the
+    journal stays and the next lake operation finishes the moves."""
+    try:
+        for src, dst in moves:
+            store.move(src, dst)
+        if moves:
+            store.sync(dst for _, dst in moves)
+            store.delete(JOURNAL)
+        store.remove_tree(STAGING)
+    except OSError as exc:
+        raise OSError(exc.errno, f"ingest committed but not fully applied ({exc.strerror or exc}); "
+                                 "the next lake operation completes it") from exc
 
 
 def symbols(lake: str | None = None, store: Store | None = None) -> list[str]:
     """Symbols stored in the lake."""
     store = store or lake_store(lake)
+    with reading(store):
+        return _symbols(store)
+
+
+def _symbols(store: Store) -> list[str]:
     pat = re.compile(rf"^{TABLE}/([^/]+)\.csv$")
     return [m[1] for k in store.keys(TABLE) if (m := pat.match(k))]
+
+
+def missing(store: Store, sym: str) -> DataError:
+    """The error for a symbol the lake does not hold, listing the ones it does."""
+    have = _symbols(store)
+    shown = " ".join(have[:30]) + (f" ... ({len(have)} in all)" if len(have) > 30 else "")
+    return DataError(store.describe(TABLE), f"symbol {sym} is not in the lake; it has: "
+                                            f"{shown or '(nothing; run `algotrading ingest`)'}")
 
 
 def read(sym: str, lake: str | None = None, store: Store | None = None) -> pd.DataFrame:
     """One symbol's canonical rows from the lake."""
     store = store or lake_store(lake)
-    data = store.get(key(sym))
-    if data is None:
-        raise DataError(store.describe(key(sym)), f"symbol {sym} is not in the lake; ingest it")
-    return pd.read_csv(io.BytesIO(data), dtype={"dt": str, "sym": str} | dict.fromkeys(NUMERIC, float))
+    sym = check_symbol(sym)
+    with reading(store):
+        data = store.get(key(sym))
+        if data is None:
+            raise missing(store, sym)
+    return parse_lake_csv(data, store.describe(key(sym)))
 
 
 def read_all(syms: Iterable[str] | None = None, lake: str | None = None,
              store: Store | None = None) -> pd.DataFrame:
-    """Several symbols' canonical rows (all of them by default)."""
+    """Several symbols' canonical rows (all of them by default), from one consistent state."""
     store = store or lake_store(lake)
-    names = list(syms) if syms is not None else symbols(store=store)
-    if not names:
-        raise DataError(store.describe(TABLE), "the lake is empty; run `algotrading ingest sample`")
-    return pd.concat([read(s, store=store) for s in names], ignore_index=True)
+    with reading(store):
+        names = [check_symbol(s) for s in syms] if syms is not None else _symbols(store)
+        if not names:
+            raise DataError(store.describe(TABLE), "the lake is empty; run `algotrading ingest sample`")
+        frames = []
+        for s in names:
+            data = store.get(key(s))
+            if data is None:
+                raise missing(store, s)
+            frames.append(parse_lake_csv(data, store.describe(key(s))))
+    return pd.concat(frames, ignore_index=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algotrading.schema import DataError, validate
+from algotrading.schema import NAMES, NUMERIC, DataError, check_symbol, validate
 
 SOURCES = ("sample", "adx", "public", "csv")
 SAMPLE_SYMBOLS = {"GSPC": "sp500", "IXIC": "nasdaq"}
@@ -31,7 +31,10 @@ PUBLIC_URL = (
 PUBLIC_START = pd.Timestamp("2012-08-13")
 ADX_COLUMNS = ("timestamp", "open", "high", "low", "close", "adjusted_close", "volume",
                "dividend_amount", "split_coefficient")
-ADX_FILE = re.compile(r"daily_adjusted_(?P<sym>[A-Za-z0-9.\-_]+)\.csv$")
+ADX_FILE = re.compile(r"^daily_adjusted_(?P<sym>[^/]+)\.csv$")
+# Adjustment factor adjusted_close/close: reverse splits push it above 1, splits and dividends
+# below; real histories stay well inside these bounds.
+ADX_FACTOR = (1e-6, 1e6)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Batch:
     dropped: dict[str, int] = field(default_factory=dict)
     origin: str = ""
     repaired: dict[str, int] = field(default_factory=dict)
+    restate: bool = False  # a re-delivery may re-adjust history (ADX): see lake.write
 
     def summary(self) -> pd.DataFrame:
         """One row per symbol: rows kept, dropped, repaired, first and last date."""
@@ -55,7 +59,7 @@ class Batch:
 def read(source: str, path: str | None = None, symbols: Iterable[str] | None = None,
          columns: Mapping[str, str] | None = None) -> Batch:
     """Read `source` (one of SOURCES) from `path` and return validated canonical rows."""
-    wanted = [s.upper() for s in symbols] if symbols else None
+    wanted = [check_symbol(s, "--symbols") for s in symbols] if symbols else None
     if source == "sample":
         batch = read_sample(wanted)
     elif source == "adx":
@@ -69,7 +73,9 @@ def read(source: str, path: str | None = None, symbols: Iterable[str] | None = N
     if wanted:
         missing = sorted(set(wanted) - set(batch.frame["sym"]))
         if missing:
-            raise DataError(batch.origin, f"symbol(s) not in this source: {', '.join(missing)}")
+            have = sorted(set(batch.frame["sym"]))
+            raise DataError(batch.origin, f"symbol(s) not in this source: {', '.join(missing)}; "
+                                          f"it has {' '.join(have)}")
     return batch
 
 
@@ -111,30 +117,78 @@ def read_sample(symbols: list[str] | None = None) -> Batch:
     return Batch(validate(pd.concat(frames, ignore_index=True), origin), origin=origin)
 
 
-def _csv(data: bytes, origin: str) -> pd.DataFrame:
+def _text(data: bytes, origin: str) -> bytes:
+    """UTF-8 bytes of a text file: UTF-8 (BOM optional) as is, UTF-16 with a BOM decoded."""
     if not data.strip():
         raise DataError(origin, "no data rows (empty file)")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return data.decode("utf-16").encode()
+        except UnicodeDecodeError as exc:
+            raise DataError(origin, f"not valid UTF-16 text ({exc.reason})") from exc
     if b"\x00" in data[:4096]:
-        raise DataError(origin, "not a CSV text file (binary content)")
-    try:
-        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(origin, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
+        raise DataError(origin, "not a CSV text file (binary content, or UTF-16 without a BOM: "
+                                "save it as UTF-8)")
+    return data.removeprefix(b"\xef\xbb\xbf")
+
+
+def _csv(data: bytes, origin: str, columns: Mapping[str, str] | None = None,
+         numeric: Iterable[str] = NUMERIC) -> tuple[pd.DataFrame, np.ndarray]:
+    """A CSV's rows (column names mapped by `columns`) and each row's line number.
+
+    Numeric columns are parsed as float64 by pyarrow (fast, little memory); if one does not
+    parse, the file is read again as text so the validator can name the line and the value.
+    """
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    data = _text(data, origin)
+    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r")]))
+    names = [dict(columns or {}).get(h.strip(), h.strip()) for h in header]
+    for name in names:
+        if names.count(name) > 1:
+            raise DataError(origin, f"column {name!r} appears more than once in the header")
+    numeric = [c for c in numeric if c in names]
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1)
+    for types in ({c: pa.float64() for c in numeric}, {}):
+        types |= {c: pa.string() for c in names if c not in types}
+        try:
+            table = pacsv.read_csv(io.BytesIO(data), read_options=read,
+                                   convert_options=pacsv.ConvertOptions(
+                                       column_types=types, strings_can_be_null=True,
+                                       quoted_strings_can_be_null=False))
+            break
+        except pa.ArrowInvalid as exc:
+            if types and any(t == pa.float64() for t in types.values()) and \
+                    "CSV conversion error" in str(exc):
+                continue  # a value that is not a number: the text read below names it
+            raise DataError(origin, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    frame = table.to_pandas()
+    if frame.empty:
+        raise DataError(origin, "no data rows (empty file)")
+    return frame, np.arange(len(frame)) + 2  # line numbers (the header is line 1)
 
 
 def read_adx(path: str, symbols: list[str] | None = None) -> Batch:
-    """Alpha Vantage daily-adjusted exports (`daily_adjusted_<SYM>.csv`, newest first) from a
-    folder, one file or an S3 prefix. Prices are split/dividend adjusted by adjusted_close/close."""
+    """Alpha Vantage daily-adjusted exports (`daily_adjusted_<SYM>.csv`, newest first) directly
+    in a folder or S3 prefix (not in subfolders), or one such file. Prices are split/dividend
+    adjusted by adjusted_close/close."""
     from algotrading.lake import open_store
 
     store, names = open_store(path, must_exist=True).find(ADX_FILE)
+    if len(names) == 1 and not ADX_FILE.search(names[0]):
+        raise DataError(path, "an ADX export's file name must be daily_adjusted_<SYM>.csv")
     frames = []
     for name in names:
-        sym = ADX_FILE.search(name)["sym"].upper()
+        origin = store.describe(name)
+        sym = check_symbol(ADX_FILE.search(name)["sym"], f"{origin}: file name")
         if symbols and sym not in symbols:
             continue
-        origin = store.describe(name)
-        raw = _csv(store.get(name), origin)
+        raw, rows = _csv(store.get(name), origin,
+                         numeric=("open", "high", "low", "close", "adjusted_close", "volume",
+                                  "dividend_amount", "split_coefficient"))
         missing = [c for c in ADX_COLUMNS if c not in raw.columns]
         if missing:
             raise DataError(origin, f"missing column(s) {', '.join(missing)}; "
@@ -142,13 +196,33 @@ def read_adx(path: str, symbols: list[str] | None = None) -> Batch:
         frame = pd.DataFrame({"dt": raw["timestamp"], "sym": sym, "open": raw["open"],
                               "high": raw["high"], "low": raw["low"], "close": raw["close"],
                               "vol": raw["volume"]})
-        rows = pd.Series(np.arange(len(raw)) + 2)  # line number in the file (header is line 1)
         validate(frame, origin, rows)  # raw values first, so a bad number is reported as written
+        _check_adx_columns(raw, rows, origin, sym)
         frames.append(validate(_adjust(frame, raw["adjusted_close"]), origin, rows))
     if not frames:
         wanted = f" for {', '.join(symbols)}" if symbols else ""
         raise DataError(path, f"no daily_adjusted_<SYM>.csv files found{wanted}")
-    return Batch(pd.concat(frames, ignore_index=True), origin=path)
+    return Batch(pd.concat(frames, ignore_index=True), origin=path, restate=True)
+
+
+def _check_adx_columns(raw: pd.DataFrame, rows: np.ndarray, origin: str, sym: str) -> None:
+    """The adjustment columns the prices depend on: finite, split_coefficient > 0,
+    dividend_amount >= 0, adjusted_close/close inside ADX_FACTOR."""
+    def num(col: str) -> np.ndarray:
+        return pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    split, div = num("split_coefficient"), num("dividend_amount")
+    factor = num("adjusted_close") / num("close")
+    lo, hi = ADX_FACTOR
+    for mask, rule in (
+        (~np.isfinite(split) | (split <= 0), "column split_coefficient: want a number > 0"),
+        (~np.isfinite(div) | (div < 0) | np.signbit(div), "column dividend_amount: want a number >= 0"),
+        (~np.isfinite(factor) | (factor < lo) | (factor > hi),
+         f"adjusted_close/close outside [{lo:g}, {hi:g}]"),
+    ):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise DataError(origin, rule, sym, f"line {int(rows[i])} ({raw['timestamp'].iloc[i]})")
 
 
 def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None) -> Path:
@@ -164,8 +238,14 @@ def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None
     if not target.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url_or_path, timeout=60) as resp, open(tmp, "wb") as out:
-            out.write(resp.read())
+        try:
+            with urllib.request.urlopen(url_or_path, timeout=60) as resp, open(tmp, "wb") as out:
+                out.write(resp.read())
+        except OSError as exc:  # URLError, timeouts, DNS failures are all OSErrors
+            tmp.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", exc)
+            raise DataError(url_or_path, f"could not download it ({reason}); give a local path "
+                                         "instead") from exc
         tmp.replace(target)
     if sha256:
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
@@ -188,12 +268,19 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
     from algotrading.config import settings
 
     where = path or settings().public_data or PUBLIC_URL
-    file = fetch(where, PUBLIC_SHA256 if "://" in where else None)
+    try:
+        file = fetch(where, PUBLIC_SHA256 if "://" in where else None)
+    except DataError as exc:
+        if where != PUBLIC_URL:
+            raise
+        raise DataError(str(exc), "offline? download stocks_history_target.h5 elsewhere and "
+                                  "set ALGO_PUBLIC_DATA to its path (or pass the path)") from exc
     origin = str(where)
     try:
         with h5py.File(file, "r") as h5:
             history = np.asarray(h5["history"], dtype=float)
-            names = [a.decode() if isinstance(a, bytes) else str(a) for a in h5["abbreviation"]]
+            names = [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a)
+                     for a in h5["abbreviation"]]
     except OSError as exc:
         raise DataError(origin, f"not an HDF5 file ({exc})") from exc
     except KeyError as exc:
@@ -202,6 +289,9 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
         raise DataError(origin, f"history has shape {history.shape}; want (symbols, days, 5)")
     dates = (PUBLIC_START + pd.to_timedelta(np.arange(history.shape[1]), unit="D")).strftime(
         "%Y-%m-%d")
+    if not names:
+        raise DataError(origin, "the file holds no symbols ('abbreviation' is empty)")
+    names = [check_symbol(n, f"{origin}: abbreviation[{k}]") for k, n in enumerate(names)]
     frames, dropped, repaired = [], {}, {}
     for k, sym in enumerate(names):
         if symbols and sym not in symbols:
@@ -220,25 +310,66 @@ def read_public(path: str | None = None, symbols: list[str] | None = None) -> Ba
         frame.insert(0, "sym", sym)
         frame.insert(0, "dt", dates[keep])
         frames.append(validate(frame, origin))
+    if not frames:
+        raise DataError(origin, f"symbol(s) not in this source: {', '.join(symbols or [])}; "
+                                f"it has {' '.join(names)}")
     return Batch(pd.concat(frames, ignore_index=True), dropped, origin, repaired)
 
 
 def read_csv(path: str, columns: Mapping[str, str] | None = None,
              symbols: list[str] | None = None) -> Batch:
-    """CSV file(s) with the canonical columns; `columns` maps source names to canonical ones
-    (e.g. {"Date": "dt", "Ticker": "sym", "Volume": "vol"})."""
+    """CSV file(s) directly in a folder (or one file) with the canonical columns; `columns` maps
+    source names to canonical ones (e.g. {"Date": "dt", "Close": "close", "Volume": "vol"}).
+
+    A file without a `sym` column takes its symbol from its file name (`AAPL.csv`), as
+    Yahoo-style exports need; a column mapped to `adj_close` split/dividend-adjusts the prices
+    by adj_close/close, as the adx source does."""
     from algotrading.lake import open_store
 
     store, names = open_store(path, must_exist=True).find(re.compile(r"\.csv$", re.I))
     frames = []
     for name in names:
         origin = store.describe(name)
-        raw = _csv(store.get(name), origin)
-        if columns:
-            raw = raw.rename(columns=dict(columns))
-        frame = validate(raw, origin, pd.Series(np.arange(len(raw)) + 2))
+        frame = _csv_frame(store.get(name), origin, columns, name)
         frames.append(frame[frame["sym"].isin(symbols)] if symbols else frame)
     if not frames:
         raise DataError(path, "no .csv files found")
-    # once more over all files: a symbol and date may repeat across files
-    return Batch(validate(pd.concat(frames, ignore_index=True), path), origin=path)
+    if len(frames) == 1:
+        return Batch(frames[0], origin=path)
+    both = pd.concat([f.assign(_file=i) for i, f in enumerate(frames)], ignore_index=True)
+    dup = both.duplicated(["sym", "dt"], keep=False).to_numpy()
+    if dup.any():
+        first = both[dup].sort_values(["sym", "dt", "_file"]).iloc[:2]
+        sym, day = first["sym"].iloc[0], first["dt"].iloc[0]
+        where = [f"{store.describe(names[i])} line "
+                 f"{_line_of(store.get(names[i]), columns, names[i], sym, day)}"
+                 for i in first["_file"]]
+        raise DataError(path, f"date {day} appears twice: {' and '.join(where)} "
+                              "(one row per symbol and date)", sym)
+    both = both.drop(columns="_file").sort_values(["sym", "dt"], kind="stable")
+    return Batch(both.reset_index(drop=True), origin=path)
+
+
+def _csv_frame(data: bytes, origin: str, columns: Mapping[str, str] | None,
+               name: str) -> pd.DataFrame:
+    """One CSV file -> validated canonical rows."""
+    raw, rows = _csv(data, origin, columns, numeric=(*NUMERIC, "adj_close"))
+    if "sym" not in raw.columns:
+        raw["sym"] = check_symbol(Path(name).stem, f"{origin}: file name (no sym column)")
+    missing = [c for c in NAMES if c not in raw.columns]
+    if missing:
+        raise DataError(origin, f"missing column(s) {', '.join(missing)}; found "
+                                f"{list(raw.columns)} (map yours with --columns Name=canonical)")
+    if "adj_close" not in raw.columns:
+        return validate(raw, origin, rows)
+    validate(raw, origin, rows)
+    return validate(_adjust(raw, raw["adj_close"]), origin, rows)
+
+
+def _line_of(data: bytes, columns: Mapping[str, str] | None, name: str, sym: str,
+             day: str) -> int:
+    """The line of (sym, day) in a CSV file, for an error message."""
+    raw, rows = _csv(data, name, columns)
+    syms = raw["sym"].astype(str).str.strip().str.upper() if "sym" in raw.columns else sym
+    hit = np.flatnonzero(((raw["dt"].astype(str).str.strip() == day) & (syms == sym)).to_numpy())
+    return int(rows[hit[0]]) if len(hit) else 0

@@ -1,0 +1,61 @@
+#!/bin/bash
+# OnStart script of the algotrading notebook instance (cloudformation/algotrading.yaml
+# embeds this file verbatim; tests/test_template.py runs it in a fake home).
+#
+# SageMaker runs it as root on every start, with a 5-minute limit. Only ~/SageMaker
+# survives a stop, so the environment lives there and is built once (in the background:
+# installing the project takes longer than 5 minutes); the kernel spec lives in ~/.local,
+# which is wiped on every stop, so it is written again on every start.
+set -euo pipefail
+
+if [ "$(id -u)" -eq 0 ] && id ec2-user >/dev/null 2>&1; then
+    state=/home/ec2-user/SageMaker/.algotrading
+    install -d -o ec2-user -g ec2-user "$state"
+    install -m 0755 -o ec2-user -g ec2-user "$0" "$state/onstart.sh"
+    nohup sudo -u ec2-user -i env ALGO_STACK="${ALGO_STACK:-}" AWS_REGION="${AWS_REGION:-}" \
+        "$state/onstart.sh" >"$state/setup.log" 2>&1 &
+    exit 0
+fi
+
+sagemaker="$HOME/SageMaker"
+state="$sagemaker/.algotrading"
+env_dir="$state/env"
+mkdir -p "$state"
+
+project=""
+for candidate in "$sagemaker"/*/; do
+    if grep -qs '^name = "algotrading"' "${candidate}pyproject.toml"; then
+        project="${candidate%/}"
+        break
+    fi
+done
+if [ -z "$project" ]; then
+    echo "algotrading: no checkout of the project under $sagemaker (clone it there, then restart)" >&2
+    exit 1
+fi
+
+if [ ! -x "$env_dir/bin/python" ]; then
+    if [ -n "${ALGO_ENV_PYTHON:-}" ]; then
+        "$ALGO_ENV_PYTHON" -m venv "$env_dir"
+    elif [ -x "$HOME/anaconda3/bin/conda" ]; then
+        "$HOME/anaconda3/bin/conda" create --yes --quiet --prefix "$env_dir" python=3.11 pip
+    else
+        python3.11 -m venv "$env_dir"
+    fi
+fi
+"$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check -e "$project[aws]"
+
+kernel="$HOME/.local/share/jupyter/kernels/algotrading"
+mkdir -p "$kernel"
+"$env_dir/bin/python" - "$kernel/kernel.json" "$env_dir/bin/python" <<'PY'
+import json, os, sys
+path, python = sys.argv[1], sys.argv[2]
+env = {"ALGO_BACKEND": "aws", "ALGO_STACK": os.environ.get("ALGO_STACK", ""),
+       "AWS_REGION": os.environ.get("AWS_REGION", "")}
+spec = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (algotrading)", "language": "python",
+        "env": {k: v for k, v in env.items() if v}}
+with open(path, "w") as out:
+    json.dump(spec, out, indent=1)
+PY
+echo "algotrading: environment $env_dir, kernel 'Python (algotrading)', project $project"
