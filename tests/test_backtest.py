@@ -30,8 +30,10 @@ def via_broker(strategy, prices, **params):
     settings = backtest.Settings(**settings_)
     prices = engine.check_prices(prices)
     targets = engine.resolve(strategy, prices, own)
-    prices, targets = engine.window(prices, targets[:, None], settings.start)
-    return engine.result(prices, engine.loop(prices, targets, settings), settings, params)
+    if settings.start is not None:
+        keep = prices.index >= pd.Timestamp(settings.start)
+        prices, targets = prices[keep], targets[keep]
+    return engine.result(prices, engine.loop(prices, targets[:, None], settings), settings, params)
 
 
 def same_metrics(a: dict, b: dict) -> None:

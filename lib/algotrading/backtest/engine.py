@@ -97,6 +97,11 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
     """The price frame the engine accepts, or DataError naming the row and rule: a sorted, unique
     DatetimeIndex and finite open/high/low/close > 0 with low <= open, close <= high.
     Capitalised column names (Open, High, ...) are accepted."""
+    return checked(prices)[0]
+
+
+def checked(prices: pd.DataFrame) -> tuple[pd.DataFrame, tuple[np.ndarray, ...]]:
+    """`check_prices` and the checked open/high/low/close arrays (read once)."""
     if not isinstance(prices, pd.DataFrame):
         raise DataError("prices", f"want a DataFrame, got {type(prices).__name__}")
     if not {"open", "high", "low", "close"} <= set(prices.columns):
@@ -114,10 +119,11 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
         raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
     from algotrading.backtest import kernel
 
-    row, rule = kernel.bad_bar(*ohlc(prices))
+    arrays = ohlc(prices)
+    row, rule = kernel.bad_bar(*arrays)
     if row >= 0:
         raise DataError("prices", kernel.BAR_RULES[rule], where=f"row {row + 1} ({index[row].date()})")
-    return prices
+    return prices, arrays
 
 
 def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
@@ -148,21 +154,14 @@ def run(strategy: StrategyLike, prices: pd.DataFrame, **params: Any) -> Result:
     """
     engine, own = split_params(params)
     settings = Settings(**engine)
-    prices = check_prices(prices)
+    prices, arrays = checked(prices)
     targets = resolve(strategy, prices, own)
-    prices, targets = window(prices, targets[:, None], settings.start)
+    if settings.start is not None:
+        keep = np.asarray(prices.index >= pd.Timestamp(settings.start))
+        prices, targets, arrays = prices[keep], targets[keep], tuple(a[keep] for a in arrays)
     if len(prices) == 0:
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
-    return result(prices, single(prices, targets[:, 0], settings), settings, {**own, **engine})
-
-
-def window(prices: pd.DataFrame, targets: np.ndarray, start: Any
-           ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Drop the history before `start`: indicators saw it, the simulation does not."""
-    if start is None:
-        return prices, targets
-    keep = prices.index >= pd.Timestamp(start)
-    return prices[keep], targets[keep]
+    return result(prices, single(arrays, targets, settings), settings, {**own, **engine})
 
 
 @dataclass
@@ -195,11 +194,12 @@ def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
                  ("open", "high", "low", "close"))
 
 
-def single(prices: pd.DataFrame, want: np.ndarray, settings: Settings) -> Sim:
-    """One symbol through the compiled kernel (the Broker's rules), trades recorded."""
+def single(arrays: tuple[np.ndarray, ...], want: np.ndarray, settings: Settings) -> Sim:
+    """One symbol's open/high/low/close through the compiled kernel (the Broker's rules), trades
+    recorded."""
     from algotrading.backtest import kernel
 
-    o, h, lo, c = ohlc(prices)
+    o, h, lo, c = arrays
     n = len(c)
     equity, position = np.empty(n), np.empty(n)
     buffer = np.empty((3 * n + 1, 8))  # at most a fill at the open, a stop and a close fill a bar
