@@ -1,7 +1,8 @@
 """The AWS code paths against a moto server on 127.0.0.1 (no account, no internet).
 
 What the emulator proves: our boto3/pyathena calls are well formed and go where AWS_ENDPOINT_URL
-points; the S3 lake round-trips bytes, replaces on re-ingest and rolls back a failed ingest; the
+points; the S3 lake round-trips bytes, merges or replaces on re-ingest and leaves the lake as it was
+after a failed ingest; the
 Alpha Vantage reader and the local SQL engine read through S3; stack outputs become settings; the
 Glue table built from schema.COLUMNS is accepted by the Glue API; Athena receives the exact SQL
 text in the configured workgroup and database, and its result shape comes back as a DataFrame.
@@ -16,8 +17,10 @@ eventual consistency, throttling and retries; the CloudFormation template's real
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,7 +36,7 @@ from algotrading.schema import COLUMNS, NAMES  # noqa: E402
 pytestmark = pytest.mark.aws
 
 REGION = "us-east-1"
-CLEARED = ("ALGO_BACKEND", "ALGO_LAKE", "ALGO_DATABASE", "ALGO_WORKGROUP", "ALGO_STACK",
+CLEARED = ("ALGO_BACKEND", "ALGO_LAKE", "ALGO_DATABASE", "ALGO_WORKGROUP", "ALGO_STACK", "ALGO_KMS_KEY",
            "ALGO_ATHENA_OUTPUT", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN",
            "AWS_ATHENA_WORK_GROUP", "AWS_ATHENA_S3_STAGING_DIR")
 
@@ -62,6 +65,7 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    config.stack_outputs.cache_clear()  # the emulator was reset: no stack is known any more
     return moto_url
 
 
@@ -113,7 +117,8 @@ def test_s3_lake_write_read_symbols() -> None:
     bucket = _bucket()
     url = f"s3://{bucket}/prefix"
     frame = _frame("MSFT", "AAPL")
-    assert lake.write(frame, lake=url) == ["AAPL", "MSFT"]
+    report = lake.write(frame, lake=url)
+    assert list(report.index) == ["AAPL", "MSFT"] and set(report["action"]) == {"new"}
     stored = _objects(bucket)
     assert sorted(stored) == ["prefix/hist_data_daily/AAPL.csv", "prefix/hist_data_daily/MSFT.csv"]
     assert stored["prefix/hist_data_daily/AAPL.csv"].startswith(b"dt,sym,open,high,low,close,vol\n")
@@ -123,41 +128,43 @@ def test_s3_lake_write_read_symbols() -> None:
     assert list(lake.read_all(lake=url)["sym"].unique()) == ["AAPL", "MSFT"]
 
 
-def test_s3_lake_reingest_replaces_and_is_idempotent() -> None:
+def test_s3_lake_reingest_merges_replaces_and_is_idempotent() -> None:
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
     first = _objects(bucket)
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
     assert _objects(bucket) == first  # same input, same bytes, no extra objects
-    lake.write(_bars("AAPL", days=3, base=50.0), lake=url)
+    report = lake.write(_bars("AAPL", days=3, base=50.0), lake=url)  # merged by (sym, dt)
+    assert (report.loc["AAPL", "changed"], report.loc["AAPL", "rows"]) == (3, 6)
+    assert lake.read("AAPL", lake=url)["close"].tolist()[:4] == [50.0, 51.0, 52.0, 103.0]
+    lake.write(_bars("AAPL", days=3, base=50.0), lake=url, replace=True)
     again = _objects(bucket)
     assert len(lake.read("AAPL", lake=url)) == 3
-    assert lake.read("AAPL", lake=url)["close"].iloc[0] == 50.0
     assert again["lake/hist_data_daily/MSFT.csv"] == first["lake/hist_data_daily/MSFT.csv"]
-    assert sorted(again) == sorted(first)
+    assert sorted(again) == sorted(first)  # no lock, journal or staging object left behind
 
 
 @pytest.mark.parametrize("existing", [("AAA", "BBB"), ("BBB",)])
 def test_s3_lake_failed_ingest_leaves_lake_as_it_was(existing: tuple[str, ...],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 2nd PUT fails: AAA (replaced or created) is restored or removed; CCC never lands."""
+    """The 2nd staged file's PUT fails: no symbol file changes, CCC never lands, nothing stays."""
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame(*existing, base=10.0), lake=url)
     before = _objects(bucket)
     real_put, calls = lake.S3Store.put, []
 
-    def flaky_put(self: lake.S3Store, key: str, data: bytes) -> None:
+    def flaky_put(self: lake.S3Store, key: str, data: bytes, atomic: bool = True) -> None:
         calls.append(key)
-        if len(calls) == 2:
+        if len([k for k in calls if k.endswith(".csv")]) == 2:
             raise ConnectionError("simulated network failure on the second PUT")
-        real_put(self, key, data)
+        real_put(self, key, data, atomic)
 
     monkeypatch.setattr(lake.S3Store, "put", flaky_put)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(OSError, match="nothing in the lake changed: simulated network failure"):
         lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url)
-    assert calls[:2] == ["hist_data_daily/AAA.csv", "hist_data_daily/BBB.csv"]
+    assert [k.rsplit("/", 1)[-1] for k in calls if k.endswith(".csv")] == ["AAA.csv", "BBB.csv"]
     assert _objects(bucket) == before
 
 
@@ -333,3 +340,247 @@ def test_ensure_glue_table_matches_schema_columns() -> None:
 def test_glue_table_needs_an_s3_lake() -> None:
     with pytest.raises(ValueError, match="s3://"):
         aws.ensure_glue_table(Settings(backend="aws", lake="data/lake"))
+
+
+# --- the project's CloudFormation template, deployed to moto -----------------------------------
+#
+# moto's CloudFormation creates the bucket (with its KMS encryption), the KMS key (with rotation),
+# the role with its inline policies, the lifecycle configuration and the notebook instance. It
+# silently skips AWS::S3::BucketPolicy, AWS::Glue::Database, AWS::Glue::Table and
+# AWS::Athena::WorkGroup while still reporting CREATE_COMPLETE, and ignores the bucket's versioning,
+# public access block, ownership, logging and lifecycle and the notebook's KMS key, root access and
+# IMDS settings. tests/test_template.py checks those in the template; here the Glue database and
+# table and the Athena workgroup are created in the emulator from the template's own definitions.
+
+TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "cloudformation" / "algotrading.yaml"
+STACK = "algo"
+
+
+def _template() -> dict:
+    from cfnlint.decode import decode
+
+    data, problems = decode(str(TEMPLATE_FILE))
+    assert not problems
+    return json.loads(json.dumps(data))
+
+
+def _render(node: object, refs: dict[str, str], conditions: dict[str, bool]) -> object:
+    """Resolve the intrinsic functions this template uses (Ref, Sub, GetAtt, If)."""
+    if isinstance(node, list):
+        return [_render(n, refs, conditions) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "Ref" in node:
+        return refs[node["Ref"]]
+    if "Fn::GetAtt" in node:
+        return refs[".".join(node["Fn::GetAtt"])]
+    if "Fn::Sub" in node:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m[1]]), node["Fn::Sub"])
+    if "Fn::If" in node:
+        name, yes, no = node["Fn::If"]
+        return _render(yes if conditions[name] else no, refs, conditions)
+    return {k: _render(v, refs, conditions) for k, v in node.items()}
+
+
+MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
+
+
+def _deploy(glue_and_athena: bool = True) -> dict[str, str]:
+    """Deploy the template to moto; then create what moto skipped from the template's text.
+    Returns the stack outputs plus the workgroup and database names moto could not output, and
+    the rendered data-bucket policy (not applied: its TLS-only rule refuses the emulator's HTTP)."""
+    cf = aws.client("cloudformation")
+    cf.create_stack(StackName=STACK, TemplateBody=TEMPLATE_FILE.read_text(),
+                    Capabilities=["CAPABILITY_NAMED_IAM"])
+    outputs = aws.stack_outputs(STACK)
+    if not glue_and_athena:
+        return outputs
+    template = _template()
+    params = {k: v.get("Default", "") for k, v in template["Parameters"].items()}  # Number stays int
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                for r in cf.list_stack_resources(StackName=STACK)["StackResourceSummaries"]}
+    refs = {**params, **physical, "AWS::StackName": STACK, "AWS::Region": REGION,
+            "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
+            "Key.Arn": outputs["KmsKeyArn"], "DataBucket.Arn": f"arn:aws:s3:::{outputs['BucketName']}"}
+    conditions = {"CreateKey": True, "InVpc": False, "HasRepository": False}
+    res = template["Resources"]
+    db = _render(res["GlueDatabase"]["Properties"], refs, conditions)
+    aws.client("glue").create_database(DatabaseInput=db["DatabaseInput"])
+    refs["GlueDatabase"] = db["DatabaseInput"]["Name"]
+    table = _render(res["GlueTable"]["Properties"], refs, conditions)
+    aws.client("glue").create_table(DatabaseName=table["DatabaseName"], TableInput=table["TableInput"])
+    group = _render(res["WorkGroup"]["Properties"], refs, conditions)
+    aws.client("athena").create_work_group(Name=group["Name"], Description=group["Description"],
+                                           Configuration=group["WorkGroupConfiguration"])
+    policy = _render(res["DataBucketPolicy"]["Properties"], refs, conditions)
+    return {**outputs, "DatabaseName": refs["GlueDatabase"], "WorkGroupName": group["Name"],
+            "BucketPolicy": json.dumps(policy["PolicyDocument"])}
+
+
+@MOTO_SKIPS
+def test_template_deploys_to_moto_and_creates_what_it_says() -> None:
+    outputs = _deploy(glue_and_athena=False)
+    cf = aws.client("cloudformation")
+    assert cf.describe_stacks(StackName=STACK)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    created = {r["ResourceType"] for r in cf.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+               if r["PhysicalResourceId"]}
+    assert created == {"AWS::KMS::Key", "AWS::KMS::Alias", "AWS::S3::Bucket", "AWS::IAM::Role",
+                       "AWS::SageMaker::NotebookInstanceLifecycleConfig",
+                       "AWS::SageMaker::NotebookInstance"}
+
+    s3 = aws.client("s3")
+    (rule,) = s3.get_bucket_encryption(Bucket=outputs["BucketName"])[
+        "ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                          "KMSMasterKeyID": outputs["KmsKeyArn"]}
+    (rule,) = s3.get_bucket_encryption(Bucket=outputs["LogBucketName"])[
+        "ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    kms = aws.client("kms")
+    assert kms.get_key_rotation_status(KeyId=outputs["KmsKeyArn"])["KeyRotationEnabled"] is True
+    assert [a["TargetKeyId"] for a in kms.list_aliases()["Aliases"]
+            if a["AliasName"] == f"alias/{STACK}"] == [outputs["KmsKeyArn"].split("/")[-1]]
+
+    iam = aws.client("iam")
+    role = outputs["SageMakerRoleArn"].split("/")[-1]
+    assert role == f"algo-{STACK}-{REGION}"
+    assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["jobs", "lake", "sql"]
+    lake_policy = iam.get_role_policy(RoleName=role, PolicyName="lake")["PolicyDocument"]
+    if isinstance(lake_policy, str):  # moto keeps a CloudFormation inline policy as the dict's repr
+        import ast
+
+        lake_policy = ast.literal_eval(lake_policy)
+    by_sid = {s["Sid"]: s for s in lake_policy["Statement"]}
+    assert by_sid["ListTheBucket"]["Resource"] == f"arn:aws:s3:::{outputs['BucketName']}"
+    assert by_sid["ReadWriteObjects"]["Resource"] == f"arn:aws:s3:::{outputs['BucketName']}/*"
+    assert by_sid["UseTheKey"]["Resource"] == outputs["KmsKeyArn"]
+
+    sm = aws.client("sagemaker")
+    notebook = sm.describe_notebook_instance(NotebookInstanceName=outputs["NotebookInstanceName"])
+    assert notebook["RoleArn"] == outputs["SageMakerRoleArn"]
+    assert notebook["InstanceType"] == "ml.t3.medium"
+    (arn,) = [r["PhysicalResourceId"] for r in cf.list_stack_resources(StackName=STACK)[
+        "StackResourceSummaries"] if r["LogicalResourceId"] == "NotebookLifecycle"]
+    import base64
+
+    (script,) = sm.describe_notebook_instance_lifecycle_config(
+        NotebookInstanceLifecycleConfigName=arn.split("/")[-1])["OnStart"]
+    text = base64.b64decode(script["Content"]).decode()
+    assert text.startswith(f"#!/bin/bash\nexport ALGO_STACK='{STACK}' AWS_REGION='{REGION}'\n")
+    assert text.endswith((TEMPLATE_FILE.parent / "notebook-lifecycle.sh").read_text())
+
+    # What moto skipped while reporting CREATE_COMPLETE: nothing of these exists.
+    assert aws.client("glue").get_databases()["DatabaseList"] == []
+    assert [g["Name"] for g in aws.client("athena").list_work_groups()["WorkGroups"]] == ["primary"]
+    assert not {"DatabaseName", "WorkGroupName", "TableName"} & set(outputs)
+
+
+def _sent(hook_event: str) -> list[dict[str, str]]:
+    """Record the HTTP headers of every request matching `hook_event` on the default session."""
+    import boto3
+
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    seen: list[dict[str, str]] = []
+    boto3.DEFAULT_SESSION.events.register(
+        hook_event, lambda request, **_: seen.append({k.lower(): v.decode() if isinstance(v, bytes) else v
+                                          for k, v in request.headers.items()}), unique_id=hook_event)
+    return seen
+
+
+def _unhook(hook_event: str) -> None:
+    import boto3
+
+    boto3.DEFAULT_SESSION.events.unregister(hook_event, unique_id=hook_event)
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The template deployed on moto, and the aws backend pointed at it by ALGO_STACK alone (plus
+    the workgroup, an output moto cannot produce because it skipped the resource)."""
+    outputs = _deploy()
+    monkeypatch.setenv("ALGO_BACKEND", "aws")
+    monkeypatch.setenv("ALGO_STACK", STACK)
+    monkeypatch.setenv("ALGO_WORKGROUP", outputs["WorkGroupName"])
+    yield outputs
+
+
+@MOTO_SKIPS
+def test_settings_read_the_stack_once_per_process(stack) -> None:
+    describes = _sent("before-send.cloudformation.DescribeStacks")
+    try:
+        first = [config.settings() for _ in range(5)]
+    finally:
+        _unhook("before-send.cloudformation.DescribeStacks")
+    assert len(describes) == 1
+    cfg = first[0]
+    assert (cfg.backend, cfg.lake, cfg.kms_key, cfg.workgroup, cfg.database) == (
+        "aws", f"s3://{stack['BucketName']}", stack["KmsKeyArn"], stack["WorkGroupName"], "algo_data")
+    assert cfg.s3_put_args() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": stack["KmsKeyArn"],
+                                 "BucketKeyEnabled": True}
+
+
+@MOTO_SKIPS
+def test_aws_backend_end_to_end_on_the_deployed_stack(stack, aws_env, capsys) -> None:
+    """ingest sample -> the stack's bucket with the stack's key; read back through the lake code;
+    the SQL path sends load_prices' text to Athena, and that text run on DuckDB over the same
+    files gives the rows Athena is told to return."""
+    from algotrading import cli
+
+    puts = _sent("before-send.s3.PutObject")
+    copies = _sent("before-send.s3.CopyObject")  # the lake stages files, then copies them in place
+    try:
+        assert cli.main(["ingest", "sample"]) == 0
+    finally:
+        _unhook("before-send.s3.PutObject")
+        _unhook("before-send.s3.CopyObject")
+    bucket = stack["BucketName"]
+    assert sorted(_objects(bucket)) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv"]
+    assert len(copies) == 2 and len(puts) >= 2
+    for headers in puts + copies:
+        assert headers["x-amz-server-side-encryption"] == "aws:kms"
+        assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == stack["KmsKeyArn"]
+        assert headers["x-amz-server-side-encryption-bucket-key-enabled"] == "true"
+    head = aws.client("s3").head_object(Bucket=bucket, Key="hist_data_daily/GSPC.csv")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", stack["KmsKeyArn"])
+
+    cfg = config.settings()
+    stored = lake.read("GSPC")  # the lake code, on the stack's bucket
+    assert stored["dt"].iloc[0] == "1999-01-04" and len(stored) > 4000
+    local = query.load_prices("GSPC", start="2018-12-01", cfg=cfg.with_(backend="local"))  # DuckDB
+    text = query.prices_sql("GSPC", "2018-12-01", None, cfg.database)
+    duck = query.sql(text, cfg.with_(backend="local"))
+    _queue_athena_result(aws_env, list(duck.columns),
+                         [t.replace("string", "varchar") for _, t in COLUMNS],
+                         duck.astype(str).to_numpy().tolist())
+    athena = query.load_prices("GSPC", start="2018-12-01")  # ALGO_BACKEND=aws: pyathena
+    client = aws.client("athena")
+    (qid,) = client.list_query_executions(WorkGroup=stack["WorkGroupName"])["QueryExecutionIds"]
+    run = client.get_query_execution(QueryExecutionId=qid)["QueryExecution"]
+    assert run["Query"] == text
+    assert (run["WorkGroup"], run["QueryExecutionContext"]["Database"]) == (stack["WorkGroupName"],
+                                                                             "algo_data")
+    pd.testing.assert_frame_equal(athena, local)
+    assert list(local.index.strftime("%Y-%m-%d")[:2]) == ["2018-12-03", "2018-12-04"]
+    # Glue sees what the template defines: the code's table over the stack's bucket.
+    table = aws.client("glue").get_table(DatabaseName="algo_data", Name="hist_data_daily")["Table"]
+    assert table["StorageDescriptor"]["Location"] == f"s3://{bucket}/hist_data_daily/"
+    assert [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]] == list(COLUMNS)
+
+
+@MOTO_SKIPS
+def test_tls_only_bucket_policy_refuses_plain_http(stack) -> None:
+    """moto evaluates bucket policies: the template's policy, applied, refuses the emulator's plain
+    HTTP endpoint, which is what AWS does to any client that does not use TLS."""
+    from botocore.exceptions import ClientError
+
+    s3 = aws.client("s3")
+    bucket = stack["BucketName"]
+    s3.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
+    s3.put_bucket_policy(Bucket=bucket, Policy=stack["BucketPolicy"])
+    for call in (lambda: s3.get_object(Bucket=bucket, Key="probe.txt"),
+                 lambda: s3.put_object(Bucket=bucket, Key="other.txt", Body=b"y")):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403

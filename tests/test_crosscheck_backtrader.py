@@ -94,6 +94,17 @@ class WorkshopSma(_Base):
             self.buy(size=2 * self.p.size)
 
 
+class WorkshopEma(WorkshopSma):
+    """The workshop's EMA crossover (Strategy_Kinesis_EMA_HPO): the SMA rules on EMAs."""
+
+    params = {"fast_period": 8, "slow_period": 21, "size": 1000}
+
+    def __init__(self):
+        _Base.__init__(self)
+        self.fast = bt.ind.ExponentialMovingAverage(period=self.p.fast_period)
+        self.slow = bt.ind.ExponentialMovingAverage(period=self.p.slow_period)
+
+
 class WorkshopBreakout(_Base):
     """The workshop's algo_daily_breakout `next`."""
 
@@ -117,7 +128,7 @@ class WorkshopBreakout(_Base):
             self.close()
 
 
-BT_STRATEGIES = {"sma": WorkshopSma, "breakout": WorkshopBreakout}
+BT_STRATEGIES = {"sma": WorkshopSma, "ema": WorkshopEma, "breakout": WorkshopBreakout}
 
 
 def run_backtrader(name: str, prices: pd.DataFrame, commission: dict, **params):
@@ -148,10 +159,14 @@ CASES = [  # (symbol, strategy, strategy params, size, costs)
     ("GSPC", "sma", {"fast_period": 20, "slow_period": 50}, 10, "bps"),
     ("GSPC", "breakout", {}, 10, "free"),
     ("GSPC", "breakout", {"period": 20, "go_short": False}, 10, "bps"),
+    ("GSPC", "ema", {}, 10, "free"),
+    ("GSPC", "ema", {"fast_period": 10, "slow_period": 31}, 10, "bps"),
     ("IXIC", "sma", {}, 5, "bps"),
+    ("IXIC", "ema", {"fast_period": 5, "slow_period": 25}, 5, "free"),
     ("IXIC", "breakout", {"period": 15}, 5, "free"),
     ("INTC", "sma", {}, 1000, "free"),
     ("INTC", "sma", {}, 1000, "per_share"),
+    ("INTC", "ema", {}, 1000, "per_share"),
     ("INTC", "breakout", {}, 1000, "free"),
     ("INTC", "breakout", {}, 1000, "bps"),
 ]

@@ -77,3 +77,28 @@ def test_pipeline_runs_notebooks_into_a_report(run_dir):
     assert os.environ["ALGO_RUN_DIR"] == str(run_dir)  # the caller's setting is restored
     with pytest.raises(ValueError, match="no notebook matches"):
         pipeline.run(only=["Nope"], out=run_dir)
+
+
+def test_forecast_model_and_ml_strategy_notebooks(run_dir):
+    from algotrading import lake, sources
+
+    lake.write(sources.read("sample").frame)  # what Load_Hist_Data_Daily does by default
+    trained = execute("3_Models/Train_Model_Forecast.ipynb", run_dir, symbol="IXIC", epochs=3,
+                      extra_features=True)
+    assert trained["config"]["symbol"] == "IXIC" and trained["epochs_run"] <= 3
+    assert trained["artifact"] == "<run dir>/models/forecast-IXIC"
+    for mode in ("barrier", "workshop"):
+        test_rates = trained["label_rates"][mode]["test"]
+        assert test_rates["rows"] > 1000 and 0 < test_rates["long"] < 1
+    assert set(trained["test"]) == {"network", "majority", "logistic", "gbt"}
+    assert trained["test"]["majority"]["long"]["roc_auc"] == 0.5
+    ml = execute("2_Strategies/Strategy_ML_Forecast.ipynb", run_dir, symbol="IXIC",
+                 sweep_long=[0.2, 0.4, 0.1], sweep_short=[0.2, 0.4, 0.1])
+    assert ml["validation"]["pairs"] == 9
+    assert ml["chosen"]["long_threshold"] in (0.2, 0.3, 0.4)
+    assert ml["exits"] == {"take_profit": 0.02, "stop_loss": 0.015, "max_bars": 5}
+    reasons = ml["test"]["exit_reasons"]
+    assert set(reasons) <= {"take_profit", "stop_loss", "max_bars", "signal", "open"}
+    assert reasons.get("signal", 0) <= 0.02 * sum(reasons.values())  # only slippage's edge cases
+    assert ml["test"]["buy_and_hold"]["trades_open"] == 1
+    assert ml["test"]["sma"]["trades_closed"] >= 1

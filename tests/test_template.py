@@ -119,7 +119,7 @@ def test_pass_role_limited_to_itself_and_jobs_to_the_prefix(template) -> None:
                  if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))]
     for s in sagemaker:
         for resource in as_list(s["Resource"]):
-            assert resource["Fn::Sub"].endswith("/${NamePrefix}-*")
+            assert resource["Fn::Sub"].endswith("/${AWS::StackName}-*")  # jobs.job_prefix
     principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
     assert principal == {"Service": "sagemaker.amazonaws.com"}
 

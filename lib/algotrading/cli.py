@@ -1,4 +1,4 @@
-"""The `algotrading` command: ingest, query, backtest, sweep, run. Errors print one line and exit 2."""
+"""The `algotrading` command: ingest, query, backtest, sweep, train, run. Errors print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -134,9 +135,48 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from algotrading import backtest
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
-    table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
-                           top=args.top, progress=None if sys.stderr.isatty() else False, **params)
+    if args.backend == "aws":  # one SageMaker training job per shard, gathered into one table
+        from algotrading import jobs
+
+        names = jobs.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
+                                start=args.start, end=args.end, params=params)
+        print(f"algotrading: waiting for {len(names)} training job(s): {' '.join(names)}",
+              file=sys.stderr)
+        jobs.wait(names)
+        table = jobs.gather_sweep(names)
+        table = backtest.rank(table, args.sort) if args.sort else table
+        table = table.head(args.top) if args.top else table
+    elif args.shards != 1:
+        raise ValueError("--shards runs the shards as SageMaker jobs: add --backend aws")
+    else:
+        table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
+                               top=args.top, progress=None if sys.stderr.isatty() else False, **params)
     _print_frame(table, args.format)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from algotrading.config import settings
+    from algotrading.models import forecast, train
+
+    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    cfg = forecast.Config.from_params({**params, "symbol": args.symbol})
+    prices = _prices(args)
+    if settings().backend == "aws":
+        output = args.output_path or f"{settings().lake_path()}/models"
+        job = train.submit(prices, cfg, output, wait=args.wait, role=args.role)
+        print(f"training job {job}: artifact {output}/{job}/output/model.tar.gz")
+        return
+    folder = Path(args.out) if args.out else settings().run_path() / "models" / f"forecast-{cfg.symbol}"
+    model, report = train.train_local(prices, cfg, folder)
+    shown = ["roc_auc", "precision", "recall", "f1", "balanced_accuracy", "tp", "fp", "fn", "tn"]
+    with pd.option_context("display.width", 200):
+        print(report["rates"].round(3).to_string())
+        print(report["evaluation"][shown].round(3).to_string())
+    print(f"best epoch {model.meta['best_epoch']} of {len(report['history'])}; "
+          f"config {json.dumps(asdict(cfg), sort_keys=True)}")
+    print(f"artifact: {folder}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -190,6 +230,25 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--sort", help="sort by this metric, best first (bankrupt rows last)")
             s.add_argument("--top", type=int, help="print only the first N rows")
             s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+            s.add_argument("--backend", choices=("local", "aws"), default="local",
+                           help="aws: run the sweep as SageMaker training jobs (ALGO_STACK)")
+            s.add_argument("--shards", type=int, default=1,
+                           help="with --backend aws: split the grid's first parameter into N jobs")
+
+    s = sub.add_parser("train", help="train a model on one symbol (in-process, or a SageMaker job "
+                                     "with ALGO_BACKEND=aws)")
+    s.add_argument("model", choices=("forecast",))
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--start")
+    s.add_argument("--end")
+    s.add_argument("--lake", help=LAKE_HELP)
+    s.add_argument("--param", action="append", metavar="K=V",
+                   help="hyperparameter, e.g. epochs=50 (repeatable)")
+    s.add_argument("--out", help="local: artifact folder (default: <run dir>/models/forecast-SYM)")
+    s.add_argument("--output-path", help="aws: s3:// prefix for the job (default: <lake>/models)")
+    s.add_argument("--role", help="aws: execution role ARN (default: the stack's)")
+    s.add_argument("--wait", action="store_true", help="aws: wait for the job to finish")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("run", help="execute every notebook into runs/latest with a report")
     s.add_argument("--only", nargs="+", help="only notebooks whose path contains these")

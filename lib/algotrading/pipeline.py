@@ -19,6 +19,7 @@ STAGES = ("1_Data", "3_Models", "2_Strategies")  # the workshop's folder numbers
 # Within a stage, notebooks that feed others come first; the rest follow alphabetically.
 FIRST = {
     "1_Data": ("Load_Hist_Data_Daily.ipynb",),
+    "3_Models": ("Train_Model_Forecast.ipynb",),
     "2_Strategies": ("Strategy_SMA.ipynb", "Strategy_Breakout.ipynb"),
 }
 RESULTS = "results"

@@ -27,7 +27,9 @@ import pandas as pd
 # they are asked for).
 REGISTRY: dict[str, str] = {
     "sma": "algotrading.strategies.sma",
+    "ema": "algotrading.strategies.ema",
     "breakout": "algotrading.strategies.breakout",
+    "ml_forecast": "algotrading.strategies.ml_forecast",
 }
 
 
