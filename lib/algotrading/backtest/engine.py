@@ -120,6 +120,9 @@ def checked(prices: pd.DataFrame) -> tuple[pd.DataFrame, tuple[np.ndarray, ...]]
         raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
     arrays = o, h, lo, c = ohlc(prices)
     with np.errstate(invalid="ignore"):
+        if (np.isfinite(o + h + lo + c).all() and (np.minimum(o, c) >= lo).all()
+                and (np.maximum(o, c) <= h).all() and (lo > 0).all()):
+            return prices, arrays  # the common case, in few passes; else find the first bad row
         checks = (
             (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)),
              "open/high/low/close must be finite numbers"),

@@ -206,12 +206,22 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
     settings = Settings(**settings_)
     args = _settings_args(settings)
     symbols = list(prices)
+    strat = get(strategy) if isinstance(strategy, str | Strategy) else None
+    full = strat.check(own) if strat else own  # once, not per symbol
+    lookback = max((full[k] for k, p in strat.params.items() if p.lookback), default=0) \
+        if strat else 0
 
     def score(block: list[str]) -> np.ndarray:
         out = np.empty((len(block), len(kernel.STATS)))
         for i, symbol in enumerate(block):
             frame, arrays = checked(prices[symbol])
-            want = resolve(strategy, frame, own)
+            if strat is None:
+                want = resolve(strategy, frame, own)
+            elif lookback >= len(frame):
+                raise ValueError(f"{symbol}: a lookback of {lookback} needs more than its "
+                                 f"{len(frame)} bars")
+            else:
+                want = strat.grid(frame, [full])[:, 0].astype(float)
             if settings.start is not None:
                 keep = np.asarray(frame.index >= pd.Timestamp(settings.start))
                 want, arrays = want[keep], tuple(a[keep] for a in arrays)
