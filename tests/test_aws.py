@@ -1,8 +1,9 @@
 """The AWS code paths against a moto server on 127.0.0.1 (no account, no internet).
 
 What the emulator proves: our boto3/pyathena calls are well formed and go where AWS_ENDPOINT_URL
-points; the S3 lake round-trips bytes, merges or replaces on re-ingest and leaves the lake as it was
-after a failed ingest; the
+points; the S3 lake round-trips bytes, merges on re-ingest (replaces on request), leaves the lake
+untouched when staging fails, finishes an interrupted commit from its journal and serialises
+writers on a lock object created with If-None-Match (moto implements that condition); the
 Alpha Vantage reader and the local SQL engine read through S3; stack outputs become settings; the
 Glue table built from schema.COLUMNS is accepted by the Glue API; Athena receives the exact SQL
 text in the configured workgroup and database, and its result shape comes back as a DataFrame.
@@ -128,16 +129,15 @@ def test_s3_lake_write_read_symbols() -> None:
     assert list(lake.read_all(lake=url)["sym"].unique()) == ["AAPL", "MSFT"]
 
 
-def test_s3_lake_reingest_merges_replaces_and_is_idempotent() -> None:
+def test_s3_lake_reingest_merges_replaces_on_request_and_is_idempotent() -> None:
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
     first = _objects(bucket)
     lake.write(_frame("AAPL", "MSFT", days=6), lake=url)
-    assert _objects(bucket) == first  # same input, same bytes, no extra objects
-    report = lake.write(_bars("AAPL", days=3, base=50.0), lake=url)  # merged by (sym, dt)
-    assert (report.loc["AAPL", "changed"], report.loc["AAPL", "rows"]) == (3, 6)
-    assert lake.read("AAPL", lake=url)["close"].tolist()[:4] == [50.0, 51.0, 52.0, 103.0]
+    assert _objects(bucket) == first  # same input, same bytes, no extra objects (lock, journal)
+    report = lake.write(_bars("AAPL", days=8).iloc[6:], lake=url)
+    assert report.loc["AAPL", ["action", "added", "kept", "rows"]].tolist() == ["merged", 2, 6, 8]
     lake.write(_bars("AAPL", days=3, base=50.0), lake=url, replace=True)
     again = _objects(bucket)
     assert len(lake.read("AAPL", lake=url)) == 3
@@ -165,7 +165,49 @@ def test_s3_lake_failed_ingest_leaves_lake_as_it_was(existing: tuple[str, ...],
     with pytest.raises(OSError, match="nothing in the lake changed: simulated network failure"):
         lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url)
     assert [k.rsplit("/", 1)[-1] for k in calls if k.endswith(".csv")] == ["AAA.csv", "BBB.csv"]
+    assert all(k.startswith(lake.STAGING) for k in calls if k.endswith(".csv"))
     assert _objects(bucket) == before
+
+
+def test_s3_lake_interrupted_commit_is_completed_by_the_next_operation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that dies after its journal (here: the 2nd copy fails) leaves the journal in
+    the bucket; the next lake operation redoes the remaining moves from it."""
+    bucket = _bucket()
+    url = f"s3://{bucket}/lake"
+    lake.write(_frame("AAA", "BBB", "CCC", base=10.0), lake=url)
+    real_move, calls = lake.S3Store.move, []
+
+    def dying_move(self: lake.S3Store, src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise ConnectionError("writer lost")
+        real_move(self, src, dst)
+
+    monkeypatch.setattr(lake.S3Store, "move", dying_move)
+    with pytest.raises(OSError, match="committed but not fully applied"):
+        lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url, replace=True)
+    monkeypatch.setattr(lake.S3Store, "move", real_move)
+    assert "lake/.algotrading/journal.json" in _objects(bucket)
+    closes = lake.read_all(lake=url).groupby("sym")["close"].first()
+    assert (closes == 20.0).all()  # all three new: the read finished the commit first
+    assert sorted(_objects(bucket)) == [f"lake/hist_data_daily/{s}.csv" for s in ("AAA", "BBB", "CCC")]
+
+
+def test_s3_lake_lock_serialises_writers_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock object is created with If-None-Match: * (moto honours it, as S3 does since
+    2024): a second writer waits, and gives up with a clear error after LOCK_TIMEOUT; a lock
+    older than S3_LOCK_STALE (a dead writer's) is removed and taken."""
+    bucket = _bucket()
+    url = f"s3://{bucket}/lake"
+    aws.client("s3").put_object(Bucket=bucket, Key="lake/.algotrading/lock", Body=b"{}")
+    monkeypatch.setattr(lake, "LOCK_TIMEOUT", 0.5)
+    with pytest.raises(ValueError, match="locked by another ingest"):
+        lake.write(_frame("AAA"), lake=url)
+    assert sorted(_objects(bucket)) == ["lake/.algotrading/lock"]
+    monkeypatch.setattr(lake, "S3_LOCK_STALE", 0.0)
+    lake.write(_frame("AAA"), lake=url)
+    assert sorted(_objects(bucket)) == ["lake/hist_data_daily/AAA.csv"]
 
 
 # --- sources through S3 ------------------------------------------------------------------------

@@ -93,6 +93,111 @@ def test_query_formats(lake_dir, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_ingest_merges_reports_and_replaces_on_request(lake_dir, tmp_path, capsys):
+    day = tmp_path / "one_new_day.csv"
+    day.write_text("dt,sym,open,high,low,close,vol\n2019-01-02,GSPC,2476.96,2519.49,2467.47,"
+                   "2510.03,3733160000\n")
+    capsys.readouterr()
+    assert main(["ingest", "csv", str(day)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"GSPC .* merged +1 +0 +5031 +0 +5032", out)
+    assert "1 added, 0 changed, 5031 kept, 0 removed" in out
+    assert main(["ingest", "csv", str(day), "--replace"]) == 0
+    assert re.search(r"GSPC .* replaced +0 +0 +1 +5031 +1\n", capsys.readouterr().out)
+
+
+def test_ingest_adx_redelivery_replaces_re_adjusted_history(lake_dir, tmp_path, capsys):
+    write_adx(tmp_path / "v1", "ABC", adx_rows(6))
+    assert main(["ingest", "adx", str(tmp_path / "v1")]) == 0
+    rows = adx_rows(8)
+    for row in rows:
+        row[5] = row[4] * 0.25  # a new split re-adjusted every earlier bar
+    write_adx(tmp_path / "v2", "ABC", rows)
+    capsys.readouterr()
+    assert main(["ingest", "adx", str(tmp_path / "v2")]) == 0
+    out = capsys.readouterr().out
+    assert "replaced (re-adjusted history)" in out
+    assert "re-adjusted history replaced for: ABC" in out
+
+
+def test_ingest_csv_columns_option_loads_a_yahoo_export(lake_dir, tmp_path, capsys):
+    (tmp_path / "msft.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
+                                       "2020-01-02,158.78,160.73,158.33,160.62,155.04,22622100\n")
+    capsys.readouterr()
+    assert main(["ingest", "csv", str(tmp_path / "msft.csv"), "--columns",
+                 "Date=dt,Open=open,High=high,Low=low,Close=close,Adj Close=adj_close,Volume=vol"]) == 0
+    assert "MSFT" in capsys.readouterr().out
+    assert (lake_dir / "hist_data_daily" / "MSFT.csv").is_file()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("2020-01-02,../../../victim,10,11,9,10.5,100\n", "bad symbol '../../../victim'"),
+    ("2020-01-02,GSPC,10,11,9,10.5,100\n2020-01-02,../hist_data_daily/GSPC,10,11,9,10.5,100\n",
+     "line 3: column sym: bad symbol '../hist_data_daily/GSPC'"),
+    ("2020-01-02," + "X" * 300 + ",10,11,9,10.5,100\n", "bad symbol 'XXXXXXXX"),
+    ("2020-01-02,GOOD,10,11,9,10.5,100\n2020-01-03,,10,11,9,10.5,100\n", "bad symbol (empty)"),
+])
+def test_hostile_symbols_write_nothing_anywhere(lake_dir, tmp_path, capsys, body, message):
+    (tmp_path / "victim.csv").write_text("precious\n")
+    src = tmp_path / "in" / "x.csv"
+    src.parent.mkdir()
+    src.write_text("dt,sym,open,high,low,close,vol\n" + body)
+    before, outside = snapshot(lake_dir), snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["ingest", "csv", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert snapshot(lake_dir) == before and snapshot(tmp_path) == outside
+
+
+def test_adx_file_that_is_not_an_export_is_named(lake_dir, tmp_path, capsys):
+    (tmp_path / "nomatch").mkdir()
+    (tmp_path / "nomatch" / "AAA.csv").write_text("timestamp\n")
+    capsys.readouterr()
+    assert main(["ingest", "adx", str(tmp_path / "nomatch" / "AAA.csv")]) == 2
+    assert "file name must be daily_adjusted_<SYM>.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("COPY (SELECT 1 AS dt) TO '{lake}/hist_data_daily/GSPC.csv'", "only SELECT statements"),
+    ("COPY (SELECT 1) TO '{tmp}/out.csv'", "only SELECT statements"),
+    ("ATTACH '{tmp}/new.db'", "only SELECT statements"),
+    ("SELECT * FROM read_text('/etc/hostname')", "Permission Error"),
+    ("SELECT * FROM read_csv('{tmp}/secret.csv')", "Permission Error"),
+    ("INSTALL httpfs", "only SELECT statements"),
+    ("SET enable_external_access = true", "only SELECT statements"),
+    ("SELECT 1; SELECT 2", "2 statements; give exactly one SELECT"),
+    ("", "empty SQL"),
+    ("   ", "empty SQL"),
+])
+def test_query_cannot_write_or_leave_the_lake(lake_dir, tmp_path, capsys, sql, message):
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    before, outside = snapshot(lake_dir), snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["query", sql.format(lake=lake_dir, tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert snapshot(lake_dir) == before and snapshot(tmp_path) == outside
+    assert main(["query", "SELECT count(*) AS n FROM algo_data.hist_data_daily", "--format",
+                 "csv"]) == 0
+    assert capsys.readouterr().out == "n\n10062\n"
+
+
+def test_lake_option_and_missing_symbol_lists_the_lake(lake_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    sql = "SELECT count(*) AS n FROM algo_data.hist_data_daily"
+    assert main(["query", sql, "--lake", str(lake_dir), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n10062\n"
+    assert main(["backtest", "sma", "--symbol", "IXIC", "--lake", str(lake_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["symbol"] == "IXIC"
+    assert main(["backtest", "sma", "--symbol", "INTC", "--lake", str(lake_dir)]) == 2
+    assert "symbol INTC is not in the lake; it has: GSPC IXIC" in capsys.readouterr().err
+    assert main(["sweep", "sma", "--symbol", "GSPC", "--lake", str(lake_dir), "--grid",
+                 "fast_period=5,10", "--grid", "slow_period=30", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
 def test_console_script_exit_code(tmp_path):
     env = {**os.environ, "ALGO_LAKE": str(tmp_path / "empty")}
     command = [sys.executable, "-m", "algotrading", "query", "SELECT 1 FROM algo_data.hist_data_daily"]

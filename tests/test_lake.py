@@ -146,11 +146,11 @@ def test_full_disk_while_staging_changes_nothing_and_says_so(tmp_path, monkeypat
     before = snapshot(tmp_path / "hist_data_daily")
     real_put, calls = LocalStore.put, []
 
-    def full_disk(self, key, data):
+    def full_disk(self, key, data, **kw):
         calls.append(key)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_put(self, key, data)
+        real_put(self, key, data, **kw)
 
     monkeypatch.setattr(LocalStore, "put", full_disk)
     bigger = pd.concat([_sample(60), _sample(60).query("sym == 'GSPC'").assign(sym="NEW")])
@@ -162,7 +162,8 @@ def test_full_disk_while_staging_changes_nothing_and_says_so(tmp_path, monkeypat
     assert not (tmp_path / STAGING).exists() and not (tmp_path / JOURNAL).exists()
 
 
-def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, monkeypatch):
+def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, monkeypatch,
+                                                                    caplog):
     lake.write(_bars(["AAA", "BBB", "CCC"], 5), lake=str(tmp_path))
     real_move, calls = LocalStore.move, []
 
@@ -178,7 +179,9 @@ def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, mo
                    replace=True)
     monkeypatch.undo()
     assert (tmp_path / JOURNAL).exists()
-    assert _versions(tmp_path) == {2.0}  # the read completed the ingest first
+    with caplog.at_level("WARNING", logger="algotrading.lake"):
+        assert _versions(tmp_path) == {2.0}  # the read completed the ingest first
+    assert "completed an interrupted ingest (3 file(s))" in caplog.text
     assert not (tmp_path / JOURNAL).exists() and not (tmp_path / STAGING).exists()
 
 
@@ -191,15 +194,15 @@ from algotrading import lake
 mode, n, src, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 name = "move" if mode in ("kill-move", "slow-move") else "put"
 real, calls = getattr(lake.LocalStore, name), []
-def hook(self, *args):
+def hook(self, *args, **kw):
     if name == "put" and not args[0].startswith(lake.STAGING):
-        return real(self, *args)
+        return real(self, *args, **kw)
     calls.append(args[0])
     if mode.startswith("kill") and len(calls) == n:
         os.kill(os.getpid(), 9)
     if mode.startswith("slow"):
         time.sleep(n / 1000)
-    return real(self, *args)
+    return real(self, *args, **kw)
 setattr(lake.LocalStore, name, hook)
 lake.write(pd.read_csv(src), lake=dest, replace=True)
 """

@@ -4,12 +4,19 @@ committed notebooks with their defaults and compares every text output.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
+import pandas as pd
 import papermill as pm
 import pytest
+
+from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = os.environ.get("ALGO_PUBLIC_DATA")
@@ -25,10 +32,10 @@ def run_dir(tmp_path, monkeypatch):
 
 
 def execute(notebook: str, run_dir: Path, **parameters) -> dict:
+    from algotrading.pipeline import execute as run_notebook
+
     source = ROOT / notebook
-    (run_dir / notebook).parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(source), str(run_dir / notebook), parameters=parameters,
-                        cwd=str(source.parent), kernel_name="python3", progress_bar=False)
+    run_notebook(source, run_dir / notebook, parameters)  # as `algotrading run` does
     return json.loads((run_dir / "results" / f"{source.stem}.json").read_text())
 
 
@@ -52,31 +59,82 @@ def test_strategy_notebooks_with_a_small_grid(run_dir):
     sma = execute("2_Strategies/Strategy_SMA.ipynb", run_dir, symbol="IXIC", sweep_fast=[5, 20, 5],
                   sweep_slow=[30, 60, 10], fast_period=10, slow_period=30, long_only=True)
     assert sma["symbol"] == "IXIC" and sma["rule"]["long_only"] is True
-    assert sma["sweep"]["combinations"] == 16  # fast 5..20 x slow 30..60, all with fast < slow
-    assert sma["sweep"]["chosen"]["fast_period"] in (5, 10, 15, 20)
+    sweep = sma["sweep"]
+    assert sweep["combinations"] == 16  # fast 5..20 x slow 30..60, all with fast < slow
+    assert sweep["chosen"]["fast_period"] in (5, 10, 15, 20)
+    assert set(sweep["on_edge"]) <= {"fast_period", "slow_period"}
+    assert 0 <= sweep["deflated_sharpe"]["dsr"] <= 1 and sweep["deflated_sharpe"]["trials"] == 16
     test = sma["test"]
     # costs can only lower the result of the same trades
     assert test["with_costs"]["final_value"] < test["no_costs"]["final_value"]
     assert test["with_costs"]["trades_closed"] == test["no_costs"]["trades_closed"] > 0
     assert test["buy_and_hold"]["trades_open"] == 1
-    assert sma["walk_forward"]["windows"] >= 5
+    wf = sma["walk_forward"]
+    assert wf["windows"] == 17 and wf["last"] == "2018-12-31"  # (5031 - 756) / 252 windows, to the end
+    assert "buy-and-hold" in sma["conclusion"] and "Walk-forward (17 windows" in sma["conclusion"]
+    curves = pd.read_csv(run_dir / "results" / "Strategy_SMA.equity.csv", index_col=0)
+    assert list(curves.columns) == ["strategy", "no_costs", "buy_and_hold"]
+    assert curves["strategy"].iloc[-1] == pytest.approx(test["with_costs"]["final_value"])
     breakout = execute("2_Strategies/Strategy_Breakout.ipynb", run_dir, sweep_period=[20, 60, 20])
     assert breakout["sweep"]["combinations"] == 6  # 3 periods x go_short in (True, False)
     assert breakout["rule"]["period"] == 50
+    assert isinstance(breakout["sweep"]["chosen"]["go_short"], bool)
 
 
-def test_pipeline_runs_notebooks_into_a_report(run_dir):
+def test_pipeline_run_only_updates_its_entries_and_reports_failures(run_dir, capfd):
     from algotrading import pipeline
 
     out = run_dir / "pipeline"
-    report = pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"], "unknown": 1}, out=out)
-    text = report.read_text()
-    assert "[1_Data/Load_Hist_Data_Daily.ipynb](1_Data/Load_Hist_Data_Daily.ipynb) | ok" in text
-    assert "| rows.GSPC | 5031 |" in text
-    assert (out / "1_Data" / "Load_Hist_Data_Daily.ipynb").is_file()
+    pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"]}, out=out)
+    load = pipeline.load_manifest(out)["1_Data/Load_Hist_Data_Daily.ipynb"]
+    assert load["status"] == "ok" and load["overrides"] == {"symbols": ["GSPC"]}
+    assert load["parameters"] == {"source": "sample", "path": None, "symbols": ["GSPC"]}
+    lake_file = Path(os.environ["ALGO_LAKE"]) / "hist_data_daily" / "GSPC.csv"
+    assert load["data"]["files"] == {"GSPC.csv": hashlib.sha256(lake_file.read_bytes()).hexdigest()}
+    assert load["version"] == version("algotrading")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert load["commit"] == (head.stdout.strip() or None)
+
+    # the README's old example: the data ends in 2018, so the month has no rows
+    with pytest.raises(pipeline.NotebookFailed) as failed:
+        pipeline.run(only=["Explore"], parameters={"month": "2020-03"}, out=out)
+    message = str(failed.value)
+    assert re.match(r"Explore_Hist_Data.ipynb failed in cell \d+ \(In \[\d+\]\): ValueError: no bars",
+                    message)
+    assert "\n" not in message and "Traceback" not in message
+    assert (out / "1_Data" / "Explore_Hist_Data.ipynb").is_file()  # kept for inspection
+    entries = pipeline.load_manifest(out)
+    assert entries["1_Data/Explore_Hist_Data.ipynb"]["error"] == message
+    assert entries["1_Data/Load_Hist_Data_Daily.ipynb"] == load  # untouched by the other run
+
+    pipeline.run(only=["Explore"], out=out)
+    entries = pipeline.load_manifest(out)
+    assert [e["status"] for e in entries.values()] == ["ok", "ok"]
+    assert entries["1_Data/Load_Hist_Data_Daily.ipynb"] == load
+    assert {p.name for p in (out / "results").iterdir()} == {"Load_Hist_Data_Daily.json",
+                                                             "Explore_Hist_Data.json"}
+    md = (out / "report.md").read_text()
+    assert "Load_Hist_Data_Daily.ipynb) | ok" in md and "Explore_Hist_Data.ipynb) | ok" in md
+    assert "without encryption" not in capfd.readouterr().err  # kernels run with CurveZMQ
     assert os.environ["ALGO_RUN_DIR"] == str(run_dir)  # the caller's setting is restored
+
+    with pytest.raises(ValueError, match="sourc not declared.*source, path, symbols"):
+        pipeline.run(only=["Load_Hist"], parameters={"sourc": "csv"}, out=run_dir / "never")
+    assert not (run_dir / "never").exists()
     with pytest.raises(ValueError, match="no notebook matches"):
         pipeline.run(only=["Nope"], out=run_dir)
+
+
+def test_an_ad_hoc_papermill_run_writes_nothing_under_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    monkeypatch.delenv("ALGO_RUN_DIR", raising=False)
+    runs = ROOT / "runs"
+    before = snapshot(runs) if runs.is_dir() else {}
+    source = ROOT / "1_Data" / "Load_Hist_Data_Daily.ipynb"
+    pm.execute_notebook(str(source), str(tmp_path / "load.ipynb"), parameters={"symbols": ["GSPC"]},
+                        cwd=str(source.parent), kernel_name="python3", progress_bar=False)
+    assert (tmp_path / "lake" / "hist_data_daily" / "GSPC.csv").is_file()  # it did run
+    assert (snapshot(runs) if runs.is_dir() else {}) == before
 
 
 def test_forecast_model_and_ml_strategy_notebooks(run_dir):

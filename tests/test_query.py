@@ -57,7 +57,22 @@ def test_prices_sql_always_filters_and_orders():
 
 
 def test_unknown_symbol_and_empty_lake_are_clear(cfg, tmp_path):
-    with pytest.raises(ValueError, match="no rows for symbol NOPE"):
+    with pytest.raises(ValueError, match="symbol NOPE is not in the lake; it has: GSPC IXIC"):
         load_prices("NOPE", cfg=cfg)
+    with pytest.raises(ValueError, match="no rows for symbol GSPC between 2030-01-01"):
+        load_prices("GSPC", "2030-01-01", cfg=cfg)
     with pytest.raises(ValueError, match="the lake is empty"):
         sql("SELECT 1 FROM algo_data.hist_data_daily", settings(lake=str(tmp_path)))
+
+
+def test_load_prices_reads_only_the_symbols_file(cfg, tmp_path):
+    """A cold load reads one file with known columns (no sniffing of every lake file): a
+    damaged other file does not matter to it, while a query over the whole table sees it."""
+    folder = tmp_path / "lake"
+    lake.write(sources.read("sample").frame, lake=str(folder))
+    (folder / "hist_data_daily" / "IXIC.csv").write_text("dt,sym,open,high,low,close,vol\nbroken\n")
+    local = settings(lake=str(folder))
+    expected = load_prices("GSPC", cfg=cfg)
+    pd.testing.assert_frame_equal(load_prices("gspc", cfg=local), expected)
+    with pytest.raises(ValueError, match="query: .*IXIC.csv"):
+        sql("SELECT count(*) FROM algo_data.hist_data_daily", local)

@@ -125,9 +125,173 @@ def test_validator_sorts_by_symbol_and_date():
     assert list(out["dt"]) == ["2020-01-02", "2020-01-03", "2020-01-06"]
 
 
-def test_csv_rejects_a_date_repeated_across_files(tmp_path):
-    row = "dt,sym,open,high,low,close,vol\n2020-01-02,AAA,10,11,9,10.5,100\n"
-    (tmp_path / "a.csv").write_text(row)
-    (tmp_path / "b.csv").write_text(row)
-    with pytest.raises(DataError, match="symbol AAA: row 2 \\(2020-01-02\\): duplicate date"):
+def test_csv_rejects_a_date_repeated_across_files_naming_both(tmp_path):
+    head = "dt,sym,open,high,low,close,vol\n"
+    (tmp_path / "a.csv").write_text(head + "2020-01-02,AAA,10,11,9,10.5,100\n")
+    (tmp_path / "b.csv").write_text(head + "2020-01-03,AAA,10,11,9,10.5,100\n"
+                                    "2020-01-02,aaa,10,11,9,10.5,100\n")
+    with pytest.raises(DataError, match=r"symbol AAA: date 2020-01-02 appears twice: \S*a.csv line 2 "
+                                        r"and \S*b.csv line 3"):
         sources.read("csv", str(tmp_path))
+
+
+HEAD = "dt,sym,open,high,low,close,vol\n"
+GOOD = "2020-01-02,AAA,10,11,9,10.5,100\n"
+
+
+def _one(tmp_path, body, name="f.csv", head=HEAD, encoding="utf-8"):
+    (tmp_path / name).write_bytes((head + body).encode(encoding))
+    return sources.read("csv", str(tmp_path / name))
+
+
+@pytest.mark.parametrize("sym", ["../../../victim", "../hist_data_daily/GSPC", "a/b", ".HID",
+                                 "   ", '"A\nB"', "X" * 300, "", "-A", "A B"])
+def test_symbols_outside_the_grammar_are_rejected(tmp_path, sym):
+    with pytest.raises(DataError, match=r"line 3: column sym: bad symbol .*symbols are 1-20 of"):
+        _one(tmp_path, GOOD + f"2020-01-03,{sym},10,11,9,10.5,100\n")
+
+
+def test_lower_case_symbols_are_upper_cased(tmp_path):
+    batch = _one(tmp_path, GOOD.replace("AAA", " brk.b ") + "2020-01-03,^gspc,10,11,9,10.5,1\n")
+    assert sorted(set(batch.frame["sym"])) == ["BRK.B", "^GSPC"]
+    with pytest.raises(DataError, match="duplicate date"):  # aaa and AAA are one symbol
+        _one(tmp_path, GOOD + GOOD.replace("AAA", "aaa"))
+
+
+@pytest.mark.parametrize("value, rule", [
+    ("0001-01-02", "date before 1920-01-01"), ("1677-09-22", "date before 1920-01-01"),
+    ("1900-01-02", "date before 1920-01-01"), ("2200-01-02", "date after today"),
+    ("2300-01-02", "date after today"), ("2020-1-2", "unparseable date '2020-1-2'"),
+    ("2020-02-30", "unparseable date"),
+])
+def test_dates_outside_the_bounds_are_rejected(tmp_path, value, rule):
+    with pytest.raises(DataError, match=f"line 3.*{rule}"):
+        _one(tmp_path, GOOD + f"{value},AAA,10,11,9,10.5,100\n")
+
+
+def test_a_date_after_today_is_rejected():
+    tomorrow = (pd.Timestamp.now("UTC") + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    with pytest.raises(DataError, match="date after today"):
+        validate(_frame({("dt", 2): tomorrow}), "f.csv")
+
+
+@pytest.mark.parametrize("row, rule", [
+    ("2020-01-03,AAA,1e308,1e308,1e308,1e308,1", "price outside \\[1e-06, 1e\\+09\\]"),
+    ("2020-01-03,AAA,1e-320,1e-320,1e-320,1e-320,1", "price outside"),
+    ("2020-01-03,AAA,10,11,9,10.5,-0", "vol must be >= 0"),
+    ("2020-01-03,AAA,10,11,9,10.5,1e14", "vol above 1e\\+13"),
+    ("2020-01-03,AAA,10,11,9,10.5,", "column vol: not a finite number"),
+    ("2020-01-03,AAA,10,11,9,abc,1", "column close: not a finite number \\('abc'\\)"),
+])
+def test_numbers_outside_the_bounds_are_rejected(tmp_path, row, rule):
+    with pytest.raises(DataError, match=f"f.csv: symbol AAA: line 3 \\(2020-01-03\\): {rule}"):
+        _one(tmp_path, GOOD + row + "\n")
+
+
+def test_an_empty_symbol_beside_a_good_one_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="line 3: column sym: bad symbol \\(empty\\)"):
+        _one(tmp_path, GOOD + "2020-01-03,,10,11,9,10.5,100\n")
+
+
+def test_a_second_close_column_is_rejected(tmp_path):
+    with pytest.raises(DataError, match="column 'close' appears more than once"):
+        _one(tmp_path, GOOD.rstrip() + ",11\n", head=HEAD.rstrip() + ",close\n")
+
+
+def test_utf16_files_are_decoded_and_utf16_without_bom_is_named(tmp_path):
+    batch = _one(tmp_path, GOOD, encoding="utf-16")
+    assert batch.frame["sym"].tolist() == ["AAA"]
+    (tmp_path / "g.csv").write_bytes((HEAD + GOOD).encode("utf-16-le"))
+    with pytest.raises(DataError, match="UTF-16 without a BOM"):
+        sources.read("csv", str(tmp_path / "g.csv"))
+
+
+def test_yahoo_style_export_loads_with_a_column_mapping(tmp_path):
+    (tmp_path / "AAPL.csv").write_text(
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "2020-01-02,74.06,75.15,73.80,75.09,73.15,135480400\n"
+        "2020-01-03,74.29,75.14,74.13,74.36,72.44,146322800\n")
+    mapping = {"Date": "dt", "Open": "open", "High": "high", "Low": "low", "Close": "close",
+               "Adj Close": "adj_close", "Volume": "vol"}
+    frame = sources.read("csv", str(tmp_path / "AAPL.csv"), columns=mapping).frame
+    assert frame["sym"].tolist() == ["AAPL", "AAPL"]  # from the file name
+    assert frame["close"].iloc[0] == pytest.approx(73.15)  # adjusted by Adj Close / Close
+    with pytest.raises(DataError, match="missing column\\(s\\) dt.*--columns"):
+        sources.read("csv", str(tmp_path / "AAPL.csv"))
+
+
+def test_adx_file_name_pattern_is_anchored_and_not_recursive(tmp_path):
+    write_adx(tmp_path, "ABC", adx_rows(3))
+    (tmp_path / "old_daily_adjusted_AAA.csv").write_text((tmp_path / "daily_adjusted_ABC.csv")
+                                                         .read_text())
+    write_adx(tmp_path / "sub", "SUB", adx_rows(3))
+    assert set(sources.read("adx", str(tmp_path)).frame["sym"]) == {"ABC"}
+    (tmp_path / "nomatch").mkdir()
+    (tmp_path / "nomatch" / "AAA.csv").write_text("x")
+    with pytest.raises(DataError, match="nomatch/AAA.csv: an ADX export's file name must be "
+                                        "daily_adjusted_<SYM>.csv"):
+        sources.read("adx", str(tmp_path / "nomatch" / "AAA.csv"))
+    with pytest.raises(DataError, match="file name: bad symbol"):
+        write_adx(tmp_path / "bad", "..x", adx_rows(3))
+        sources.read("adx", str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("col, value, rule", [
+    (8, "0", "column split_coefficient: want a number > 0"),
+    (8, "-2", "column split_coefficient: want a number > 0"),
+    (8, "abc", "column split_coefficient: want a number > 0"),
+    (7, "-0.5", "column dividend_amount: want a number >= 0"),
+    (5, "1e308", "adjusted_close/close outside"),
+])
+def test_adx_adjustment_columns_are_checked(tmp_path, col, value, rule):
+    rows = adx_rows(4)
+    rows[1][col] = value
+    write_adx(tmp_path, "ABC", rows)
+    with pytest.raises(DataError, match=f"daily_adjusted_ABC.csv: symbol ABC: line 4 "
+                                        f"\\(2020-01-07\\): {rule}"):
+        sources.read("adx", str(tmp_path))
+
+
+def test_adx_batches_ask_the_lake_to_restate_re_adjusted_history(tmp_path):
+    write_adx(tmp_path, "ABC", adx_rows(3))
+    assert sources.read("adx", str(tmp_path)).restate
+    assert not sources.read("sample").restate
+
+
+def test_public_symbol_errors_name_what_the_file_has(tmp_path):
+    import h5py
+
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as h5:
+        h5["history"] = np.ones((2, 3, 5))
+        h5["abbreviation"] = [b"AAA", b"../../victim"]
+    with pytest.raises(DataError, match="abbreviation\\[1\\]: bad symbol '../../victim'"):
+        sources.read("public", str(path))
+    with h5py.File(path, "w") as h5:
+        h5["history"] = np.ones((0, 3, 5))
+        h5["abbreviation"] = np.array([], dtype="S4")
+    with pytest.raises(DataError, match="the file holds no symbols"):
+        sources.read("public", str(path))
+
+
+@needs_public
+def test_public_unknown_symbol_lists_the_symbols():
+    with pytest.raises(DataError, match="symbol\\(s\\) not in this source: ZZZZ; it has AAPL ATVI"):
+        sources.read("public", PUBLIC, ["ZZZZ"])
+
+
+def test_public_offline_names_the_url_and_ALGO_PUBLIC_DATA(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.delenv("ALGO_PUBLIC_DATA", raising=False)
+    monkeypatch.setenv("ALGO_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as err:
+        sources.read("public")
+    text = str(err.value)
+    assert sources.PUBLIC_URL in text and "could not download" in text
+    assert "set ALGO_PUBLIC_DATA" in text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -65,6 +66,11 @@ class LocalStore:
 
     def has(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path | None:
+        """The file itself, for readers that stream it (None if it is not a file)."""
+        path = self._path(key)
+        return path if path.is_file() else None
 
     def put(self, key: str, data: bytes, atomic: bool = True) -> None:
         """Write and fsync; atomically (temp file beside the target, then rename) unless the
@@ -146,6 +152,9 @@ class LocalStore:
         """flock on `.algotrading/lock`: one writer, or any number of readers. The kernel
         releases it when the process dies, so a kill -9 never leaves the lake locked."""
         path = self.root / LOCK
+        if not exclusive and not self.root.is_dir():
+            yield  # no lake yet: nothing to read, and a reader creates nothing
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -335,7 +344,7 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pa.Table.from_pandas(frame.loc[:, list(NAMES)], preserve_index=False)
+    table = pa.Table.from_pandas(frame.loc[:, list(NAMES)], preserve_index=False, nthreads=1)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
     return buf.getvalue()
@@ -376,6 +385,8 @@ def recover(store: Store) -> str | None:
     if store.all_keys(STAGING):
         done = done or "removed the temporary files of an interrupted ingest"
     store.remove_tree(STAGING)
+    if done:
+        logging.getLogger(__name__).warning("%s: %s", store.describe(""), done)
     return done
 
 
@@ -422,21 +433,24 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
     before anything is staged; nothing in the lake changes until every new file is staged.
     """
     store = store or lake_store(lake)
-    frame = validate(frame, "ingest")
+    if frame.empty:
+        raise DataError("ingest", "no data rows")
+    groups = _by_symbol(frame)  # validated symbol by symbol, each before it is staged
     report = []
     txid = uuid.uuid4().hex[:12]
     with store.lock(exclusive=True):
         recover(store)
         moves: list[tuple[str, str]] = []
         try:
-            for sym, new in frame.groupby("sym", sort=True):
-                new = new.reset_index(drop=True)
+            for sym, new in groups:
                 k = key(sym)
                 old_bytes = store.get(k)
                 row = {"symbol": sym, "action": "new", "added": len(new), "changed": 0,
                        "kept": 0, "removed": 0}
-                merged = new
-                if old_bytes is not None:
+                merged, data = new, to_csv_bytes(new)
+                if old_bytes == data:  # the same history again: nothing to do
+                    row.update(action="replaced" if replace else "merged", added=0, kept=len(new))
+                elif old_bytes is not None:
                     old = parse_lake_csv(old_bytes, store.describe(k))
                     in_new, changed, added = _diff(old, new)
                     row.update(added=int(added.sum()), changed=int(changed.sum()))
@@ -449,7 +463,7 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
                         row.update(action="merged", kept=int((~changed).sum()))
                         merged = pd.concat([old[~in_new], new], ignore_index=True)
                         merged = validate(merged, store.describe(k))
-                data = to_csv_bytes(merged)
+                        data = to_csv_bytes(merged)
                 row["rows"] = len(merged)
                 report.append(row)
                 if data == old_bytes:
@@ -462,13 +476,36 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
         except BaseException as exc:
             note = _abort(store)
             if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"ingest failed, nothing in the lake changed: "
-                                         f"{exc.strerror or exc}{note}") from exc
+                failed = OSError(f"ingest failed, nothing in the lake changed: "
+                                 f"{exc.strerror or exc}{note}")
+                failed.errno = exc.errno
+                raise failed from exc
             if note and isinstance(exc, Exception):
                 exc.args = (f"{exc}{note}",)
             raise
         _apply(store, moves)
     return pd.DataFrame(report).set_index("symbol")
+
+
+def _by_symbol(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(symbol, validated rows) per normalised symbol, in symbol order. Validating symbol by
+    symbol keeps the temporaries of a large ingest small."""
+    if "sym" not in frame.columns:
+        validate(frame, "ingest")  # names the missing column
+    codes, uniques = pd.factorize(frame["sym"], use_na_sentinel=False)
+    norm = [check_symbol(u, "ingest") if isinstance(u, str) else check_symbol("", "ingest")
+            for u in uniques]
+    ids, names = pd.factorize(pd.Index(norm, dtype=object), sort=True)
+    group = ids[codes]
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
+    if len(bounds) - 1 == len(names) and (np.diff(group) >= 0).all():  # sorted: slices
+        parts = ((group[a], frame.iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    else:
+        order = np.argsort(group, kind="stable")
+        cuts = np.searchsorted(group[order], np.arange(len(names) + 1))
+        parts = ((g, frame.iloc[order[cuts[g]:cuts[g + 1]]]) for g in range(len(names)))
+    for g, rows in parts:
+        yield names[g], validate(rows, "ingest")
 
 
 def _abort(store: Store) -> str:
@@ -494,8 +531,10 @@ def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
             store.delete(JOURNAL)
         store.remove_tree(STAGING)
     except OSError as exc:
-        raise OSError(exc.errno, f"ingest committed but not fully applied ({exc.strerror or exc}); "
-                                 "the next lake operation completes it") from exc
+        failed = OSError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
+                         "the next lake operation completes it")
+        failed.errno = exc.errno
+        raise failed from exc
 
 
 def symbols(lake: str | None = None, store: Store | None = None) -> list[str]:

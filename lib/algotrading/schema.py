@@ -4,6 +4,7 @@ lake, the DuckDB view and the Glue table."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -91,7 +92,7 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
     missing = [c for c in NAMES if c not in frame.columns]
     if missing:
         raise DataError(origin, f"missing column(s) {', '.join(missing)}; found {list(frame.columns)}")
-    frame = frame.loc[:, list(NAMES)].reset_index(drop=True)
+    frame = frame.loc[:, list(NAMES)].reset_index(drop=True)  # a lazy copy (copy on write)
     if rows is not None:
         rows = pd.Series(np.asarray(rows)).reset_index(drop=True)
     # symbols and dates repeat: check each distinct value once, then map back
@@ -105,17 +106,22 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
         shown = repr(raw) if isinstance(raw, str) and raw.strip() else "(empty)"
         shown = shown if len(shown) <= 40 else shown[:37] + "...'"
         raise DataError(origin, f"column sym: bad symbol {shown}: {SYMBOL_RULE}", where=where)
-    frame["sym"] = np.asarray(norm, dtype=object)[codes]
+    frame["sym"] = pd.array(norm, dtype="str").take(codes)  # compact strings, no objects
+    sym_key = _ranks(norm)[codes]
     codes, uniques = pd.factorize(frame["dt"], use_na_sentinel=False)
-    days = pd.Series([u.strip() if isinstance(u, str) else "" for u in uniques], dtype=object)
-    parsed = pd.to_datetime(days, format="%Y-%m-%d", errors="coerce")
-    bad_u = (~days.str.fullmatch(DATE.pattern).to_numpy(dtype=bool)) | parsed.isna().to_numpy()
+    days = pd.Series(uniques, dtype=object)
+    days = days.where(days.map(lambda v: isinstance(v, str)), "").astype("string[pyarrow]").str.strip()
+    ok = days.str.fullmatch(DATE.pattern).to_numpy(dtype=bool, na_value=False)
+    parsed = pd.to_datetime(days.where(ok, None), format="%Y-%m-%d", errors="coerce")
+    bad_u = ~ok | parsed.isna().to_numpy()
     if bad_u.any():
         i = int(np.flatnonzero(bad_u[codes])[0])
         where = f"line {int(rows.iloc[i])}" if rows is not None else f"row {i + 1}"
         raise DataError(origin, f"column dt: unparseable date {days.iloc[codes[i]]!r} "
                                 "(want YYYY-MM-DD)", frame["sym"].iloc[i], where)
-    frame["dt"] = days.to_numpy()[codes]
+    frame["dt"] = days.astype("str").array.take(codes)
+    dt_key = parsed.to_numpy().astype("datetime64[D]").astype(np.int64)[codes]
+    dt_key -= dt_key.min()
     last = today()
     for mask, rule in ((days < FIRST_DAY, f"date before {FIRST_DAY}"),
                        (days > last, f"date after today ({last})")):
@@ -128,29 +134,61 @@ def validate(frame: pd.DataFrame, origin: str, rows: pd.Series | None = None) ->
             i = int(np.flatnonzero(bad)[0])
             raise DataError(origin, f"column {col}: not a finite number ({frame[col].iloc[i]!r})",
                             frame["sym"].iloc[i], _row(frame, bad, rows))
-        frame[col] = values.astype(float)
-    prices = frame[list(PRICES)].to_numpy()
-    vol = frame["vol"].to_numpy()
-    checks = (
-        ((prices <= 0).any(axis=1), "prices must be > 0"),
-        (((prices < PRICE_MIN) | (prices > PRICE_MAX)).any(axis=1),
-         f"price outside [{PRICE_MIN:g}, {PRICE_MAX:g}]"),
-        (frame["high"] < frame["low"], "high < low"),  # the most specific OHLC rule first
-        (frame["low"] > frame[["open", "close"]].min(axis=1), "low > min(open, close)"),
-        (frame["high"] < frame[["open", "close"]].max(axis=1), "high < max(open, close)"),
-        (np.signbit(vol), "vol must be >= 0 (no sign)"),
-        (vol > VOL_MAX, f"vol above {VOL_MAX:g}"),
-    )
-    for mask, rule in checks:
-        mask = np.asarray(mask)
-        if mask.any():
-            raise _first(frame, mask, rows, origin, rule)
-    dup = frame.duplicated(["sym", "dt"]).to_numpy()
-    if dup.any():
+        if frame[col].dtype != np.float64:
+            frame[col] = values.astype(float)
+    first: dict[str, int] = {}
+    for start in range(0, len(frame), CHUNK):  # chunks keep the temporaries small
+        part = frame.iloc[start:start + CHUNK]
+        for rule, mask in _value_rules(part[list(PRICES)].to_numpy(), part["vol"].to_numpy()):
+            if rule not in first and mask.any():
+                first[rule] = start + int(np.flatnonzero(mask)[0])
+    if first:
+        rule = min(first, key=list(RULES).index)
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[first[rule]] = True
+        raise _first(frame, mask, rows, origin, rule)
+    key = sym_key * (int(dt_key.max()) + 1) + dt_key
+    del sym_key, dt_key, codes
+    if (key[1:] > key[:-1]).all():
+        return frame  # already sorted by symbol and date, no repeats
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    repeats = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(repeats):
+        dup = np.zeros(len(frame), dtype=bool)
+        dup[order[repeats + 1].min()] = True
         i = int(np.flatnonzero(dup)[0])
         raise DataError(origin, "duplicate date (one row per symbol and date)",
                         frame["sym"].iloc[i], _row(frame, dup, rows))
-    return frame.sort_values(["sym", "dt"], kind="stable").reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
+
+
+CHUNK = 1 << 18
+RULES = ("prices must be > 0", f"price outside [{PRICE_MIN:g}, {PRICE_MAX:g}]", "high < low",
+         "low > min(open, close)", "high < max(open, close)", "vol must be >= 0 (no sign)",
+         f"vol above {VOL_MAX:g}")
+
+
+def _value_rules(prices: np.ndarray, vol: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """(rule, rows breaking it) for bars of open, high, low, close and volume, in RULES order:
+    the most specific OHLC rule first."""
+    masks = (
+        (prices <= 0).any(axis=1),
+        ((prices < PRICE_MIN) | (prices > PRICE_MAX)).any(axis=1),
+        prices[:, 1] < prices[:, 2],
+        prices[:, 2] > np.minimum(prices[:, 0], prices[:, 3]),
+        prices[:, 1] < np.maximum(prices[:, 0], prices[:, 3]),
+        np.signbit(vol),
+        vol > VOL_MAX,
+    )
+    yield from zip(RULES, masks, strict=True)
+
+
+def _ranks(values: list[str]) -> np.ndarray:
+    """Each value's position in sorted order (equal values share a rank), as int64."""
+    uniq = sorted(set(values))
+    pos = {v: i for i, v in enumerate(uniq)}
+    return np.fromiter((pos[v] for v in values), dtype=np.int64, count=len(values))
 
 
 def to_prices(frame: pd.DataFrame, sym: str | None = None) -> pd.DataFrame:

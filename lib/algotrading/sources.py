@@ -132,7 +132,13 @@ def _text(data: bytes, origin: str) -> bytes:
     return data.removeprefix(b"\xef\xbb\xbf")
 
 
-def _csv(data: bytes, origin: str, columns: Mapping[str, str] | None = None,
+def _open(store: object, name: str) -> bytes | Path:
+    """A local file's path (pyarrow reads it without a copy in memory), else its bytes."""
+    path = getattr(store, "local_path", lambda _: None)(name)
+    return path if path is not None else store.get(name)
+
+
+def _csv(data: bytes | Path, origin: str, columns: Mapping[str, str] | None = None,
          numeric: Iterable[str] = NUMERIC) -> tuple[pd.DataFrame, np.ndarray]:
     """A CSV's rows (column names mapped by `columns`) and each row's line number.
 
@@ -144,28 +150,38 @@ def _csv(data: bytes, origin: str, columns: Mapping[str, str] | None = None,
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    data = _text(data, origin)
-    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r")]))
+    if isinstance(data, Path):
+        with open(data, "rb") as f:
+            head = f.read(1 << 16)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or not head.strip() or b"\x00" in head[:4096]:
+            data = data.read_bytes()
+    if isinstance(data, bytes):
+        data = head = _text(data, origin)
+    else:
+        head = head.removeprefix(b"\xef\xbb\xbf")
+    header = next(csv.reader([head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r")]))
     names = [dict(columns or {}).get(h.strip(), h.strip()) for h in header]
     for name in names:
         if names.count(name) > 1:
             raise DataError(origin, f"column {name!r} appears more than once in the header")
     numeric = [c for c in numeric if c in names]
     read = pacsv.ReadOptions(column_names=names, skip_rows=1)
+    source = str(data) if isinstance(data, Path) else None
     for types in ({c: pa.float64() for c in numeric}, {}):
         types |= {c: pa.string() for c in names if c not in types}
         try:
-            table = pacsv.read_csv(io.BytesIO(data), read_options=read,
+            table = pacsv.read_csv(source or io.BytesIO(data), read_options=read,
                                    convert_options=pacsv.ConvertOptions(
                                        column_types=types, strings_can_be_null=True,
                                        quoted_strings_can_be_null=False))
             break
         except pa.ArrowInvalid as exc:
-            if types and any(t == pa.float64() for t in types.values()) and \
+            if any(t == pa.float64() for t in types.values()) and \
                     "CSV conversion error" in str(exc):
                 continue  # a value that is not a number: the text read below names it
             raise DataError(origin, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
-    frame = table.to_pandas()
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
     if frame.empty:
         raise DataError(origin, "no data rows (empty file)")
     return frame, np.arange(len(frame)) + 2  # line numbers (the header is line 1)
@@ -186,7 +202,7 @@ def read_adx(path: str, symbols: list[str] | None = None) -> Batch:
         sym = check_symbol(ADX_FILE.search(name)["sym"], f"{origin}: file name")
         if symbols and sym not in symbols:
             continue
-        raw, rows = _csv(store.get(name), origin,
+        raw, rows = _csv(_open(store, name), origin,
                          numeric=("open", "high", "low", "close", "adjusted_close", "volume",
                                   "dividend_amount", "split_coefficient"))
         missing = [c for c in ADX_COLUMNS if c not in raw.columns]
@@ -330,7 +346,7 @@ def read_csv(path: str, columns: Mapping[str, str] | None = None,
     frames = []
     for name in names:
         origin = store.describe(name)
-        frame = _csv_frame(store.get(name), origin, columns, name)
+        frame = _csv_frame(_open(store, name), origin, columns, name)
         frames.append(frame[frame["sym"].isin(symbols)] if symbols else frame)
     if not frames:
         raise DataError(path, "no .csv files found")
@@ -350,7 +366,7 @@ def read_csv(path: str, columns: Mapping[str, str] | None = None,
     return Batch(both.reset_index(drop=True), origin=path)
 
 
-def _csv_frame(data: bytes, origin: str, columns: Mapping[str, str] | None,
+def _csv_frame(data: bytes | Path, origin: str, columns: Mapping[str, str] | None,
                name: str) -> pd.DataFrame:
     """One CSV file -> validated canonical rows."""
     raw, rows = _csv(data, origin, columns, numeric=(*NUMERIC, "adj_close"))

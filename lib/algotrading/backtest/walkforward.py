@@ -67,19 +67,21 @@ def _plain(value: Any) -> Any:
 
 def walk_forward(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Iterable[Any]],
                  train_bars: int = 756, test_bars: int = 252, anchored: bool = False,
-                 metric: str = "sharpe", **params: Any) -> pd.DataFrame:
+                 metric: str = "sharpe", progress: bool | None = None, **params: Any) -> pd.DataFrame:
     """Choose parameters on each training window, then trade them on the following test window.
 
     Rolling windows (`anchored=False`) train on the last `train_bars` bars; anchored ones on all
     bars so far. One row per window: its dates, the chosen parameters, the in-sample score
-    (`in_sample_<metric>`) and the out-of-sample metrics (`metrics.KEYS`).
+    (`in_sample_<metric>`) and the out-of-sample metrics (`metrics.KEYS`). `progress` goes to
+    each window's sweep.
     """
     grid = {k: list(v) for k, v in grid.items()}
     rows = []
     for begin in range(train_bars, len(prices), test_bars):
         first = 0 if anchored else begin - train_bars
         end = min(begin + test_bars, len(prices))
-        table = sweep(strategy, prices.iloc[:begin], grid, start=prices.index[first], **params)
+        table = sweep(strategy, prices.iloc[:begin], grid, start=prices.index[first],
+                      progress=progress, **params)
         choice = best(table, metric)
         score = lookup(table, choice)[metric]
         oos = run(strategy, prices.iloc[:end], **{**params, **choice, "start": prices.index[begin]})

@@ -1,0 +1,272 @@
+"""A run folder's reports: `report.html` (one self-contained page: leaderboard, a test-period
+tearsheet per strategy, the notebooks with their parameters and data fingerprint) and a short
+`report.md`.
+
+Written by hand on matplotlib rather than with quantstats: quantstats pulls in yfinance (and
+curl_cffi, peewee, websockets) for a report that covers one strategy per page with its own
+definitions of Sharpe, CAGR and drawdown, where this page compares several strategies with the
+same metrics the notebooks and the CLI print. Figures are inline PNGs, so the file opens from
+the file system with no server and no internet.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from algotrading import metrics, plots
+
+RESULTS = "results"
+MANIFEST = "run.json"
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1150px;color:#222;line-height:1.4}
+h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
+.ok{color:#17803d}.failed{color:#c0392b;font-weight:bold}.muted{color:#777;font-size:.85em}
+.conclusion{background:#f7f9fc;border-left:4px solid #3b73b9;padding:.6em 1em;white-space:pre-line}
+img{max-width:100%}code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def _png(fig: Figure) -> str:
+    """The figure as an inline <img> (base64 PNG), closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if kind == "%":
+            return f"{value:.1%}"
+        if kind == "money":
+            return f"{value:,.0f}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+KINDS = {"final_value": "money", "total_return": "%", "cagr": "%", "max_drawdown": "%",
+         "volatility": "%", "exposure": "%", "win_rate": "%", "alpha": "%"}
+
+
+def _table(frame: pd.DataFrame, kinds: Mapping[str, str] | None = None, by_row: bool = True) -> str:
+    """HTML table; `kinds` (per row label if by_row, else per column) picks the number format."""
+    kinds = kinds or {}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *frame.columns])
+    rows = []
+    for label, row in frame.iterrows():
+        cells = "".join(
+            f"<td>{html.escape(_fmt(_plain(v), kinds.get(label if by_row else col, '')))}</td>"
+            for col, v in row.items())
+        rows.append(f"<tr><td>{html.escape(str(label))}</td>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6 and not math.isnan(v):
+        return int(v)
+    return v
+
+
+def tearsheet_stats(curves: pd.DataFrame, column: str, benchmark: str = "buy_and_hold"
+                    ) -> dict[str, float]:
+    """Annualised volatility, and alpha (annualised, arithmetic) and beta of `column`'s daily
+    returns regressed on the benchmark's."""
+    s = curves[column].pct_change().iloc[1:].to_numpy()
+    b = curves[benchmark].pct_change().iloc[1:].to_numpy()
+    var = float(np.var(b, ddof=1))
+    beta = float(np.cov(s, b, ddof=1)[0, 1] / var) if var > 0 else float("nan")
+    return {"volatility": float(np.std(s, ddof=1) * math.sqrt(metrics.YEAR)),
+            "beta": beta, "alpha": float((s.mean() - beta * b.mean()) * metrics.YEAR)}
+
+
+def trade_durations(trades: pd.DataFrame) -> pd.DataFrame:
+    """Bars held by closed trades: count, mean, median, longest, for all, winners and losers."""
+    closed = trades[trades["status"] == "closed"]
+    groups = {"all": closed, "won": closed[closed["pnl"] >= 0], "lost": closed[closed["pnl"] < 0]}
+    return pd.DataFrame({name: {"trades": len(g), "mean bars": g["bars_held"].mean() if len(g) else None,
+                                "median bars": g["bars_held"].median() if len(g) else None,
+                                "longest": g["bars_held"].max() if len(g) else None}
+                         for name, g in groups.items()}).T
+
+
+def _strategy_section(name: str, result: dict, folder: Path) -> str:
+    curves_path, trades_path = folder / f"{name}.equity.csv", folder / f"{name}.trades.csv"
+    parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
+    if result.get("conclusion"):
+        parts.append(f'<div class="conclusion">{html.escape(result["conclusion"])}</div>')
+    test = result["test"]
+    rows = {"with costs": dict(test["with_costs"]), "no costs": dict(test["no_costs"]),
+            "buy and hold": dict(test["buy_and_hold"])}
+    if curves_path.is_file():
+        curves = pd.read_csv(curves_path, index_col=0, parse_dates=True)
+        for label, col in (("with costs", "strategy"), ("no costs", "no_costs"),
+                           ("buy and hold", "buy_and_hold")):
+            rows[label].update(tearsheet_stats(curves, col))
+        parts.append(_png(plots.equity_and_drawdown(
+            {"strategy (with costs)": curves["strategy"], "buy and hold": curves["buy_and_hold"]},
+            f"{result.get('symbol', '')} test period: equity and drawdown")))
+        parts.append("<h3>Monthly returns</h3>")
+        parts.append(_png(plots.monthly_returns_heatmap(curves["strategy"],
+                                                        "Monthly returns of the strategy (with costs)")))
+    shown = ["final_value", "total_return", "cagr", "volatility", "sharpe", "sortino",
+             "max_drawdown", "calmar", "alpha", "beta", "exposure", "turnover", "trades_closed",
+             "win_rate", "profit_factor", "sqn"]
+    table = pd.DataFrame(rows).reindex(shown)
+    parts.append("<h3>Key metrics, test period</h3>" + _table(table, KINDS))
+    if trades_path.is_file():
+        trades = pd.read_csv(trades_path)
+        if len(trades):
+            parts.append("<h3>Trade durations (bars held)</h3>" + _table(trade_durations(trades)))
+    return "\n".join(parts)
+
+
+def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
+    rows, holds = {}, {}
+    for name, r in results.items():
+        if "test" not in r:
+            continue
+        t = r["test"]["with_costs"]
+        row = {"symbol": r.get("symbol"), "total_return": t["total_return"], "cagr": t["cagr"],
+               "sharpe": t["sharpe"], "max_drawdown": t["max_drawdown"],
+               "trades_closed": t["trades_closed"]}
+        curves = folder / f"{name}.equity.csv"
+        if curves.is_file():
+            row.update(tearsheet_stats(pd.read_csv(curves, index_col=0, parse_dates=True), "strategy"))
+        sweep = r.get("sweep", {})
+        row["deflated_sharpe"] = sweep.get("deflated_sharpe", {}).get("dsr")
+        row["walk_forward_return"] = r.get("walk_forward", {}).get("oos", {}).get("total_return")
+        rows[name] = row
+        h = r["test"]["buy_and_hold"]
+        hold = {"symbol": r.get("symbol"), "total_return": h["total_return"], "cagr": h["cagr"],
+                "sharpe": h["sharpe"], "max_drawdown": h["max_drawdown"], "trades_closed": 0}
+        if curves.is_file():
+            hold.update(tearsheet_stats(pd.read_csv(curves, index_col=0, parse_dates=True),
+                                        "buy_and_hold"))
+        holds[f"buy and hold ({r.get('symbol')})"] = hold
+    if not rows:
+        return pd.DataFrame()
+    board = pd.DataFrame({**rows, **holds}).T
+    order = ["symbol", "total_return", "cagr", "volatility", "sharpe", "max_drawdown", "alpha",
+             "beta", "trades_closed", "deflated_sharpe", "walk_forward_return"]
+    board = board.reindex(columns=order)
+    return board.sort_values("sharpe", ascending=False, key=lambda s: s.astype(float).fillna(-1e9))
+
+
+BOARD_LABELS = {"total_return": "total return", "cagr": "CAGR", "volatility": "volatility",
+                "max_drawdown": "max drawdown", "trades_closed": "trades",
+                "deflated_sharpe": "deflated Sharpe", "walk_forward_return": "walk-forward return",
+                "sharpe": "Sharpe"}
+
+
+def _load(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    manifest = folder / MANIFEST
+    entries = json.loads(manifest.read_text())["notebooks"] if manifest.is_file() else {}
+    results = {}
+    for nb in entries:
+        path = folder / RESULTS / f"{Path(nb).stem}.json"
+        if path.is_file():
+            results[Path(nb).stem] = json.loads(path.read_text())
+    return entries, results
+
+
+def write(folder: Path) -> Path:
+    """Write `report.html` and `report.md` for the run folder (from its manifest and results)."""
+    entries, results = _load(folder)
+    board = _leaderboard(results, folder / RESULTS)
+    commits = {(e.get("commit") or "")[:10] + ("+dirty" if e.get("dirty") else "")
+               for e in entries.values()}
+    data = {e.get("data", {}).get("sha256", "")[:12] for e in entries.values()}
+    body = ["<h1>algotrading run</h1>",
+            f'<p class="muted">package {html.escape(_fmt(_first(entries, "version")))}; commit(s) '
+            f'{html.escape(", ".join(sorted(commits)))}; '
+            f'lake data sha256 {html.escape(", ".join(sorted(data)))}'
+            + (" <b>(notebooks ran on different data)</b>" if len(data) > 1 else "") + "</p>"]
+    if not board.empty:
+        kinds = {BOARD_LABELS.get(k, k): "%" for k in ("total_return", "cagr", "volatility",
+                                                       "max_drawdown", "alpha", "walk_forward_return")}
+        body += ["<h2>Leaderboard (test period, with costs)</h2>",
+                 "<p>Sorted by Sharpe; alpha and beta are against buy-and-hold of the same symbol "
+                 "and days; the deflated Sharpe ratio says how likely the sweep's choice beats luck "
+                 "(0.95 and above is evidence of skill).</p>",
+                 _table(board.rename(columns=BOARD_LABELS), kinds, by_row=False)]
+    rows = []
+    for nb, e in entries.items():
+        link = f'<a href="{html.escape(nb)}">{html.escape(nb)}</a>'
+        status = f'<span class="{e["status"]}">{e["status"]}</span>'
+        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{_fmt(e.get('seconds'))}</td>"
+                    f"<td>{html.escape(_fmt(e.get('overrides')) or 'defaults')}</td>"
+                    f"<td>{html.escape(e.get('data', {}).get('sha256', '')[:12])}</td>"
+                    f"<td>{html.escape((e.get('commit') or '')[:10])}</td>"
+                    f"<td>{html.escape(str(e.get('finished', '')))}</td></tr>")
+        if e.get("error"):
+            rows.append(f'<tr><td colspan="7" class="failed">{html.escape(e["error"])}</td></tr>')
+    body += ["<h2>Notebooks</h2>", "<table><tr><th>executed notebook</th><th>status</th><th>seconds</th>"
+             "<th>parameters given</th><th>data sha256</th><th>commit</th><th>finished (UTC)</th></tr>",
+             *rows, "</table>"]
+    for name, r in results.items():
+        if "test" in r:
+            body.append(_strategy_section(name, r, folder / RESULTS))
+    others = {k: v for k, v in results.items() if "test" not in v}
+    for name, r in others.items():
+        flat = {k: _fmt(v) for k, v in r.items()}
+        body += [f"<h2>{html.escape(name)}</h2>", _table(pd.DataFrame({"value": flat}))]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>algotrading run</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    out = folder / "report.html"
+    _write(out, page)
+    md = ["# algotrading run", "", "Full report with charts: [report.html](report.html)", "",
+          "| notebook | status | seconds | parameters given | data sha256 |", "|---|---|---|---|---|"]
+    md += [f"| [{nb}]({nb}) | {e['status']} | {_fmt(e.get('seconds'))} | "
+           f"{_fmt(e.get('overrides')) or 'defaults'} | {e.get('data', {}).get('sha256', '')[:12]} |"
+           for nb, e in entries.items()]
+    md += [f"\n{nb}: {e['error']}" for nb, e in entries.items() if e.get("error")]
+    if not board.empty:
+        md += ["", "## Leaderboard (test period, with costs)", "",
+               "| | symbol | total return | Sharpe | max drawdown | trades |", "|---|---|---|---|---|---|"]
+        md += [f"| {k} | {r['symbol']} | {_fmt(r['total_return'], '%')} | {_fmt(r['sharpe'])} | "
+               f"{_fmt(r['max_drawdown'], '%')} | {_fmt(_plain(r['trades_closed']))} |"
+               for k, r in board.iterrows()]
+    for name, r in results.items():
+        if r.get("conclusion"):
+            md += ["", f"## {name}", "", r["conclusion"]]
+    _write(folder / "report.md", "\n".join(md) + "\n")
+    return out
+
+
+def _first(entries: Mapping[str, dict], key: str) -> Any:
+    return next((e.get(key) for e in entries.values() if e.get(key)), None)
+
+
+def _write(path: Path, text: str) -> None:
+    from algotrading.pipeline import write_atomic
+
+    write_atomic(path, text)

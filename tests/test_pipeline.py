@@ -1,0 +1,188 @@
+"""Fast tests of the research workflow's package side: the study protocol (choice, luck, grid
+edges, walk-forward stitching, conclusion), the charts' fixes, record() and report.html.
+Notebook executions are in test_notebooks.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from algotrading import backtest, pipeline, plots, report, study
+from algotrading.cli import main
+from algotrading.metrics import to_json
+
+matplotlib.use("Agg")
+
+
+def trending(n: int = 1500, seed: int = 7, drift: float = 0.0004) -> pd.DataFrame:
+    """Random-walk daily bars with an upward drift (buy-and-hold is hard to beat on it)."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(drift + 0.01 * rng.standard_normal(n)))
+    open_ = np.r_[close[0], close[:-1]] * (1 + 0.001 * rng.standard_normal(n))
+    days = pd.bdate_range("2000-01-03", periods=n, name="dt")
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * 1.002,
+                         "low": np.minimum(open_, close) * 0.998, "close": close,
+                         "vol": 1e6}, index=days)
+
+
+@pytest.fixture(scope="module")
+def done() -> study.Study:
+    prices = trending()
+    s = study.Study("sma", prices, "2002-12-31", "2004-06-30", symbol="X",
+                    rule=dict(fast_period=10, slow_period=30, size=10),
+                    costs=dict(commission_per_share=0.01, slippage_bps=2.0))
+    s.test_run()
+    s.choose({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]})
+    s.walk_forward({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]}, train_bars=400,
+                   test_bars=200)
+    return s
+
+
+def test_choice_is_made_on_train_only_and_keeps_integer_types(done):
+    c = done.choice
+    best_row = c.train.loc[c.train["sharpe"].idxmax()]
+    assert c.chosen == {"fast_period": int(best_row["fast_period"]),
+                        "slow_period": int(best_row["slow_period"])}
+    assert all(type(v) is int for v in c.chosen.values())
+    # the choice table's train column is the chosen row of the train sweep, and every period
+    # carries buy-and-hold of the same days
+    assert c.table.loc["sharpe", "train"] == pytest.approx(best_row["sharpe"])
+    test = done.run("test", **done.fixed(c.grid), **c.chosen)
+    assert c.table.loc["sharpe", "test buy-and-hold"] == pytest.approx(test.metrics["benchmark"]["sharpe"])
+    assert c.train["hold_sharpe"].to_numpy() == pytest.approx(c.table.loc["sharpe", "train buy-and-hold"])
+    top = c.top(3)
+    assert list(top["sharpe_train"]) == sorted(c.train["sharpe"], reverse=True)[:3]
+    assert "hold_sharpe_validation" in top
+
+
+def test_edges_flag_the_grid_ends_of_numeric_parameters():
+    grid = {"fast_period": [5, 10, 20], "slow_period": [30, 60, 90], "go_short": [True, False]}
+    assert study.edges({"fast_period": 20, "slow_period": 60, "go_short": False}, grid) == ["fast_period"]
+    assert study.edges({"fast_period": 10, "slow_period": 30, "go_short": True}, grid) == ["slow_period"]
+    assert study.edges({"fast_period": 10, "slow_period": 60, "go_short": True}, grid) == []
+
+
+def test_deflated_sharpe_penalises_many_trials(done):
+    chosen = done.choice.runs["train"]
+    one = study.deflated_sharpe([chosen.metrics["sharpe"]], chosen)
+    assert one["expected_max_sharpe"] == 0 and one["trials"] == 1
+    # with one trial DSR is the probabilistic Sharpe ratio against 0: above 0.5 iff Sharpe > 0
+    assert (one["dsr"] > 0.5) == (chosen.metrics["sharpe"] > 0)
+    rng = np.random.default_rng(1)
+    few = study.deflated_sharpe(rng.normal(0, 0.5, 10), chosen)
+    many = study.deflated_sharpe(rng.normal(0, 0.5, 1000), chosen)
+    assert 0 < many["expected_max_sharpe"] and few["expected_max_sharpe"] < many["expected_max_sharpe"]
+    assert many["dsr"] < few["dsr"] < one["dsr"]
+    assert one["sharpe"] == pytest.approx(chosen.metrics["sharpe"], rel=1e-9)
+
+
+def test_walk_forward_covers_the_data_to_its_last_bar(done):
+    wf, prices = done.walk, done.prices
+    assert wf.equity.index[0] == prices.index[400] and wf.equity.index[-1] == prices.index[-1]
+    assert wf.equity.index.is_unique and len(wf.equity) == len(prices) - 400
+    assert list(wf.hold.index) == list(wf.equity.index)
+    # the stitched curve compounds the windows' own returns
+    compounded = np.prod(1 + wf.windows["total_return"].to_numpy())
+    assert wf.equity.iloc[-1] / 100_000 == pytest.approx(compounded, rel=1e-9)
+    assert wf.table.loc["buy and hold", "total_return"] == pytest.approx(
+        prices["close"].iloc[-1] / prices["close"].iloc[400] - 1)
+    assert {"hold_sharpe", "hold_total_return"} <= set(wf.windows.columns)
+
+
+def test_conclusion_is_computed_from_the_numbers(done):
+    text = done.conclusion()
+    t = done.test.table
+    beat = t.loc["with costs", "total_return"] > t.loc["buy and hold", "total_return"]
+    assert ("did not beat buy-and-hold" in text) == (not beat and t.loc["with costs", "sharpe"]
+                                                     <= t.loc["buy and hold", "sharpe"])
+    assert f"{t.loc['with costs', 'total_return']:.1%}" in text
+    assert f"{len(done.choice.train)} combinations" in text
+    for k in done.choice.edges:
+        assert f"{k}={done.choice.chosen[k]} sits on the edge" in text
+    assert f"Walk-forward ({len(done.walk.windows)} windows" in text
+
+
+def test_summary_is_plain_json(done):
+    summary = done.summary()
+    assert json.loads(json.dumps(to_json(summary), allow_nan=False))["conclusion"] == done.conclusion()
+    assert summary["sweep"]["chosen"] == done.choice.chosen
+    assert 0 <= summary["sweep"]["deflated_sharpe"]["dsr"] <= 1
+    assert summary["walk_forward"]["last"] == str(done.prices.index[-1].date())
+
+
+def test_record_writes_only_when_a_run_folder_is_asked_for(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALGO_RUN_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # outside a checkout the default run dir would be ./runs/latest
+    frame = pd.DataFrame({"a": [1.0]})
+    assert pipeline.record("X", {"v": np.float64(1.5), "n": math.nan}, {"t": frame}) == {"v": 1.5, "n": None}
+    assert not any(tmp_path.rglob("*"))
+    monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path / "run"))
+    pipeline.record("X", {"v": 1}, {"t": frame})
+    assert json.loads((tmp_path / "run" / "results" / "X.json").read_text()) == {"v": 1}
+    assert (tmp_path / "run" / "results" / "X.t.csv").read_text() == ",a\n0,1.0\n"
+
+
+def test_result_chart_thins_markers_and_labels_drawdowns():
+    prices = trending(600)
+    busy = backtest.run("breakout", prices, period=3, size=10)
+    assert len(busy.trades) > 40
+    fig = plots.result_chart(busy, prices, title="busy")
+    price_ax, eq_ax, dd_ax = fig.axes
+    labels = price_ax.get_legend_handles_labels()[1]
+    assert "long entry" not in labels and "held long" in labels  # shaded, not 100+ markers
+    assert [t.get_text() for t in dd_ax.get_legend().get_texts()] == ["strategy", "buy and hold"]
+    assert eq_ax.lines[1].get_ydata()[-1] == pytest.approx(
+        100_000 * prices["close"].iloc[-1] / prices["close"].iloc[0])
+    calm = backtest.run("sma", prices, fast_period=20, slow_period=60, size=10)
+    zoom = plots.result_chart(calm, prices, start="2001-01-01", end="2001-06-30")
+    assert "long entry" in zoom.axes[0].get_legend_handles_labels()[1]
+    shown = pd.to_datetime(zoom.axes[1].lines[0].get_xdata())
+    assert shown[0] >= pd.Timestamp("2001-01-01") and shown[-1] <= pd.Timestamp("2001-06-30")
+    with pytest.raises(ValueError, match="prices"):
+        plots.result_chart(calm)
+    assert len(calm.plot(prices=prices).axes) == 3  # Result.plot draws the same chart
+
+
+def test_heatmap_axes_are_categorical_and_histogram_log_scaled():
+    table = pd.DataFrame({"period": [5, 10, 5, 10], "go_short": [True, True, False, False],
+                          "sharpe": [0.1, -0.2, 0.3, 0.0]})
+    fig = plots.sweep_heatmaps({"train": table}, "period", "go_short", "sharpe",
+                               {"period": 5, "go_short": False})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["False", "True"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10"]
+    r = pd.DataFrame({"A": np.random.default_rng(0).standard_t(3, 500) / 100})
+    hist = plots.return_histogram(r).axes[0]
+    assert hist.get_yscale() == "log" and "log" in hist.get_ylabel()
+
+
+def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path))
+    done.record("Strategy_X")
+    pipeline.record("Explore", {"symbols": ["A", "B"], "mean": None})
+    entries = {"2_Strategies/Strategy_X.ipynb": {"status": "ok", "seconds": 1.0, "overrides": {},
+                                                 "data": {"sha256": "ab" * 32}, "commit": "c" * 40},
+               "1_Data/Explore.ipynb": {"status": "failed", "error": "Explore.ipynb failed in cell 3"}}
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
+    page = report.write(tmp_path).read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from a network
+    assert page.count("data:image/png;base64,") == 2  # equity/drawdown and monthly returns
+    assert 'href="2_Strategies/Strategy_X.ipynb"' in page and "failed in cell 3" in page
+    for words in ("Leaderboard", "buy and hold (X)", "volatility", "alpha", "beta",
+                  "Trade durations", "Monthly returns", done.conclusion().splitlines()[0][:60]):
+        assert words in page
+    md = (tmp_path / "report.md").read_text()
+    assert "[report.html](report.html)" in md and "| Strategy_X | X |" in md
+    assert len(md.splitlines()) < 40
+
+
+def test_cli_run_rejects_an_undeclared_parameter(capsys):
+    assert main(["run", "--only", "Load_Hist", "-p", "sourc=csv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "sourc" in err and "source, path, symbols" in err
