@@ -3,18 +3,32 @@ synthetic universe (geometric random walks with consistent OHLC) for the many-sy
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from algotrading import schema, sources
 
+PUBLIC = Path(os.environ.get("ALGO_PUBLIC_DATA",
+                             Path(__file__).parents[2] / "shared" / "data" / "stocks_history_target.h5"))
+
 SEED = 20240601
 
 
-def gspc(bars: int = 2000) -> pd.DataFrame:
-    """The last `bars` daily bars of the S&P 500 shipped with the `arch` wheel (offline)."""
+def gspc(bars: int | None = 2000) -> pd.DataFrame:
+    """The last `bars` (None: all 5,031) daily bars of the S&P 500 shipped with the `arch` wheel
+    (offline)."""
     prices = schema.to_prices(sources.read("sample", symbols=["GSPC"]).frame, "GSPC")
-    return prices.iloc[-bars:]
+    return prices if bars is None else prices.iloc[-bars:]
+
+
+def intc() -> pd.DataFrame | None:
+    """INTC's 1,258 daily bars from the public dataset (None if it is not on this machine)."""
+    if not PUBLIC.exists():
+        return None
+    return schema.to_prices(sources.read("public", str(PUBLIC), ["INTC"]).frame, "INTC")
 
 
 def universe(symbols: int = 500, bars: int = 5000, seed: int = SEED) -> dict[str, pd.DataFrame]:

@@ -24,14 +24,33 @@ def frame(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
 STEPS = frame([(o, o + 1, o - 1, o + 0.5) for o in (10.0, 11, 12, 13, 14, 15)])
 
 
-def via_broker(strategy, prices, **params):
-    """The same run bar by bar through the public Broker: the reference the kernel must match."""
+def via_kernel(strategy, prices, **params):
+    """The same run through the compiled kernel that sweeps use: it must match the Broker
+    (`backtest.run`) fill for fill."""
+    from algotrading.backtest import kernel
+
     settings_, own = engine.split_params(params)
     settings = backtest.Settings(**settings_)
-    prices = engine.check_prices(prices)
+    prices, (o, h, lo, c) = engine.checked(prices)
     targets = engine.resolve(strategy, prices, own)
-    prices, targets = engine.window(prices, targets[:, None], settings.start)
-    return engine.result(prices, engine.loop(prices, targets, settings), settings, params)
+    if settings.start is not None:
+        keep = np.asarray(prices.index >= pd.Timestamp(settings.start))
+        prices, targets, o, h, lo, c = prices[keep], targets[keep], o[keep], h[keep], lo[keep], c[keep]
+    n = len(c)
+    equity, position, buffer = np.empty(n), np.empty(n), np.empty((3 * n + 1, 8))
+    stats = np.empty(len(kernel.STATS))
+    count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(targets, dtype=float),
+                            *engine._settings_args(settings), equity, position, buffer, stats)
+    tr, named = buffer[:count], dict(zip(kernel.STATS, stats, strict=True))
+    codes = tr[:, kernel.T_REASON].astype(int)
+    trades = {"col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),
+              "exit_bar": tr[:, kernel.T_EXIT_BAR].astype(int), "size": tr[:, kernel.T_SIZE],
+              "entry_price": tr[:, kernel.T_ENTRY_PX], "exit_price": tr[:, kernel.T_EXIT_PX],
+              "commission": tr[:, kernel.T_COMM], "reason": np.array(kernel.REASONS)[codes],
+              "open": codes == kernel.OPEN, "pnl": tr[:, kernel.T_PNL]}
+    sim = engine.Sim(position[None, :], equity, np.array([named["traded"]]), trades,
+                     int(named["orders_rejected"]), bool(named["bankrupt"]))
+    return engine.result(prices, sim, settings, params)
 
 
 def same_metrics(a: dict, b: dict) -> None:
@@ -43,7 +62,7 @@ def same_metrics(a: dict, b: dict) -> None:
             assert value == b[key], key
 
 
-RUNNERS = pytest.mark.parametrize("runner", [backtest.run, via_broker], ids=["kernel", "broker"])
+RUNNERS = pytest.mark.parametrize("runner", [backtest.run, via_kernel], ids=["broker", "kernel"])
 
 
 @pytest.fixture(scope="module")
@@ -213,11 +232,11 @@ def test_no_look_ahead_future_bars_never_change_earlier_decisions(gspc, name, ex
     {"fill": "close", "stop_loss": 0.02, "leverage": 3, "fraction": 2.5},
 ], ids=["fixed", "rejections", "all-in", "stops", "close-leveraged"])
 def test_kernel_and_broker_agree_on_real_data(gspc, params):
-    fast = backtest.run("sma", gspc, **params)
-    slow = via_broker("sma", gspc, **params)
-    np.testing.assert_allclose(fast.equity, slow.equity, rtol=1e-12)
-    pd.testing.assert_frame_equal(fast.trades, slow.trades, rtol=1e-12)
-    same_metrics(fast.metrics, slow.metrics)
+    broker = backtest.run("sma", gspc, **params)
+    compiled = via_kernel("sma", gspc, **params)
+    np.testing.assert_allclose(broker.equity, compiled.equity, rtol=1e-12)
+    pd.testing.assert_frame_equal(broker.trades, compiled.trades, rtol=1e-12)
+    same_metrics(broker.metrics, compiled.metrics)
 
 
 def test_start_keeps_history_for_indicators_only(gspc):
@@ -291,7 +310,7 @@ def test_buying_power_rejects_the_opening_order_and_counts_it():
     prices = frame([(100, 100, 100, 100), (100, 100, 100, 100), (60, 60, 60, 60),
                     (60, 60, 60, 60), (60, 60, 60, 60), (60, 60, 60, 60)])
     targets = np.array([1, 1, -1, -1, -1, -1])
-    for runner in (backtest.run, via_broker):
+    for runner in (backtest.run, via_kernel):
         r = runner(targets, prices, cash=1000, size=15, leverage=2)
         assert r.metrics["orders_rejected"] == 1
         np.testing.assert_array_equal(r.positions, [0, 15, 15, 0, 0, 0])  # never retried
@@ -344,7 +363,7 @@ def test_kernel_and_broker_agree_on_random_paths_and_settings():
             params["stop_loss"], params["take_profit"] = 0.05, 0.1
         if case % 5 == 0:
             params["max_bars"] = 3
-        fast, slow = backtest.run(targets, prices, **params), via_broker(targets, prices, **params)
+        fast, slow = backtest.run(targets, prices, **params), via_kernel(targets, prices, **params)
         np.testing.assert_allclose(fast.equity, slow.equity, rtol=1e-12, err_msg=str(params))
         pd.testing.assert_frame_equal(fast.trades, slow.trades, rtol=1e-12)
         same_metrics(fast.metrics, slow.metrics)
@@ -414,8 +433,11 @@ def test_capitalised_columns_are_accepted():
     assert r.metrics["final_value"] == pytest.approx(100_020.0)
 
 
-def test_kernel_benchmark_equals_metrics_benchmark(gspc):
-    ours = engine.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
-    reference = metrics.benchmark(gspc["close"].to_numpy(), 1e5, 0.02)
-    same_metrics(ours, reference)
-    assert ours["gross_exposure"] == pytest.approx(1.0) and ours["exposure"] == 1.0
+def test_result_plot_delegates_to_the_plots_module(monkeypatch):
+    from algotrading import plots
+
+    seen = {}
+    monkeypatch.setattr(plots, "result_chart", lambda result, **kw: seen.update(r=result, kw=kw) or 1,
+                        raising=False)
+    r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10)
+    assert r.plot(title="x") == 1 and seen["r"] is r and seen["kw"] == {"title": "x"}

@@ -181,3 +181,11 @@ def test_run_many_rows_equal_run(gspc):
         m = backtest.run("sma", prices, fast_period=20, slow_period=50, stop_loss=0.05,
                          start="2012-01-03").metrics
         _same(table.loc[symbol], m)
+
+
+def test_fixed_parameters_are_converted_once_for_the_whole_grid(gspc):
+    as_text = backtest.sweep("sma", gspc, SMALL, long_only="false", size=10)
+    as_bool = backtest.sweep("sma", gspc, SMALL, long_only=False, size=10)
+    pd.testing.assert_frame_equal(as_text, as_bool)
+    assert (backtest.sweep("sma", gspc, SMALL, long_only="true", size=10)["final_value"]
+            != as_bool["final_value"]).any()

@@ -168,15 +168,12 @@ def equity_metrics(equity: np.ndarray, cash: float, value: np.ndarray,
 
 def summarize(equity: np.ndarray, cash: float, value: np.ndarray, traded: float,
               pnl: np.ndarray, trade_returns: np.ndarray, trades_open: int,
-              risk_free: float = 0.0, rejected: int = 0, bankrupt: bool = False,
-              curve: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              risk_free: float = 0.0, rejected: int = 0, bankrupt: bool = False
+              ) -> dict[str, Any]:
     """The metrics dict of one run: equity-curve metrics plus statistics of the closed trades
     (`pnl` and `trade_returns`, in exit order); open trades are only counted. A `bankrupt` run
-    (equity reached <= 0) gets no ratio metrics (RATIOS are None) and a CAGR of -100 %.
-    `curve`: the equity-curve metrics when already computed (the backtest kernel does them in
-    its loop), else `equity_metrics` computes them."""
-    out = dict(curve) if curve is not None else equity_metrics(equity, cash, value, traded,
-                                                               risk_free)
+    (equity reached <= 0) gets no ratio metrics (RATIOS are None) and a CAGR of -100 %."""
+    out = equity_metrics(equity, cash, value, traded, risk_free)
     out.update(trade_stats(pnl, np.zeros(len(pnl), dtype=np.intp), 1))
     out = {key: scalar(value) for key, value in out.items()}
     won_streak, lost_streak = streaks(pnl >= 0)

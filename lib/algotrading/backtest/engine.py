@@ -12,8 +12,9 @@ cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see brok
   are then not computed.
 - A position still open at the end is marked to the last close and reported as "open".
 
-Paths: one symbol runs through the compiled kernel (kernel.py, the Broker's rules in one numba
-loop); several symbols with shared cash (`run_portfolio`) run bar by bar through the Broker.
+Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
+the CLI starts at once); batches (`sweep`, `run_many`) use the compiled kernel (kernel.py, the
+Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
     """The price frame the engine accepts, or DataError naming the row and rule: a sorted, unique
     DatetimeIndex and finite open/high/low/close > 0 with low <= open, close <= high.
     Capitalised column names (Open, High, ...) are accepted."""
+    return checked(prices)[0]
+
+
+def checked(prices: pd.DataFrame) -> tuple[pd.DataFrame, tuple[np.ndarray, ...]]:
+    """`check_prices` and the checked open/high/low/close arrays (read once)."""
     if not isinstance(prices, pd.DataFrame):
         raise DataError("prices", f"want a DataFrame, got {type(prices).__name__}")
     if not {"open", "high", "low", "close"} <= set(prices.columns):
@@ -112,12 +118,23 @@ def check_prices(prices: pd.DataFrame) -> pd.DataFrame:
         i = int(np.flatnonzero(steps <= 0)[0]) + 1
         rule = "duplicate date" if steps[i - 1] == 0 else "dates not in increasing order"
         raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
-    from algotrading.backtest import kernel
-
-    row, rule = kernel.bad_bar(*ohlc(prices))
-    if row >= 0:
-        raise DataError("prices", kernel.BAR_RULES[rule], where=f"row {row + 1} ({index[row].date()})")
-    return prices
+    arrays = o, h, lo, c = ohlc(prices)
+    with np.errstate(invalid="ignore"):
+        if (np.isfinite(o + h + lo + c).all() and (np.minimum(o, c) >= lo).all()
+                and (np.maximum(o, c) <= h).all() and (lo > 0).all()):
+            return prices, arrays  # the common case, in few passes; else find the first bad row
+        checks = (
+            (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)),
+             "open/high/low/close must be finite numbers"),
+            ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "prices must be > 0"),
+            (h < lo, "high < low"),
+            ((lo > np.minimum(o, c)) | (h < np.maximum(o, c)), "open/close outside low..high"),
+        )
+    for bad, rule in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError("prices", rule, where=f"row {i + 1} ({index[i].date()})")
+    return prices, arrays
 
 
 def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
@@ -148,21 +165,14 @@ def run(strategy: StrategyLike, prices: pd.DataFrame, **params: Any) -> Result:
     """
     engine, own = split_params(params)
     settings = Settings(**engine)
-    prices = check_prices(prices)
+    prices, arrays = checked(prices)
     targets = resolve(strategy, prices, own)
-    prices, targets = window(prices, targets[:, None], settings.start)
+    if settings.start is not None:
+        keep = np.asarray(prices.index >= pd.Timestamp(settings.start))
+        prices, targets, arrays = prices[keep], targets[keep], tuple(a[keep] for a in arrays)
     if len(prices) == 0:
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
-    return result(prices, single(prices, targets[:, 0], settings), settings, {**own, **engine})
-
-
-def window(prices: pd.DataFrame, targets: np.ndarray, start: Any
-           ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Drop the history before `start`: indicators saw it, the simulation does not."""
-    if start is None:
-        return prices, targets
-    keep = prices.index >= pd.Timestamp(start)
-    return prices[keep], targets[keep]
+    return result(prices, loop(prices, targets[:, None], settings), settings, {**own, **engine})
 
 
 @dataclass
@@ -175,7 +185,6 @@ class Sim:
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
     rejected: int = 0
     bankrupt: bool = False
-    stats: np.ndarray | None = None  # the kernel's metrics (kernel.STATS), when it ran
 
 
 def _settings_args(s: Settings) -> tuple:
@@ -193,31 +202,6 @@ def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """open, high, low, close as contiguous float64 arrays (the kernel's inputs)."""
     return tuple(np.ascontiguousarray(prices[k].to_numpy(float)) for k in
                  ("open", "high", "low", "close"))
-
-
-def single(prices: pd.DataFrame, want: np.ndarray, settings: Settings) -> Sim:
-    """One symbol through the compiled kernel (the Broker's rules), trades recorded."""
-    from algotrading.backtest import kernel
-
-    o, h, lo, c = ohlc(prices)
-    n = len(c)
-    equity, position = np.empty(n), np.empty(n)
-    buffer = np.empty((3 * n + 1, 8))  # at most a fill at the open, a stop and a close fill a bar
-    stats = np.empty(len(kernel.STATS))
-    count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(want, dtype=float),
-                            *_settings_args(settings), equity, position, buffer, stats)
-    tr = buffer[:count]
-    codes = tr[:, kernel.T_REASON].astype(int)
-    trades = {
-        "col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),
-        "exit_bar": tr[:, kernel.T_EXIT_BAR].astype(int), "size": tr[:, kernel.T_SIZE],
-        "entry_price": tr[:, kernel.T_ENTRY_PX], "exit_price": tr[:, kernel.T_EXIT_PX],
-        "commission": tr[:, kernel.T_COMM], "reason": np.array(kernel.REASONS)[codes],
-        "open": codes == kernel.OPEN, "pnl": tr[:, kernel.T_PNL],
-    }
-    named = dict(zip(kernel.STATS, stats, strict=True))
-    return Sim(position[None, :], equity, np.array([named["traded"]]), trades,
-               int(named["orders_rejected"]), bool(named["bankrupt"]), stats)
 
 
 CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",
@@ -292,16 +276,14 @@ def _trade_returns(trades: dict[str, np.ndarray]) -> np.ndarray:
 
 def _stats(sim: Sim, equity: np.ndarray, value: np.ndarray, traded: float,
            index: pd.DatetimeIndex, settings: Settings) -> dict[str, Any]:
-    """metrics.summarize over the closed trades in exit order, plus the period; the curve
-    metrics come from the kernel when it ran, else from metrics.py."""
+    """metrics.summarize over the closed trades in exit order, plus the period."""
     tr = sim.trades
     closed = np.flatnonzero(~tr["open"].astype(bool))
     closed = closed[np.argsort(tr["exit_bar"][closed], kind="stable")]
-    curve = None if sim.stats is None else curve_metrics(sim.stats, settings.cash)
     stats = metrics.summarize(equity, settings.cash, value, traded,
                               tr["pnl"][closed].astype(float), _trade_returns(tr)[closed],
                               int(tr["open"].astype(bool).sum()), settings.risk_free,
-                              rejected=sim.rejected, bankrupt=sim.bankrupt, curve=curve)
+                              rejected=sim.rejected, bankrupt=sim.bankrupt)
     return stats | {"start": index[0].date().isoformat(), "end": index[-1].date().isoformat()}
 
 
@@ -311,22 +293,9 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
     values = sim.equity
     shares = sim.positions[0]
     stats = _stats(sim, values, shares * close, float(sim.traded[0]), prices.index, settings)
-    stats["benchmark"] = benchmark(close, settings.cash, settings.risk_free)
+    stats["benchmark"] = metrics.benchmark(close, settings.cash, settings.risk_free)
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
                   pd.Series(shares, index=prices.index, name="position"), params, sim.trades)
-
-
-def benchmark(close: np.ndarray, cash: float, risk_free: float) -> dict[str, Any]:
-    """Buy-and-hold of the same bars (metrics.benchmark's definition) through the kernel's
-    one-pass curve metrics: all cash in at the first close, no costs."""
-    from algotrading.backtest import kernel
-
-    close = np.ascontiguousarray(close, dtype=float)
-    stats = np.zeros(len(kernel.STATS))
-    kernel.curve_stats(cash * close / close[0], np.full(len(close), cash / close[0]), close,
-                       float(cash), float(risk_free), float(cash), False, stats)
-    out = {k: metrics.scalar(v) for k, v in curve_metrics(stats, cash).items()}
-    return out | {"trades_closed": 0, "trades_open": 1, "orders_rejected": 0, "bankrupt": False}
 
 
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],

@@ -1,8 +1,9 @@
 """The compiled single-symbol simulation: the Broker's rules (broker.py) in one numba loop.
 
-`run` and `sweep` use it for every single-symbol backtest; `run_portfolio`, the RL environment
-and paper trading use the Broker itself. Tests pin the two to each other (fills, trades, equity)
-and the kernel's in-loop metrics to metrics.py, so there is one set of rules with two speeds.
+`sweep` and `run_many` use it for batches of backtests; `run`, `run_portfolio`, the RL
+environment and paper trading use the Broker itself. Tests pin the two to each other (fills,
+trades, equity) and the kernel's one-pass metrics to metrics.py (every sweep row equals `run`),
+so there is one set of rules with two speeds.
 numba compiles it once and caches the machine code next to this file (`cache=True`); inputs are
 always float64 arrays and plain scalars, so one compiled signature serves every call.
 """
@@ -24,26 +25,6 @@ STATS = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdo
          "pnl_sum", "pnl_squares", "gross_profit", "gross_loss", "trades_open",
          "orders_rejected", "bankrupt", "traded")
 YEAR = 252.0
-
-
-BAR_RULES = ("open/high/low/close must be finite numbers", "prices must be > 0", "high < low",
-             "open/close outside low..high")
-
-
-@nb.njit(cache=True, nogil=True)
-def bad_bar(o, h, lo, c):
-    """(row, rule index in BAR_RULES) of the first invalid bar, or (-1, -1)."""
-    for t in range(len(c)):
-        if not (math.isfinite(o[t]) and math.isfinite(h[t]) and math.isfinite(lo[t])
-                and math.isfinite(c[t])):
-            return t, 0
-        if o[t] <= 0 or h[t] <= 0 or lo[t] <= 0 or c[t] <= 0:
-            return t, 1
-        if h[t] < lo[t]:
-            return t, 2
-        if lo[t] > min(o[t], c[t]) or h[t] < max(o[t], c[t]):
-            return t, 3
-    return -1, -1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -9,7 +9,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numba as nb
 import numpy as np
 import pandas as pd
 
@@ -25,27 +24,6 @@ def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
     return out
 
 
-NEAR = 2  # marks a bar where the two averages are too close to call from the running sums
-
-
-@nb.njit(cache=True, nogil=True)
-def _signs(mas: np.ndarray, fast: np.ndarray, slow: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """sign(SMA fast - SMA slow) per (combo, bar): 0 in the warm-up (NaN), NEAR when within
-    1e-9 of the close."""
-    out = np.zeros((len(fast), len(close)), dtype=np.int8)
-    for j in range(len(fast)):
-        a, b = mas[fast[j]], mas[slow[j]]
-        for t in range(len(close)):
-            d = a[t] - b[t]
-            if abs(d) <= 1e-9 * close[t]:
-                out[j, t] = NEAR
-            elif d > 0:
-                out[j, t] = 1
-            elif d < 0:
-                out[j, t] = -1
-    return out
-
-
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
     close = prices["close"].to_numpy(float)
@@ -53,20 +31,22 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     slow = np.array([int(c["slow_period"]) for c in combos], dtype=int)
     periods, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
     mas = moving_averages(close, periods)
-    out = _signs(mas, index[:len(combos)], index[len(combos):], close)  # (combos x bars)
+    diff = mas[index[:len(combos)]] - mas[index[len(combos):]]  # (combos x bars)
     # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
-    # close (marked NEAR), recompute them exactly (math.fsum, as backtrader does) so ties and
-    # signs match.
-    near_j, near_t = np.nonzero(out == NEAR)
+    # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
+    with np.errstate(invalid="ignore"):
+        near = np.abs(diff) <= 1e-9 * close  # NaN (warm-up) is never near
+    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
+    near_j, near_t = np.nonzero(near)
     first = np.maximum(fast, slow) - 1  # first decision bar per combo
     # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
     for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
-        diff = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
-                - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
-        if diff == 0:
+        exact = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
+                 - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
+        if exact == 0:
             out[j, t] = -1 if t == first[j] else out[j, t - 1]
         else:
-            out[j, t] = 1 if diff > 0 else -1
+            out[j, t] = 1 if exact > 0 else -1
     long_only = np.array([c["long_only"] for c in combos], dtype=bool)
     out[long_only] = np.maximum(out[long_only], 0)
     return out.T
