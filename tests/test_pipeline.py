@@ -166,8 +166,11 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
     monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path))
     done.record("Strategy_X")
     pipeline.record("Explore", {"symbols": ["A", "B"], "mean": None})
+    # a model notebook's `test` holds classification metrics: not a strategy, not on the board
+    pipeline.record("Train_Model_X", {"test": {"network": {"long": {"roc_auc": 0.61}}}})
     entries = {"2_Strategies/Strategy_X.ipynb": {"status": "ok", "seconds": 1.0, "overrides": {},
                                                  "data": {"sha256": "ab" * 32}, "commit": "c" * 40},
+               "3_Models/Train_Model_X.ipynb": {"status": "ok", "seconds": 1.0},
                "1_Data/Explore.ipynb": {"status": "failed", "error": "Explore.ipynb failed in cell 3"}}
     (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
     page = report.write(tmp_path).read_text()
@@ -179,6 +182,7 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
         assert words in page
     md = (tmp_path / "report.md").read_text()
     assert "[report.html](report.html)" in md and "| Strategy_X | X |" in md
+    assert "| Train_Model_X |" not in md and "Train_Model_X" in page
     assert len(md.splitlines()) < 40
 
 
@@ -186,3 +190,12 @@ def test_cli_run_rejects_an_undeclared_parameter(capsys):
     assert main(["run", "--only", "Load_Hist", "-p", "sourc=csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "sourc" in err and "source, path, symbols" in err
+
+
+def test_run_outside_the_checkout_says_where_to_run(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="inside the project checkout"):
+        pipeline.run(root=tmp_path, out=tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # the CLI from a folder with no pyproject.toml above it
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "inside the project checkout" in err and "no notebook matches" not in err

@@ -77,3 +77,25 @@ def test_entry_runs_under_the_sagemaker_layout(prices, tmp_path, monkeypatch, ca
     loaded = train.load(model)
     assert loaded.config["seed"] == 1 and loaded.config["engine"] == {"commission_bps": 1.0}
     assert loaded.config["fingerprint"] == train.fingerprint(prices.loc[:"2013-12-31"])
+
+
+def test_cli_train_ppo_locally(tmp_path, monkeypatch, capsys):
+    from algotrading.cli import main
+
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "IXIC"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ppo"
+    tiny = [f"--param={k}={v}" for k, v in TINY.items()]
+    assert main(["train", "ppo", "--symbol", "IXIC", "--start", "2010-01-01", "--param",
+                 "train_end=2012-12-31", "--param", "seed=4", "--param", "commission_bps=1",
+                 "--out", str(out), *tiny]) == 0
+    text = capsys.readouterr().out
+    assert "seed 4" in text and f"artifact: {out}" in text
+    back = train.load(out)
+    assert back.config["seed"] == 4 and back.config["train_end"] == "2012-12-31"
+    assert back.config["engine"] == {"commission_bps": 1}
+    assert main(["train", "ppo", "--symbol", "IXIC", "--param", "nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["train", "ppo", "--symbol", "IXIC", "--param", "seed=-1"]) == 2
+    assert "seed" in capsys.readouterr().err

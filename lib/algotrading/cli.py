@@ -176,6 +176,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from algotrading.models import forecast, train
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    if args.model == "ppo":
+        _train_ppo(args, params)
+        return
     cfg = forecast.Config.from_params({**params, "symbol": args.symbol})
     prices = _prices(args)
     if settings().backend == "aws":
@@ -191,6 +194,37 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(report["evaluation"][shown].round(3).to_string())
     print(f"best epoch {model.meta['best_epoch']} of {len(report['history'])}; "
           f"config {json.dumps(asdict(cfg), sort_keys=True)}")
+    print(f"artifact: {folder}")
+
+
+def _train_ppo(args: argparse.Namespace, params: dict[str, object]) -> None:
+    """PPO with the LN-LSTM policy (algotrading.rl.train): `train_end` and `seed`, engine
+    settings and rl.train.HYPERPARAMETERS as --param; locally in-process, else a SageMaker job."""
+    from algotrading.backtest import SETTINGS
+    from algotrading.config import settings
+    from algotrading.rl import train as rl
+
+    train_end = str(params.pop("train_end", "2006-12-31"))
+    seed = params.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"--param seed={seed!r}: want a whole number >= 0")
+    engine = {k: params.pop(k) for k in list(params) if k in SETTINGS}
+    prices = _prices(args)
+    if settings().backend == "aws":
+        output = args.output_path or f"{settings().lake_path()}/models"
+        job = rl.submit(prices, args.symbol, train_end, output, seed=seed, engine=engine,
+                        hyper=params, wait=args.wait, **({"role": args.role} if args.role else {}))
+        print(f"training job {job}: artifact {output}/{job}/output/model.tar.gz")
+        return
+    folder = Path(args.out) if args.out else (settings().run_path() / "models"
+                                              / f"ppo-{args.symbol}-seed{seed}")
+    trained = rl.train(prices, train_end, seed=seed, engine=engine, **params)
+    rl.save(trained, folder)
+    recent = trained.episode_rewards[-20:]
+    print(f"trained on {trained.config['train_start']}..{trained.config['train_end']} "
+          f"({trained.config['bars']} bars), seed {seed}, {trained.seconds:.1f} s; "
+          f"mean reward of the last {len(recent)} episodes: "
+          f"{(sum(recent) / len(recent)) if recent else float('nan'):.4f}")
     print(f"artifact: {folder}")
 
 
@@ -287,14 +321,14 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on one symbol (in-process, or a SageMaker job "
                                      "with ALGO_BACKEND=aws)")
-    s.add_argument("model", choices=("forecast",))
+    s.add_argument("model", choices=("forecast", "ppo"))
     s.add_argument("--symbol", required=True)
     s.add_argument("--start")
     s.add_argument("--end")
     s.add_argument("--lake", help=LAKE_HELP)
     s.add_argument("--param", action="append", metavar="K=V",
                    help="hyperparameter, e.g. epochs=50 (repeatable)")
-    s.add_argument("--out", help="local: artifact folder (default: <run dir>/models/forecast-SYM)")
+    s.add_argument("--out", help="local: artifact folder (default: <run dir>/models/MODEL-SYM...)")
     s.add_argument("--output-path", help="aws: s3:// prefix for the job (default: <lake>/models)")
     s.add_argument("--role", help="aws: execution role ARN (default: the stack's)")
     s.add_argument("--wait", action="store_true", help="aws: wait for the job to finish")

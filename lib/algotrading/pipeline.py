@@ -206,9 +206,14 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
     parameters = dict(parameters or {})
     if update_notebooks and parameters:
         raise ValueError("--update-notebooks records the default run; drop the parameters")
-    todo = [nb for nb in notebooks(root) if not only or any(s in str(nb) for s in only)]
+    every = notebooks(root)
+    if not every:
+        raise ValueError(f"no notebooks under {root} ({', '.join(STAGES)}): run `algotrading run` "
+                         "inside the project checkout (the folder with pyproject.toml) or below it")
+    todo = [nb for nb in every if not only or any(s in str(nb) for s in only)]
     if not todo:
-        raise ValueError(f"no notebook matches {list(only or [])}")
+        raise ValueError(f"no notebook matches {list(only or [])}; the pipeline has "
+                         f"{', '.join(nb.stem for nb in every)}")
     defaults = check_parameters(parameters, todo, root)
     entries = load_manifest(out) if only else {}
     if not only:

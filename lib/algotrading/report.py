@@ -149,10 +149,17 @@ def _strategy_section(name: str, result: dict, folder: Path) -> str:
     return "\n".join(parts)
 
 
+def is_strategy(result: Mapping[str, Any]) -> bool:
+    """A strategy notebook's results: a test-period run with costs beside buy-and-hold (a model
+    notebook's `test` holds classification metrics instead)."""
+    test = result.get("test")
+    return isinstance(test, Mapping) and {"with_costs", "buy_and_hold"} <= set(test)
+
+
 def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
     rows, holds = {}, {}
     for name, r in results.items():
-        if "test" not in r:
+        if not is_strategy(r):
             continue
         t = r["test"]["with_costs"]
         row = {"symbol": r.get("symbol"), "total_return": t["total_return"], "cagr": t["cagr"],
@@ -233,9 +240,9 @@ def write(folder: Path) -> Path:
              "<th>parameters given</th><th>data sha256</th><th>commit</th><th>finished (UTC)</th></tr>",
              *rows, "</table>"]
     for name, r in results.items():
-        if "test" in r:
+        if is_strategy(r):
             body.append(_strategy_section(name, r, folder / RESULTS))
-    others = {k: v for k, v in results.items() if "test" not in v}
+    others = {k: v for k, v in results.items() if not is_strategy(v)}
     for name, r in others.items():
         flat = {k: _fmt(v) for k, v in r.items()}
         body += [f"<h2>{html.escape(name)}</h2>", _table(pd.DataFrame({"value": flat}))]

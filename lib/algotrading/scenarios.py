@@ -254,19 +254,22 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     what `backtest.run` computes, without building a Result per path; paths go through a thread
     per core (the kernel releases the GIL)."""
     from algotrading.backtest import Settings, kernel
-    from algotrading.backtest.engine import curve_metrics, resolve, single, split_params
+    from algotrading.backtest.engine import _settings_args, checked, curve_metrics, resolve, split_params
 
     engine, own = split_params(params)
     settings = Settings(**engine)
     if settings.start is not None:
         raise ValueError("start: scenario paths are traded from their first bar")
+    args = _settings_args(settings)
     equity = np.empty(paths.close.shape)
     stats = np.empty((len(paths), len(kernel.STATS)))
+    no_trades = np.empty((0, 8))  # the kernel records trades only into a buffer with rows
 
     def one(i: int) -> None:
-        frame = paths.frame(i)
-        sim = single(frame, resolve(strategy, frame, own), settings)
-        equity[i], stats[i] = sim.equity, sim.stats
+        frame, (o, h, lo, c) = checked(paths.frame(i))
+        want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
+        kernel.simulate(o, h, lo, c, want, *args, equity[i], np.empty(len(c)), no_trades,
+                        stats[i])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(one, range(len(paths))))
