@@ -258,6 +258,16 @@ def cmd_live(args: argparse.Namespace) -> None:
 LAKE_HELP = "lake folder or s3:// prefix (default: ALGO_LAKE)"
 
 
+def _bars_args(s: argparse.ArgumentParser, param_help: str, start_help: str | None = None,
+               end_help: str | None = None) -> None:
+    """The options of every command that reads one symbol's bars from the lake."""
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--start", help=start_help)
+    s.add_argument("--end", help=end_help)
+    s.add_argument("--lake", help=LAKE_HELP)
+    s.add_argument("--param", action="append", metavar="K=V", help=param_help)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="algotrading", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -282,12 +292,7 @@ def parser() -> argparse.ArgumentParser:
     for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
         s = sub.add_parser(name, help=f"{name} a strategy on one symbol from the lake")
         s.add_argument("strategy")
-        s.add_argument("--symbol", required=True)
-        s.add_argument("--start")
-        s.add_argument("--end")
-        s.add_argument("--lake", help=LAKE_HELP)
-        s.add_argument("--param", action="append", metavar="K=V",
-                       help="strategy or engine parameter (repeatable)")
+        _bars_args(s, "strategy or engine parameter (repeatable)")
         s.set_defaults(func=func)
         if name == "backtest":
             s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -306,28 +311,19 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("whatif", help="a strategy on many synthetic paths fitted to one symbol")
     s.add_argument("strategy")
-    s.add_argument("--symbol", required=True)
-    s.add_argument("--start", help="fit the model from this date")
-    s.add_argument("--end", help="fit the model up to this date")
-    s.add_argument("--lake", help=LAKE_HELP)
+    _bars_args(s, "strategy or engine parameter (repeatable)", "fit the model from this date",
+               "fit the model up to this date")
     s.add_argument("--model", choices=("gbm", "garch", "bootstrap"), default="gbm")
     s.add_argument("--paths", type=int, default=1000)
     s.add_argument("--bars", type=int, help="bars per path (default: as many as the history)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--param", action="append", metavar="K=V",
-                   help="strategy or engine parameter (repeatable)")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     s.set_defaults(func=cmd_whatif)
 
     s = sub.add_parser("train", help="train a model on one symbol (in-process, or a SageMaker job "
                                      "with ALGO_BACKEND=aws)")
     s.add_argument("model", choices=("forecast", "ppo"))
-    s.add_argument("--symbol", required=True)
-    s.add_argument("--start")
-    s.add_argument("--end")
-    s.add_argument("--lake", help=LAKE_HELP)
-    s.add_argument("--param", action="append", metavar="K=V",
-                   help="hyperparameter, e.g. epochs=50 (repeatable)")
+    _bars_args(s, "hyperparameter, e.g. epochs=50 (repeatable)")
     s.add_argument("--out", help="local: artifact folder (default: <run dir>/models/MODEL-SYM...)")
     s.add_argument("--output-path", help="aws: s3:// prefix for the job (default: <lake>/models)")
     s.add_argument("--role", help="aws: execution role ARN (default: the stack's)")

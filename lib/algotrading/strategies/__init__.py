@@ -122,15 +122,14 @@ class Strategy:
     """A named rule set with the workshop's parameter names and defaults.
 
     `rule(params)` returns a message when a complete parameter set is inconsistent (e.g. fast
-    period not below slow), else None. `size` is the workshop's fixed number of shares, kept for
-    reproductions; the engine's default is all-in sizing, not this.
+    period not below slow), else None. Sizing is the engine's (all-in by default; the workshop's
+    fixed share counts are an explicit `size=`).
     """
 
     name: str
     grid: Callable[[pd.DataFrame, list[dict[str, Any]]], np.ndarray]
     params: Mapping[str, Param] = field(default_factory=dict)
     rule: Callable[[Mapping[str, Any]], str | None] = _no_rule
-    size: float | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:

@@ -64,5 +64,4 @@ STRATEGY = Strategy(
         "go_long": Param(True, bool, help="enter longs above the channel"),
         "go_short": Param(True, bool, help="enter shorts below the channel"),
     },
-    size=1000,
 )

@@ -11,12 +11,13 @@ Decisions start on the bar where both averages exist (backtrader's minimum perio
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from algotrading.strategies import Param, Strategy, sma
+from algotrading.strategies import Strategy, sma
 
 
 def ema(close: np.ndarray, period: int) -> np.ndarray:
@@ -58,11 +59,9 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
 STRATEGY = Strategy(
     name="ema",
     grid=grid,
-    params={
-        "fast_period": Param(8, int, ge=1, lookback=True, help="bars in the fast average"),
-        "slow_period": Param(21, int, ge=2, lookback=True, help="bars in the slow average"),
-        "long_only": Param(False, bool, help="go flat instead of short"),
-    },
-    rule=sma.STRATEGY.rule,  # fast_period below slow_period
-    size=1000,
+    # sma's parameters and rule (fast_period below slow_period), with the workshop's EMA 8/21
+    params={**sma.STRATEGY.params,
+            "fast_period": replace(sma.STRATEGY.params["fast_period"], default=8),
+            "slow_period": replace(sma.STRATEGY.params["slow_period"], default=21)},
+    rule=sma.STRATEGY.rule,
 )

@@ -68,5 +68,4 @@ STRATEGY = Strategy(
         "long_only": Param(False, bool, help="go flat instead of short"),
     },
     rule=_rule,
-    size=1000,
 )
