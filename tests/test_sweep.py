@@ -183,6 +183,27 @@ def test_run_many_rows_equal_run(gspc):
         _same(table.loc[symbol], m)
 
 
+def test_run_many_reads_any_frame_layout_and_names_the_symbol_of_bad_prices(gspc):
+    # ohlc reads an all-float frame as one block; an int column, a text column and capitalised
+    # names take other paths; every layout gives the rows of the plain frame.
+    layouts = {"PLAIN": gspc,
+               "INTVOL": gspc.assign(vol=gspc["vol"].astype("int64")),
+               "TEXT": gspc.assign(sym="GSPC"),
+               "CAPS": gspc.rename(columns=str.title),
+               "ORDER": gspc[["close", "vol", "low", "open", "high"]]}
+    table = backtest.run_many("sma", layouts, fast_period=20, slow_period=50)
+    plain = backtest.run("sma", gspc, fast_period=20, slow_period=50).metrics
+    for symbol in layouts:
+        _same(table.loc[symbol], plain)
+    bad = gspc.copy()
+    bad.iloc[6, bad.columns.get_loc("high")] = np.nan
+    with pytest.raises(schema.DataError, match=r"symbol BAD: row 7 \(.*\): .*finite"):
+        backtest.run_many("sma", {"OK": gspc, "BAD": bad})
+    twice = pd.concat([gspc, gspc[["open"]]], axis=1)
+    with pytest.raises(schema.DataError, match="symbol TWICE: column 'open' appears more than once"):
+        backtest.run_many("sma", {"TWICE": twice})
+
+
 def test_fixed_parameters_are_converted_once_for_the_whole_grid(gspc):
     as_text = backtest.sweep("sma", gspc, SMALL, long_only="false", size=10)
     as_bool = backtest.sweep("sma", gspc, SMALL, long_only=False, size=10)

@@ -15,40 +15,39 @@ import pandas as pd
 from algotrading.strategies import Param, Strategy
 
 
-def moving_averages(close: np.ndarray, periods: np.ndarray) -> np.ndarray:
-    """Simple moving averages, one row per period, via one cumulative sum (NaN until full)."""
-    csum = np.concatenate([[0.0], np.cumsum(close)])
-    out = np.full((len(periods), len(close)), np.nan)
-    for j, n in enumerate(periods):
-        out[j, n - 1:] = (csum[n:] - csum[:-n]) / n
-    return out
-
-
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
     close = prices["close"].to_numpy(float)
-    fast = np.array([int(c["fast_period"]) for c in combos], dtype=int)
-    slow = np.array([int(c["slow_period"]) for c in combos], dtype=int)
-    periods, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
-    mas = moving_averages(close, periods)
-    diff = mas[index[:len(combos)]] - mas[index[len(combos):]]  # (combos x bars)
-    # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are that
-    # close, recompute them exactly (math.fsum, as backtrader does) so ties and signs match.
+    fast = [c["fast_period"] for c in combos]
+    slow = [c["slow_period"] for c in combos]
+    periods = sorted({*fast, *slow})
+    row = {n: j for j, n in enumerate(periods)}
+    csum = np.zeros(len(close) + 1)
+    np.cumsum(close, out=csum[1:])
+    mas = np.full((len(periods), len(close)), np.nan)
+    for j, n in enumerate(periods):  # simple moving averages from one cumulative sum
+        np.subtract(csum[n:], csum[:-n], out=mas[j, n - 1:])
+        mas[j, n - 1:] /= n
+    diff = mas[[row[n] for n in fast]] - mas[[row[n] for n in slow]]  # (combos x bars)
+    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
     with np.errstate(invalid="ignore"):
         near = np.abs(diff) <= 1e-9 * close  # NaN (warm-up) is never near
-    out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
-    near_j, near_t = np.nonzero(near)
-    first = np.maximum(fast, slow) - 1  # first decision bar per combo
-    # A tie keeps the position (when flat, a tie goes short); ties are rare, so walk them in order.
-    for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):  # sorted by combo, then bar
-        exact = (math.fsum(close[t + 1 - fast[j]:t + 1]) / fast[j]
-                 - math.fsum(close[t + 1 - slow[j]:t + 1]) / slow[j])
-        if exact == 0:
-            out[j, t] = -1 if t == first[j] else out[j, t - 1]
-        else:
-            out[j, t] = 1 if exact > 0 else -1
-    long_only = np.array([c["long_only"] for c in combos], dtype=bool)
-    out[long_only] = np.maximum(out[long_only], 0)
+    if near.any():
+        # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are
+        # that close, recompute them exactly (math.fsum, as backtrader does) so ties and signs
+        # match. A tie keeps the position (when flat, a tie goes short); ties are rare, so walk
+        # them in order (sorted by combo, then bar).
+        near_j, near_t = np.nonzero(near)
+        for j, t in zip(near_j.tolist(), near_t.tolist(), strict=True):
+            f, s = fast[j], slow[j]
+            exact = math.fsum(close[t + 1 - f:t + 1]) / f - math.fsum(close[t + 1 - s:t + 1]) / s
+            if exact == 0:
+                out[j, t] = -1 if t == max(f, s) - 1 else out[j, t - 1]
+            else:
+                out[j, t] = 1 if exact > 0 else -1
+    long_only = [j for j, c in enumerate(combos) if c["long_only"]]
+    if long_only:
+        out[long_only] = np.maximum(out[long_only], 0)
     return out.T
 
 
