@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from algotrading import backtest, metrics, schema, sources
+
+sweep_module = importlib.import_module("algotrading.backtest.sweep")  # the package exports sweep()
 
 GRID = {"fast_period": range(5, 51, 5), "slow_period": range(20, 201, 20)}
 
@@ -102,6 +106,14 @@ def test_duplicates_are_dropped_and_top_keeps_the_best(gspc):
     assert full["sharpe"].iloc[0] == full["sharpe"].max()
     with pytest.raises(ValueError, match="top=-2"):
         backtest.sweep("sma", gspc, GRID, top=-2)
+
+
+def test_small_blocks_give_the_same_rows_and_top(gspc, monkeypatch):
+    one = backtest.sweep("sma", gspc, GRID, sort="sharpe")
+    monkeypatch.setattr(sweep_module, "BLOCK", 7 * len(gspc))  # 7 combinations a block
+    pd.testing.assert_frame_equal(backtest.sweep("sma", gspc, GRID, sort="sharpe"), one)
+    pd.testing.assert_frame_equal(backtest.sweep("sma", gspc, GRID, sort="sharpe", top=4),
+                                  one.head(4))
 
 
 def test_best_picks_the_top_row_by_metric():

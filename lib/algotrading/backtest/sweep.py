@@ -3,12 +3,14 @@
 Every value is checked against the strategy's or the engine's declared parameters before any
 work starts, unknown names are refused, duplicates dropped, combinations the strategy's rule
 rejects (e.g. fast >= slow) skipped, and grids beyond `MAX_COMBOS` combinations or `MAX_WORK`
-bar-combinations refused. Work runs in blocks of `CHUNK` combinations; with `top`, only the best
-rows of each block are kept, so memory stays bounded however large the grid.
+bar-combinations refused. Work runs in blocks of at most `BLOCK` combination-bars, and no more
+blocks than keep every core busy (each block costs a hand-over of the GIL); with `top`, only the
+best rows of each block are kept, so memory stays bounded however large the grid.
 
 Each block gets its targets from the strategy's `grid` (all combinations at once), then runs
-through the same compiled kernel as `backtest.run` (metrics computed inside the loop, no equity
-matrices), blocks in a thread per core. Every row equals `backtest.run` with the same parameters.
+through the compiled kernel (the Broker's rules, kernel.py; metrics computed inside the loop, no
+equity matrices), blocks in a thread per core. Every row equals `backtest.run` with the same
+parameters.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from algotrading.backtest.settings import SETTINGS
 from algotrading.schema import DataError
 from algotrading.strategies import Strategy, get
 
-CHUNK = 256  # combinations per block: bounds memory at (bars x CHUNK) floats per array
+BLOCK = 2_000_000  # combination-bars per block: bounds memory at ~16 MB per float array
 MAX_COMBOS = 200_000  # ~40 s on 5,000 bars; the combinations and their rows stay in memory
 MAX_WORK = 2e9  # combinations x bars
 
@@ -117,7 +119,8 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     prices = check_prices(prices)
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
     combos = combinations(strategy, grid, len(prices), split_params(params)[1])
-    blocks = [combos[i:i + CHUNK] for i in range(0, len(combos), CHUNK)]
+    size = max(1, min(-(-len(combos) // (os.cpu_count() or 1)), BLOCK // len(prices)))
+    blocks = [combos[i:i + size] for i in range(0, len(combos), size)]
 
     def score(block: list[dict[str, Any]]) -> pd.DataFrame:
         table = pd.concat([pd.DataFrame(block, columns=list(grid)),
