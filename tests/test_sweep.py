@@ -202,7 +202,8 @@ def test_run_many_reads_any_frame_layout_and_names_the_symbol_of_bad_prices(gspc
                "INTVOL": gspc.assign(vol=gspc["vol"].astype("int64")),
                "TEXT": gspc.assign(sym="GSPC"),
                "CAPS": gspc.rename(columns=str.title),
-               "ORDER": gspc[["close", "vol", "low", "open", "high"]]}
+               "ORDER": gspc[["close", "vol", "low", "open", "high"]],
+               "WIDE": gspc.assign(**{f"feature{i}": 1.0 for i in range(20)})}
     table = backtest.run_many("sma", layouts, fast_period=20, slow_period=50)
     plain = backtest.run("sma", gspc, fast_period=20, slow_period=50).metrics
     for symbol in layouts:

@@ -209,13 +209,16 @@ def _settings_args(s: Settings) -> tuple:
 def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """open, high, low, close as contiguous float64 arrays (the kernel's inputs).
 
-    A frame of numbers is read as one 2-D block (for an all-float64 frame a view, ~1 us) rather
-    than column by column (~12 us each): most of `run_many`'s cost per symbol was this."""
-    try:
-        values = prices.to_numpy(float)
-    except (TypeError, ValueError):  # a column that is not numbers (e.g. a symbol): by name
-        return tuple(np.ascontiguousarray(prices[k].to_numpy(float)) for k in OHLC)
-    return tuple(np.ascontiguousarray(values[:, prices.columns.get_loc(k)]) for k in OHLC)
+    A narrow frame of numbers (OHLCV and a few more) is read as one 2-D block (for an all-float64
+    frame a view, ~1 us) rather than column by column (~12 us each): most of `run_many`'s cost
+    per symbol was this. A wide frame is read by name, so no copy grows with its width."""
+    if len(prices.columns) <= 2 * len(OHLC):
+        try:
+            values = prices.to_numpy(float)
+            return tuple(np.ascontiguousarray(values[:, prices.columns.get_loc(k)]) for k in OHLC)
+        except (TypeError, ValueError):  # a column that is not numbers (e.g. a symbol)
+            pass
+    return tuple(np.ascontiguousarray(prices[k].to_numpy(float)) for k in OHLC)
 
 
 CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",

@@ -18,8 +18,8 @@ from algotrading.strategies import Param, Strategy
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
     close = prices["close"].to_numpy(float)
-    fast = [c["fast_period"] for c in combos]
-    slow = [c["slow_period"] for c in combos]
+    fast = [int(c["fast_period"]) for c in combos]
+    slow = [int(c["slow_period"]) for c in combos]
     periods = sorted({*fast, *slow})
     row = {n: j for j, n in enumerate(periods)}
     csum = np.zeros(len(close) + 1)
