@@ -7,10 +7,14 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 MPLCONFIGDIR=/tmp
 
 WORKDIR /app
+# Only what the runner imports (requirements/live.in), at the dev lock's versions, hash-checked;
+# then the package without dependencies (tests/test_project.py runs a replay in exactly this
+# install).
+COPY requirements/live.txt requirements/live.txt
+RUN pip install --require-hashes --no-deps -r requirements/live.txt
 COPY pyproject.toml README.md ./
 COPY lib ./lib
-# torch is a dependency of the package; the CPU wheel keeps the image small (no CUDA).
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[aws]" \
+RUN pip install --no-deps . \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin algo
 
 USER 10001

@@ -1,20 +1,28 @@
-# Every target creates .venv on first use; nothing outside the project is installed.
+# Every target creates .venv on first use, from the hashed lock in requirements/ (nothing
+# unpinned, nothing outside the project). A changed lock rebuilds the venv from scratch, so it
+# never keeps a package the lock dropped.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCKS := requirements/dev.txt requirements/checkov.txt
+PIP_TOOLS := pip-tools==7.6.2
+# pip-compile's common flags: hashes, no machine-specific index or find-links lines
+COMPILE = $(VENV)-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links --no-emit-index-url --no-emit-trusted-host
 
-.PHONY: run test lab bench lint notebooks clean
+.PHONY: run test test-fast lab bench lint lock notebooks clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[aws,test]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name algotrading --display-name "Python (algotrading)" >/dev/null
-	# checkov pins boto3 to a release sagemaker cannot use, so it gets a venv of its own
-	# (tests/test_template.py runs it from there; ~30 s to install).
-	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/python -m pip install --quiet "checkov>=3.2.400,<4"
+$(STAMP): $(LOCKS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m algotrading.numerics --install-kernel
+	# checkov pins boto3 to a release sagemaker cannot use, so it gets a venv (and a lock) of its
+	# own; tests/test_template.py runs it from there.
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements/checkov.txt
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -24,18 +32,31 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[aws,test,bench]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/bench.txt
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests bench
 
-# Refresh the committed notebook outputs (what nbval compares against) from a default run.
+# Refresh every lock from pyproject.toml (run after changing a dependency; commit the result).
+# dev: what `make run` and `make test` install; bench and live are solved within dev's pins.
+lock:
+	test -x $(VENV)-tools/bin/pip-compile || { $(PYTHON) -m venv $(VENV)-tools && \
+		$(VENV)-tools/bin/python -m pip install --quiet $(PIP_TOOLS); }
+	$(COMPILE) --extra models --extra rl --extra aws --extra notebooks --extra live --extra test \
+		-o requirements/dev.txt pyproject.toml
+	$(COMPILE) --extra models --extra rl --extra aws --extra notebooks --extra live --extra test \
+		--extra bench -c requirements/dev.txt -o requirements/bench.txt pyproject.toml
+	$(COMPILE) -c requirements/dev.txt -o requirements/live.txt requirements/live.in
+	$(COMPILE) -o requirements/checkov.txt requirements/checkov.in
+
+# Refresh the committed notebook outputs (what nbval compares against) and the committed run's
+# recorded results (results/) from one default run.
 notebooks: $(STAMP)
 	$(BIN)/algotrading run --update-notebooks
 
 clean:
-	rm -rf $(VENV) runs data/lake
+	rm -rf $(VENV) $(VENV)-tools runs data/lake

@@ -43,14 +43,18 @@ if [ ! -x "$env_dir/bin/python" ]; then
         python3.11 -m venv "$env_dir"
     fi
 fi
-"$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check -e "$project[aws]"
+# the hashed lock (requirements/dev.txt), then the checkout itself without dependencies
+"$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r "$project/requirements/dev.txt"
+"$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$project"
 
 kernel="$HOME/.local/share/jupyter/kernels/algotrading"
 mkdir -p "$kernel"
 "$env_dir/bin/python" - "$kernel/kernel.json" "$env_dir/bin/python" <<'PY'
 import json, os, sys
+from algotrading.numerics import PINS  # kernels that round the same on every CPU
 path, python = sys.argv[1], sys.argv[2]
-env = {"ALGO_BACKEND": "aws", "ALGO_STACK": os.environ.get("ALGO_STACK", ""),
+env = {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": os.environ.get("ALGO_STACK", ""),
        "AWS_REGION": os.environ.get("AWS_REGION", "")}
 spec = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python (algotrading)", "language": "python",

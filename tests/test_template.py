@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from algotrading import aws
+from algotrading.numerics import PINS
 
 cfnlint_decode = pytest.importorskip("cfnlint.decode")
 
@@ -217,6 +218,9 @@ def _fake_home(tmp_path: Path) -> Path:
     project = home / "SageMaker" / "algotrading"
     (project / "lib" / "algotrading").mkdir(parents=True)
     (project / "lib" / "algotrading" / "__init__.py").write_text("MARK = 'fake checkout'\n")
+    shutil.copy(ROOT / "lib" / "algotrading" / "numerics.py", project / "lib" / "algotrading")
+    (project / "requirements").mkdir()
+    (project / "requirements" / "dev.txt").write_text("# the lock: nothing to install for the fake\n")
     (project / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
         '[project]\nname = "algotrading"\nversion = "0.0.1"\n\n'
@@ -245,7 +249,8 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
     assert spec == {"argv": [str(env_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                     "display_name": "Python (algotrading)", "language": "python",
-                    "env": {"ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod", "AWS_REGION": "eu-west-1"}}
+                    "env": {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod",
+                            "AWS_REGION": "eu-west-1"}}
     imported = subprocess.run([str(env_python), "-c", "import algotrading; print(algotrading.__file__)"],
                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert imported.strip() == str(home / "SageMaker/algotrading/lib/algotrading/__init__.py")  # editable
@@ -258,7 +263,7 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert again.returncode == 0, again.stderr
     assert marker.exists()
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
-    assert spec["env"] == {"ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod"}
+    assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod"}
 
 
 def test_lifecycle_script_without_a_checkout_says_what_to_do(tmp_path: Path) -> None:

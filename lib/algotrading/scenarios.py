@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from algotrading import numerics
+
 MODELS = ("gbm", "garch", "bootstrap")
 EWMA_ALPHA = 0.06  # RiskMetrics' lambda = 0.94: the historical volatility that scales bar shapes
 OUTCOMES = ("total_return", "sharpe", "max_drawdown", "trades_closed", "buy_and_hold_return",
@@ -95,7 +97,9 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
     if model == "garch":
         from arch import arch_model
 
-        res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
+        numerics.check("GARCH fit")
+        with numerics.one_thread():  # a BLAS reduction's order must not depend on the cores
+            res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
         p = res.params
         # The drift is the history's mean log return, as for gbm and the bootstrap (the
         # t-likelihood's mean weights calm days and overstates it), and paths start at the

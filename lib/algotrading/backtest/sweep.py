@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from algotrading import metrics
 from algotrading.backtest.engine import (
@@ -128,6 +127,8 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
         return _keep(table, sort, top)
 
     show = progress if progress is not None else len(blocks) > 20
+    from tqdm import tqdm  # only for the progress bar: the live runner's image has no tqdm
+
     parts = list(tqdm(_map(score, blocks), total=len(blocks), disable=not show, desc="sweep"))
     if not parts:
         return pd.DataFrame(columns=[*grid, *metrics.KEYS])

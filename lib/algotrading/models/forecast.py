@@ -12,7 +12,8 @@ a row belongs to it only if its label's `horizon` bars end inside it, so no labe
 boundary. Features are standardised with the fit slice's statistics only.
 
 Training is seeded and deterministic (one thread, torch's RNG forked and seeded, no
-nondeterministic kernels): the same data and config give identical weights and metrics.
+nondeterministic kernels, kernels pinned by `algotrading.numerics`): the same data and config give
+identical weights and metrics on any x86-64 CPU; `meta["weights_sha256"]` names the weights.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from algotrading import features
+from algotrading import features, numerics
 
 ARTIFACT_FORMAT = 1
 WEIGHTS, META = "model.pt", "model.json"
@@ -182,22 +183,18 @@ def dataset(prices: pd.DataFrame, cfg: Config) -> Dataset:
 
 @contextmanager
 def _deterministic(seed: int) -> Iterator[None]:
-    """Seeded torch RNG and one thread (torch, BLAS and OpenMP) for the block; the caller's state
-    is restored after. One thread is also the fast choice: on 2 busy cores scikit-learn's
-    OpenMP threads made the gradient-boosted baseline 30x slower."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
+    """Seeded torch RNG, deterministic algorithms and one thread (torch, BLAS and OpenMP) for the
+    block; the caller's state is restored after. One thread is also the fast choice: on 2 busy
+    cores scikit-learn's OpenMP threads made the gradient-boosted baseline 30x slower. Kernels
+    that round the same on every CPU come from `algotrading.numerics`."""
     was = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]), threadpool_limits(1):
+    with torch.random.fork_rng(devices=[]), numerics.one_thread():
         torch.manual_seed(seed)
-        torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
         try:
             yield
         finally:
             torch.use_deterministic_algorithms(was)
-            torch.set_num_threads(threads)
 
 
 @dataclass
@@ -250,6 +247,7 @@ def fit(data: Dataset, cfg: Config) -> tuple[Forecaster, pd.DataFrame]:
     X_fit, y_fit = data.part("fit")
     X_es, y_es = data.part("early_stop")
     scaler = Scaler.fit(X_fit)
+    kernels = numerics.check("forecast training")
     with _deterministic(cfg.seed):
         net = Net(X_fit.shape[1], cfg.dropout)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
@@ -278,7 +276,8 @@ def fit(data: Dataset, cfg: Config) -> tuple[Forecaster, pd.DataFrame]:
         net.eval()
     history = pd.DataFrame(curve).set_index("epoch")
     meta = {"format": ARTIFACT_FORMAT, "config": asdict(cfg), "features": list(data.X.columns),
-            "best_epoch": int(history["early_stop_loss"].idxmin()), "early_stop_loss": float(best)}
+            "best_epoch": int(history["early_stop_loss"].idxmin()), "early_stop_loss": float(best),
+            "weights_sha256": numerics.weights_sha256(net.state_dict()), "numerics": kernels}
     return Forecaster(net, scaler, meta), history
 
 

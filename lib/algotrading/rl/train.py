@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading import jobs
+from algotrading import jobs, numerics
 from algotrading.rl.env import TradingEnv, market_features, normaliser
 
 HYPERPARAMETERS: dict[str, Any] = {
@@ -96,8 +96,8 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
               "engine": dict(engine or {}), "train_start": part.index[0].date().isoformat(),
               "train_end": part.index[-1].date().isoformat(), "bars": len(part),
               "fingerprint": fingerprint(part)}
+    config["numerics"] = numerics.check("PPO training")
     torch.manual_seed(seed)
-    torch.set_num_threads(1)  # small networks: threads cost more than they give; also reproducible
 
     def make(rank: int):
         def build() -> TradingEnv:
@@ -117,7 +117,9 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
     per_rollout = h["n_envs"] * h["n_steps"]  # sb3 collects whole rollouts
     callback = _Progress(math.ceil(h["total_timesteps"] / per_rollout) * per_rollout, progress)
     start = time.perf_counter()
-    model.learn(total_timesteps=h["total_timesteps"], callback=callback)
+    with numerics.one_thread():  # small networks: threads cost more than they give; reproducible
+        model.learn(total_timesteps=h["total_timesteps"], callback=callback)
+    config["weights_sha256"] = numerics.weights_sha256(model.policy.state_dict())
     return Trained(model, config, callback.rewards, time.perf_counter() - start)
 
 
