@@ -198,6 +198,7 @@ def test_lake_option_and_missing_symbol_lists_the_lake(lake_dir, tmp_path, capsy
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     env = {**os.environ, "ALGO_LAKE": str(tmp_path / "empty")}
     command = [sys.executable, "-m", "algotrading", "query", "SELECT 1 FROM algo_data.hist_data_daily"]

@@ -59,6 +59,7 @@ def test_features_never_look_ahead(gspc, extra):
         assert not after.iloc[t + 1:].equals(base.iloc[t + 1:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slippage_bps", [0.0, 5.0])
 def test_barrier_labels_match_the_engine(gspc, slippage_bps):
     """For sampled bars, one trade decided at t and run through backtest.run with stop_loss,

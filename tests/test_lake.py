@@ -217,6 +217,7 @@ def _run_hooked(tmp_path, mode, n, frame, dest) -> subprocess.Popen:
 SYMS = [f"S{k:03d}" for k in range(30)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, expect", [("kill-stage", 1.0), ("kill-move", 2.0)])
 def test_kill_9_mid_ingest_is_rolled_back_or_completed(tmp_path, mode, expect):
     dest = tmp_path / "lake"
@@ -232,6 +233,7 @@ def test_kill_9_mid_ingest_is_rolled_back_or_completed(tmp_path, mode, expect):
     assert not [p for p in (dest / "hist_data_daily").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_cli_ingest_killed_at_any_moment_is_all_or_nothing(tmp_path):
     """`algotrading ingest` of 120 symbols killed (SIGKILL, SIGTERM) at several moments: every
     time, the next operation sees either the whole old lake or the whole new one."""
@@ -259,6 +261,7 @@ def test_cli_ingest_killed_at_any_moment_is_all_or_nothing(tmp_path):
     assert seen  # and the lake is readable after every kill
 
 
+@pytest.mark.slow
 def test_concurrent_ingests_serialise_and_lose_no_rows(tmp_path):
     dest = tmp_path / "lake"
     lake.write(_bars(SYMS, 2), lake=str(dest))
@@ -277,6 +280,7 @@ def test_concurrent_ingests_serialise_and_lose_no_rows(tmp_path):
     pd.testing.assert_frame_equal(merged, lake.read_all(lake=str(dest)))
 
 
+@pytest.mark.slow
 def test_readers_never_see_a_half_applied_ingest(tmp_path):
     dest = tmp_path / "lake"
     syms = SYMS[:10]

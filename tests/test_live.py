@@ -313,6 +313,7 @@ def _child(tmp_path: Path, journal: Path, broker: str, kill: str = "", speed: st
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_runner_killed_at_several_points_resumes_without_losing_or_duplicating(tmp_path):
     clean = tmp_path / "clean.db"
     done = _child(tmp_path, clean, "paper")
@@ -349,6 +350,7 @@ def _count(journal: Path) -> int:
         db.close()
 
 
+@pytest.mark.slow
 def test_runner_killed_at_a_random_moment_resumes(tmp_path):
     clean = tmp_path / "clean.db"
     assert _child(tmp_path, clean, "paper").returncode == 0
@@ -367,6 +369,7 @@ def test_runner_killed_at_a_random_moment_resumes(tmp_path):
     assert journal_rows(journal) == journal_rows(clean)
 
 
+@pytest.mark.slow
 def test_alpaca_runner_killed_between_journal_and_broker_sends_each_order_once(tmp_path):
     fake_clean, fake = FakeAlpaca(), FakeAlpaca()
     with serve(fake_clean.handler()) as server:
@@ -416,6 +419,7 @@ def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
 
 # --- the container entry point ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_container_entry_point_polls_trades_and_exits(tmp_path, monkeypatch):
     lake = tmp_path / "lake"
     monkeypatch.setenv("ALGO_LAKE", str(lake))
@@ -447,6 +451,7 @@ def test_container_entry_point_polls_trades_and_exits(tmp_path, monkeypatch):
 
 # --- parity for the ML forecast strategy -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_ml_forecast_replay_matches_the_backtest(tmp_path):
     """The forecaster's strategy leaves exits to the engine (take_profit, stop_loss, max_bars):
     the paper broker holds the same bracket, so the runner reproduces the backtest, including

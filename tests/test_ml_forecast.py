@@ -23,6 +23,7 @@ def artifact(gspc, tmp_path_factory) -> str:
     return str(forecast.save(model, tmp_path_factory.mktemp("ml") / "forecast-GSPC"))
 
 
+@pytest.mark.slow
 def test_trades_follow_the_rule_and_exit_only_by_the_engine(gspc, artifact):
     model = ml_forecast.load(artifact)
     params = {"model": artifact, "long_threshold": 0.3, "short_threshold": 0.35}
@@ -50,6 +51,7 @@ def test_trades_follow_the_rule_and_exit_only_by_the_engine(gspc, artifact):
     assert len(entries) == len(trades)
 
 
+@pytest.mark.slow
 def test_targets_never_look_ahead(gspc, artifact):
     base = get("ml_forecast").targets(gspc, model=artifact, long_threshold=0.3,
                                       short_threshold=0.35)
@@ -79,6 +81,7 @@ def test_walk_by_hand():
                          np.full(3, nan)), [0, 1, 1])
 
 
+@pytest.mark.slow
 def test_threshold_sweep_rows_equal_single_runs(gspc, artifact):
     model = ml_forecast.load(artifact)
     exits = ml_forecast.engine_params(model)

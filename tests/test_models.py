@@ -57,6 +57,7 @@ def test_splits_are_chronological_disjoint_and_purged(gspc):
         forecast.split_rows(gspc.index, forecast.Config(train_end="2030-01-01"))
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_leaves_torch_as_it_was(gspc, trained):
     model, report = trained
     threads = torch.get_num_threads()
@@ -76,6 +77,7 @@ def test_training_is_deterministic_and_leaves_torch_as_it_was(gspc, trained):
     assert not torch.equal(other.net.layers[0].weight, model.net.layers[0].weight)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch(gspc):
     cfg = forecast.Config(epochs=30, patience=3)
     data = forecast.dataset(gspc, cfg)
@@ -91,6 +93,7 @@ def test_early_stopping_keeps_the_best_epoch(gspc):
         history.loc[best, "early_stop_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluation_table_has_the_network_and_three_baselines(gspc, trained):
     model, report = trained
     table = report["evaluation"]
@@ -147,6 +150,7 @@ def _sm_layout(tmp_path: Path, prices: pd.DataFrame, params: dict) -> dict[str, 
             "SM_MODEL_DIR": str(tmp_path / "model")}
 
 
+@pytest.mark.slow
 def test_entry_script_under_a_sagemaker_layout(gspc, tmp_path):
     """`python -m algotrading.models.train` as the job's command runs it: artifact in
     SM_MODEL_DIR, metrics as `name=value;` lines the job's metric definitions match, and the
@@ -174,6 +178,7 @@ def test_entry_script_under_a_sagemaker_layout(gspc, tmp_path):
     assert json.loads((tmp_path / "local" / "model.json").read_text())["metrics"] == meta["metrics"]
 
 
+@pytest.mark.slow
 def test_artifact_round_trip_folder_and_tar_gz(gspc, trained, tmp_path):
     model, _ = trained
     folder = forecast.save(model, tmp_path / "model")
@@ -194,6 +199,7 @@ def test_artifact_round_trip_folder_and_tar_gz(gspc, trained, tmp_path):
         forecast.load(tmp_path / "junk.tar.gz")
 
 
+@pytest.mark.slow
 def test_cli_train_forecast_locally(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
     assert main(["ingest", "sample"]) == 0
@@ -209,6 +215,7 @@ def test_cli_train_forecast_locally(tmp_path, monkeypatch, capsys):
     assert "horizon=0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_model_dispatch_refuses_incomplete_settings(gspc, tmp_path):
     with pytest.raises(ValueError, match="model_dir"):
         train.train_model(gspc, FAST, "local")

@@ -16,6 +16,9 @@ import pandas as pd
 import papermill as pm
 import pytest
 
+from algotrading import pipeline
+from algotrading.pipeline import KERNEL, NotebookFailed
+
 from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +32,14 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
     monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path / "run"))
     return tmp_path / "run"
+
+
+def test_notebooks_run_on_the_projects_kernel():
+    for notebook in pipeline.notebooks(ROOT):
+        spec = json.loads((ROOT / notebook).read_text())["metadata"]["kernelspec"]
+        assert spec == pipeline.KERNELSPEC, notebook
+    assert pipeline.KERNELSPEC == {"name": "algotrading", "display_name": "Python (algotrading)",
+                                   "language": "python"}
 
 
 def execute(notebook: str, run_dir: Path, **parameters) -> dict:
@@ -132,7 +143,7 @@ def test_an_ad_hoc_papermill_run_writes_nothing_under_runs(tmp_path, monkeypatch
     before = snapshot(runs) if runs.is_dir() else {}
     source = ROOT / "1_Data" / "Load_Hist_Data_Daily.ipynb"
     pm.execute_notebook(str(source), str(tmp_path / "load.ipynb"), parameters={"symbols": ["GSPC"]},
-                        cwd=str(source.parent), kernel_name="python3", progress_bar=False)
+                        cwd=str(source.parent), kernel_name=KERNEL, progress_bar=False)
     assert (tmp_path / "lake" / "hist_data_daily" / "GSPC.csv").is_file()  # it did run
     assert (snapshot(runs) if runs.is_dir() else {}) == before
 
@@ -141,9 +152,15 @@ def test_forecast_model_and_ml_strategy_notebooks(run_dir):
     from algotrading import lake, sources
 
     lake.write(sources.read("sample").frame)  # what Load_Hist_Data_Daily does by default
+    with pytest.raises(NotebookFailed) as missing:  # no model in the run folder yet
+        execute("2_Strategies/Strategy_ML_Forecast.ipynb", run_dir, symbol="IXIC")
+    assert ("MissingArtifact: Strategy_ML_Forecast needs <run dir>/models/forecast-IXIC/model.pt and 1 "
+            "more (from 3_Models/Train_Model_Forecast.ipynb): run 3_Models/Train_Model_Forecast.ipynb "
+            "first") in str(missing.value)
     trained = execute("3_Models/Train_Model_Forecast.ipynb", run_dir, symbol="IXIC", epochs=3,
                       extra_features=True)
     assert trained["config"]["symbol"] == "IXIC" and trained["epochs_run"] <= 3
+    assert len(trained["weights_sha256"]) == 64
     assert trained["artifact"] == "<run dir>/models/forecast-IXIC"
     for mode in ("barrier", "workshop"):
         test_rates = trained["label_rates"][mode]["test"]

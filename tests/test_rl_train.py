@@ -16,6 +16,8 @@ from algotrading.rl import train
 
 from helpers import random_walk
 
+pytestmark = pytest.mark.slow  # every test here trains a policy
+
 TINY = dict(total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1,
             lstm_hidden_size=8, episode_bars=60)
 

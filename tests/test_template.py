@@ -57,6 +57,7 @@ def as_list(value: Any) -> list:
 
 # --- linters -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cfn_lint_is_clean() -> None:
     run = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(TEMPLATE)], capture_output=True,
                          text=True, check=False)
@@ -71,6 +72,7 @@ def _checkov() -> str:
     pytest.skip("checkov not installed (make creates .venv/checkov; pip install 'checkov>=3.2.400,<4')")
 
 
+@pytest.mark.slow
 def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(template) -> None:
     run = subprocess.run([_checkov(), "-f", str(TEMPLATE), "--framework", "cloudformation",
                           "--skip-download", "-o", "json"], capture_output=True, text=True,
@@ -238,6 +240,7 @@ def _run_lifecycle(home: Path, **env: str) -> subprocess.CompletedProcess:
                                             "ALGO_ENV_PYTHON": sys.executable, **env})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0 and shutil.which("sudo") and
                     subprocess.run(["id", "ec2-user"], capture_output=True).returncode == 0,
                     reason="this machine has an ec2-user: the script would hand over to it")
@@ -266,6 +269,7 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod"}
 
 
+@pytest.mark.slow
 def test_lifecycle_script_without_a_checkout_says_what_to_do(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "SageMaker" / "other").mkdir(parents=True)

@@ -7,18 +7,29 @@ A run folder (default `runs/latest`) holds the executed notebooks, `results/<not
 commit) and the reports. `run(only=...)` replaces only its notebooks' entries and keeps the rest;
 results are written only where a run folder was asked for (`ALGO_RUN_DIR`, which `run` sets), so an
 ad-hoc papermill run never touches `runs/latest`.
+
+Notebooks run on the project's Jupyter kernel ("algotrading", which carries the numeric pins of
+`algotrading.numerics`). `NEEDS` declares what each notebook reads that another one leaves (a
+model in the run folder, a symbol in the lake): `run(only=...)` refuses up front, in one line
+naming the notebook to run first, when that is missing, and notebooks call `require` for the same
+line. `run(update_notebooks=True)` also copies each notebook's results into `results/` at the
+project root: the committed run that tests/test_recorded.py compares a new run against.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
+import math
 import os
+import string
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,10 +49,173 @@ FIRST = {
 LAST = {"2_Strategies": ("Run_Strategy_Paper.ipynb",)}  # runs forward what the others tested
 RESULTS = "results"
 MANIFEST = "run.json"
+COMMITTED = "results"  # at the project root: each notebook's results from the committed default run
+KERNEL = "algotrading"  # the notebooks' Jupyter kernel (python -m algotrading.numerics --install-kernel)
+KERNELSPEC = {"name": KERNEL, "display_name": "Python (algotrading)", "language": "python"}
+DIGITS = 6  # significant digits a notebook shows of its recorded results (`rounded`)
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error's last line."""
+
+
+class KernelMissing(RuntimeError):
+    """The project's Jupyter kernel is not installed."""
+
+
+class MissingArtifact(FileNotFoundError):
+    """A notebook needs what another notebook leaves and it is not there; the message (one line)
+    names the notebook to run first."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """Something a notebook reads that `notebook` (its path under the project root) leaves behind:
+    `files` under the run folder, or the symbol `lake` in the lake. Both are templates filled from
+    the reading notebook's parameters; a list-valued parameter gives one path per element
+    (`{seeds}`: one per seed). `unless`: a parameter that, when set, points the notebook
+    elsewhere (the ML strategy's `model`). `optional`: the notebook runs without it (and says so),
+    but its default outputs include what it adds."""
+
+    notebook: str
+    files: tuple[str, ...] = ()
+    lake: str | None = None
+    unless: str | None = None
+    optional: bool = False
+
+    def wanted(self, parameters: Mapping[str, object]) -> list[str]:
+        """The files (or lake symbols) this need stands for under `parameters`."""
+        if self.unless and parameters.get(self.unless):
+            return []
+        templates = (self.lake,) if self.lake else self.files
+        return [p for t in templates for p in _expand(t, parameters)]
+
+    def missing(self, parameters: Mapping[str, object], out: Path) -> list[str]:
+        """What of `wanted` is not there: paths under `out`, or symbols not in the lake."""
+        wanted = self.wanted(parameters)
+        if self.lake and wanted:
+            from algotrading import lake
+
+            held = set(lake.symbols())
+            return [sym for sym in wanted if sym not in held]
+        return [p for p in wanted if not (out / p).exists()]
+
+
+def _expand(template: str, parameters: Mapping[str, object]) -> list[str]:
+    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    values = [v if isinstance(v := parameters[f], list | tuple) else [v] for f in fields]
+    return [template.format(**dict(zip(fields, combo, strict=True)))
+            for combo in itertools.product(*values)]
+
+
+LOAD = "1_Data/Load_Hist_Data_Daily.ipynb"
+PRICES = Need(LOAD, lake="{symbol}")  # every notebook after the load reads its symbol's bars
+# What each notebook reads that another leaves behind (checked by `run` and by `require`;
+# tests/test_recorded.py checks each producer comes first in the pipeline).
+NEEDS: dict[str, tuple[Need, ...]] = {
+    "1_Data/Explore_Hist_Data.ipynb": (PRICES,),
+    "3_Models/Train_Model_Forecast.ipynb": (PRICES,),
+    "3_Models/Train_Model_PPO.ipynb": (PRICES,),
+    "2_Strategies/Strategy_SMA.ipynb": (PRICES,),
+    "2_Strategies/Strategy_Breakout.ipynb": (PRICES,),
+    "2_Strategies/Strategy_ML_Forecast.ipynb": (
+        PRICES,
+        Need("3_Models/Train_Model_Forecast.ipynb", unless="model",
+             files=("models/forecast-{symbol}/model.pt", "models/forecast-{symbol}/model.json")),
+    ),
+    "2_Strategies/Strategy_PPO.ipynb": (
+        PRICES,
+        Need("3_Models/Train_Model_PPO.ipynb", files=("models/ppo/{symbol}-seed{seeds}/model.zip",
+                                                      "models/ppo/{symbol}-seed{seeds}/config.json")),
+        # the ML strategy's choice, traded beside PPO with the same costs
+        Need("2_Strategies/Strategy_ML_Forecast.ipynb", optional=True,
+             files=("results/Strategy_ML_Forecast.json", "models/forecast-{symbol}/model.pt")),
+    ),
+    "2_Strategies/Strategy_WhatIfScenarios.ipynb": (PRICES,),
+    "2_Strategies/Run_Strategy_Paper.ipynb": (PRICES,),
+}
+
+
+def _key(notebook: str | Path) -> str:
+    """'Strategy_PPO', 'Strategy_PPO.ipynb' or '2_Strategies/Strategy_PPO.ipynb' -> the NEEDS key."""
+    name = Path(notebook).name
+    name = name if name.endswith(".ipynb") else f"{name}.ipynb"
+    return next((k for k in NEEDS if Path(k).name == name), Path(notebook).as_posix())
+
+
+def unmet(notebook: str | Path, parameters: Mapping[str, object], out: Path | None = None,
+          earlier: Sequence[str | Path] = (), optional: bool = False) -> list[tuple[Need, list[str]]]:
+    """`notebook`'s needs that are missing from the run folder `out` (default: the run dir) or
+    the lake, with what is missing; needs whose producer is in `earlier` (notebooks that run
+    before it) count as met. Optional needs only with `optional`."""
+    out = out or settings().run_path()
+    done = {_key(nb) for nb in earlier}
+    found = []
+    for need in NEEDS.get(_key(notebook), ()):
+        if (need.optional and not optional) or need.notebook in done:
+            continue
+        if gone := need.missing(parameters, out):
+            found.append((need, gone))
+    return found
+
+
+def _first(notebook: str, unmet_needs: Sequence[tuple[Need, list[str]]]) -> str:
+    """One line: what `notebook` lacks and which notebook(s) to run first."""
+    parts = []
+    for need, gone in unmet_needs:
+        what = (f"symbol {gone[0]} in the lake" if need.lake else f"<run dir>/{gone[0]}")
+        more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+        parts.append(f"{what}{more} (from {need.notebook})")
+    producers = list(dict.fromkeys(Path(n.notebook).stem for n, _ in unmet_needs))
+    return (f"{Path(notebook).stem} needs {'; '.join(parts)}: run "
+            f"{' and '.join(dict.fromkeys(n.notebook for n, _ in unmet_needs))} first "
+            f"(`algotrading run --only {' '.join(producers)}`)")
+
+
+def require(notebook: str, **parameters: object) -> None:
+    """Raise MissingArtifact, in one line naming the notebook to run first, when what `notebook`
+    (its name) reads from another notebook is missing for these parameters (a notebook calls
+    this before loading a model another notebook trained)."""
+    if needs := unmet(notebook, parameters):
+        raise MissingArtifact(_first(notebook, needs))
+
+
+def prerequisites(notebook: str | Path, out: Path, root: Path | None = None) -> list[Path]:
+    """The notebooks to execute, with their defaults, before `notebook` (with its defaults) can
+    run in `out` and show its default outputs: the producers of every missing need, optional
+    ones included, and theirs in turn, in pipeline order."""
+    root = root or project_root()
+    todo: set[str] = set()
+    stack = [_key(notebook)]
+    while stack:
+        nb = stack.pop()
+        for need, _ in unmet(nb, declared(root / nb), out, optional=True):
+            if need.notebook not in todo:
+                todo.add(need.notebook)
+                stack.append(need.notebook)
+    return [nb for nb in notebooks(root) if nb.as_posix() in todo]
+
+
+def prepare(notebook: str | Path, out: Path, root: Path | None = None) -> list[Path]:
+    """Execute `prerequisites(notebook, out)` into `out` with their defaults (record() writes
+    there through ALGO_RUN_DIR, which this sets for the kernels); returns what it ran."""
+    root = root or project_root()
+    ran = prerequisites(notebook, out, root)
+    previous = os.environ.get("ALGO_RUN_DIR")
+    os.environ["ALGO_RUN_DIR"] = str(out)
+    try:
+        for nb in ran:
+            execute(root / nb, out / nb)
+    finally:
+        _restore("ALGO_RUN_DIR", previous)
+    return ran
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def notebooks(root: Path | None = None) -> list[Path]:
@@ -84,9 +258,23 @@ def record(name: str, results: Mapping[str, object],
     return clean
 
 
+def rounded(results: object, digits: int = DIGITS) -> object:
+    """A copy of `results` (what `record` returned) with every float rounded to `digits`
+    significant digits: what a notebook's last cell shows, and so what nbval compares. The JSON
+    that `record` wrote keeps every digit (tests/test_recorded.py compares it with tolerances)."""
+    if isinstance(results, Mapping):
+        return {k: rounded(v, digits) for k, v in results.items()}
+    if isinstance(results, list | tuple):
+        return [rounded(v, digits) for v in results]
+    if isinstance(results, float) and math.isfinite(results) and results:
+        return float(f"{results:.{digits - 1}e}")
+    return results
+
+
 def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop what varies between runs (papermill timings) so committed notebooks stay stable."""
     nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
@@ -101,15 +289,29 @@ def _kernel_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
+def check_kernel() -> None:
+    """KernelMissing, in one line saying how to install it, unless Jupyter finds the project's
+    kernel (the numeric pins travel with it; a plain python3 kernel would not carry them)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        raise KernelMissing(f"the Jupyter kernel '{KERNEL}' is not installed: run `python -m "
+                            "algotrading.numerics --install-kernel` (or `make`)") from None
+
+
 def execute(source: Path, target: Path, parameters: Mapping[str, object] | None = None) -> None:
-    """Run one notebook with papermill into `target` (its folder is the working directory).
-    On failure the executed notebook stays at `target` and NotebookFailed names the cell."""
+    """Run one notebook with papermill on the project's kernel into `target` (its folder is the
+    working directory). On failure the executed notebook stays at `target` and NotebookFailed
+    names the cell."""
     import papermill as pm
 
+    check_kernel()
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(source), str(target), parameters=dict(parameters or {}),
-                            cwd=str(source.parent), kernel_name="python3", progress_bar=False,
+                            cwd=str(source.parent), kernel_name=KERNEL, progress_bar=False,
                             log_output=False, config=_kernel_config())
     except pm.PapermillExecutionError as exc:
         lines = [line for line in str(exc.evalue).splitlines() if line.strip()]
@@ -198,8 +400,12 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
     `only` keeps notebooks whose path contains one of the strings and updates just their entries
     (results, executed notebook, manifest) in `out`; a full run starts the folder's entries
     afresh. `parameters` go to the notebooks that declare them; one that none declares is an
-    error. `update_notebooks` copies the executed notebooks back over the committed ones (the
-    outputs nbval compares against); it needs default parameters.
+    error. A notebook whose needs (`NEEDS`: another notebook's model, a symbol in the lake) are
+    neither in `out` nor made by a notebook that runs before it stops the run before anything
+    executes, with one line naming the notebook to run first. `update_notebooks` copies the
+    executed notebooks back over the committed ones (the outputs nbval compares against) and
+    their results into `results/` at the project root (the committed run tests/test_recorded.py
+    compares against); it needs default parameters.
     """
     root = root or project_root()
     out = (out or settings().run_path()).resolve()
@@ -215,6 +421,12 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
         raise ValueError(f"no notebook matches {list(only or [])}; the pipeline has "
                          f"{', '.join(nb.stem for nb in every)}")
     defaults = check_parameters(parameters, todo, root)
+    check_kernel()
+    given = {nb: {k: v for k, v in parameters.items() if k in defaults[nb]} for nb in todo}
+    blocked = [_first(str(nb), needs) for i, nb in enumerate(todo)
+               if (needs := unmet(nb, {**defaults[nb], **given[nb]}, out, earlier=todo[:i]))]
+    if blocked:
+        raise MissingArtifact("; ".join(blocked))
     entries = load_manifest(out) if only else {}
     if not only:
         for stale in (out / RESULTS).glob("*"):
@@ -225,14 +437,13 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
     try:
         for i, nb in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {nb} ...", end=" ", flush=True)
-            given = {k: v for k, v in parameters.items() if k in defaults[nb]}
             for stale in (out / RESULTS).glob(f"{nb.stem}.*"):  # never show old results
                 stale.unlink()
-            entry = {"status": "running", "parameters": {**defaults[nb], **given},
-                     "overrides": given, **stamp}
+            entry = {"status": "running", "parameters": {**defaults[nb], **given[nb]},
+                     "overrides": given[nb], **stamp}
             start = time.perf_counter()
             try:
-                execute(root / nb, out / nb, given)
+                execute(root / nb, out / nb, given[nb])
             except NotebookFailed as exc:
                 print("FAILED")
                 entry.update(status="failed", error=str(exc))
@@ -248,11 +459,11 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
                 _save(out, entries, root)
             if update_notebooks:
                 nbformat.write(_strip(nbformat.read(out / nb, as_version=4)), root / nb)
+                recorded = out / RESULTS / f"{nb.stem}.json"
+                if recorded.is_file():  # only the JSON: the curves and trades stay in the run
+                    write_atomic(root / COMMITTED / recorded.name, recorded.read_text())
     finally:  # leave the caller's environment as it was
-        if previous is None:
-            os.environ.pop("ALGO_RUN_DIR", None)
-        else:
-            os.environ["ALGO_RUN_DIR"] = previous
+        _restore("ALGO_RUN_DIR", previous)
     html = out / "report.html"
     print(f"report: {html}")
     return html
