@@ -40,7 +40,7 @@ def via_kernel(strategy, prices, **params):
     equity, position, buffer = np.empty(n), np.empty(n), np.empty((3 * n + 1, 8))
     stats = np.empty(len(kernel.STATS))
     count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(targets, dtype=float),
-                            *engine._settings_args(settings), equity, position, buffer, stats)
+                            *kernel.settings_args(settings), equity, position, buffer, stats)
     tr, named = buffer[:count], dict(zip(kernel.STATS, stats, strict=True))
     codes = tr[:, kernel.T_REASON].astype(int)
     trades = {"col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),

@@ -13,14 +13,18 @@ cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see brok
 - A position still open at the end is marked to the last close and reported as "open".
 
 Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
-the CLI starts at once); batches (`sweep`, `run_many`) use the compiled kernel (kernel.py, the
-Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
+the CLI starts at once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel
+(kernel.py, the Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
+
+Building blocks for such batch paths (public, used by sweep.py and scenarios.py): `split_params`
+(engine settings apart from strategy parameters), `checked` (the validated frame and its OHLC
+arrays), `resolve` (desired positions from any StrategyLike), `ohlc`, and `curve_metrics` (the
+equity-curve metrics from the kernel's statistics); `kernel.settings_args` packs the Settings.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -193,17 +197,6 @@ class Sim:
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
     rejected: int = 0
     bankrupt: bool = False
-
-
-def _settings_args(s: Settings) -> tuple:
-    """The Settings as the kernel's scalar arguments (NaN / 0 for "none")."""
-    nan = math.nan
-    return (float(s.cash), nan if s.size is None else float(s.size),
-            nan if s.fraction is None else float(s.fraction), float(s.leverage),
-            bool(s.whole_shares), float(s.commission_per_share), s.commission_bps / 1e4,
-            s.slippage_bps / 1e4, s.fill == "open", nan if s.stop_loss is None else s.stop_loss,
-            nan if s.take_profit is None else s.take_profit, int(s.max_bars or 0),
-            float(s.risk_free))
 
 
 def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:

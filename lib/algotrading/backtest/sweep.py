@@ -29,7 +29,6 @@ from algotrading import metrics
 from algotrading.backtest.engine import (
     Settings,
     StrategyLike,
-    _settings_args,
     check_prices,
     checked,
     curve_metrics,
@@ -178,7 +177,7 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
         block = np.ascontiguousarray(wants[rows][:, keep], dtype=float)
         out = np.empty((len(rows), len(kernel.STATS)))
         kernel.simulate_many(o[keep], h[keep], lo[keep], c[keep], block,
-                             *_settings_args(settings), out)
+                             *kernel.settings_args(settings), out)
         stats[rows] = out
         cash[rows] = settings.cash
     return _table(stats, cash)
@@ -213,7 +212,7 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
 
     settings_, own = split_params(params)
     settings = Settings(**settings_)
-    args = _settings_args(settings)
+    args = kernel.settings_args(settings)
     symbols = list(prices)
     strat = get(strategy) if isinstance(strategy, str | Strategy) else None
     full = strat.check(own) if strat else own  # once, not per symbol
