@@ -29,6 +29,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any
 
+from algotrading.errors import JobError
+
 if TYPE_CHECKING:
     from sagemaker.train import ModelTrainer
 
@@ -306,7 +308,7 @@ def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], sh
 
 
 def wait(job_names: Iterable[str], poll: float = 30.0, region: str | None = None) -> None:
-    """Block until every job has ended; ValueError naming the jobs that did not complete."""
+    """Block until every job has ended; JobError (a ValueError) naming the jobs that did not complete."""
     import time
 
     pending, failed = list(job_names), []
@@ -321,7 +323,7 @@ def wait(job_names: Iterable[str], poll: float = 30.0, region: str | None = None
         if pending:
             time.sleep(poll)
     if failed:
-        raise ValueError("training job(s) did not complete: " + "; ".join(failed))
+        raise JobError("training job(s) did not complete: " + "; ".join(failed))
 
 
 def gather_sweep(job_names: Iterable[str], output_path: str | None = None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from algotrading.backtest import Broker, Settings
+from algotrading.errors import AlgotradingError
 from algotrading.live.feeds import Bar
 
 TERMINAL = ("filled", "canceled", "rejected")
@@ -159,7 +160,7 @@ class PaperBroker:
             self._orders[state.client_order_id] = replace(state, state="rejected", reason=why)
 
 
-class AlpacaError(RuntimeError):
+class AlpacaError(AlgotradingError, RuntimeError):
     """An Alpaca API call failed (HTTP status and the API's message)."""
 
 

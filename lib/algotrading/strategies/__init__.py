@@ -7,8 +7,8 @@ so a sweep scores them without a Python loop per combination.
 
 Parameters are declared, not parsed by hand: each strategy lists its `Param`s (type, default,
 range) and an optional cross-parameter `rule`; `Strategy.check` turns user input into clean
-values or raises one ValueError naming the parameter. To add a strategy, write a module that
-defines `STRATEGY = Strategy(...)` and add one line to `REGISTRY`.
+values or raises one ParameterError (a ValueError) naming the parameter. To add a strategy, write
+a module that defines `STRATEGY = Strategy(...)` and add one line to `REGISTRY`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from algotrading.errors import ParameterError
 
 # name -> module defining STRATEGY (imported on first use, so heavy strategies cost nothing until
 # they are asked for).
@@ -55,18 +57,18 @@ class Param:
     help: str = ""
 
     def check(self, name: str, value: Any) -> Any:
-        """`value` converted to this parameter's type, or ValueError naming `name`."""
+        """`value` converted to this parameter's type, or ParameterError (a ValueError) naming `name`."""
         if value is None:
             if self.optional:
                 return None
-            raise ValueError(f"parameter {name} must not be empty")
+            raise ParameterError(f"parameter {name} must not be empty")
         raw, value = value, _convert(name, value, self.kind)
         if self.choices and value not in self.choices:
-            raise ValueError(f"parameter {name}={raw!r}: choose one of {list(self.choices)}")
+            raise ParameterError(f"parameter {name}={raw!r}: choose one of {list(self.choices)}")
         for attr, ok, word in _BOUNDS:
             bound = getattr(self, attr)
             if bound is not None and not ok(value, bound):
-                raise ValueError(f"parameter {name}={raw!r} must be {word} {bound:g}")
+                raise ParameterError(f"parameter {name}={raw!r} must be {word} {bound:g}")
         return value
 
 
@@ -82,18 +84,18 @@ def _convert(name: str, value: Any, kind: type) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise ValueError(f"parameter {name}={value!r} must be true or false")
+        raise ParameterError(f"parameter {name}={value!r} must be true or false")
     if kind is str:
         if isinstance(value, str):
             return value
-        raise ValueError(f"parameter {name}={value!r} must be a string")
+        raise ParameterError(f"parameter {name}={value!r} must be a string")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"parameter {name}={value!r} must be a number ({kind.__name__})")
+        raise ParameterError(f"parameter {name}={value!r} must be a number ({kind.__name__})")
     if not math.isfinite(value):
-        raise ValueError(f"parameter {name}={value!r} must be finite")
+        raise ParameterError(f"parameter {name}={value!r} must be finite")
     if kind is int:
         if value != int(value):
-            raise ValueError(f"parameter {name}={value!r} must be a whole number")
+            raise ParameterError(f"parameter {name}={value!r} must be a whole number")
         return int(value)
     return float(value)
 
@@ -104,12 +106,12 @@ def check_params(schema: Mapping[str, Param], params: Mapping[str, Any], owner: 
     names and lookbacks of `bars` or more are refused."""
     unknown = sorted(set(params) - set(schema))
     if unknown:
-        raise ValueError(f"{owner} has no parameter(s) {unknown}; it takes {sorted(schema)}")
+        raise ParameterError(f"{owner} has no parameter(s) {unknown}; it takes {sorted(schema)}")
     out = {k: p.check(k, params[k]) if k in params else p.default for k, p in schema.items()}
     if bars is not None:
         for k, p in schema.items():
             if p.lookback and out[k] >= bars:
-                raise ValueError(f"parameter {k}={out[k]} needs more bars than the {bars} given")
+                raise ParameterError(f"parameter {k}={out[k]} needs more bars than the {bars} given")
     return out
 
 
@@ -140,11 +142,11 @@ class Strategy:
         return check_params(self.params, params, f"strategy {self.name!r}", bars)
 
     def check(self, params: Mapping[str, Any], bars: int | None = None) -> dict[str, Any]:
-        """The complete, clean parameter set, or ValueError naming the bad parameter."""
+        """The complete, clean parameter set, or ParameterError naming the bad parameter."""
         out = self.complete(params, bars)
         problem = self.rule(out)
         if problem:
-            raise ValueError(f"strategy {self.name!r}: {problem}")
+            raise ParameterError(f"strategy {self.name!r}: {problem}")
         return out
 
     def valid(self, params: Mapping[str, Any]) -> bool:
