@@ -136,11 +136,10 @@ def role_arn(role: str | None = None, stack: str | None = None) -> str:
     """`role`, else the SageMakerRoleArn output of the stack (`stack` or ALGO_STACK)."""
     if role:
         return role
-    from algotrading import aws
-    from algotrading.config import settings
+    from algotrading import aws, config
 
-    stack = stack or settings().stack
-    found = aws.role_arn(aws.stack_outputs(stack)) if stack else None
+    stack = stack or config.settings().stack
+    found = config.role_arn(aws.stack_outputs(stack)) if stack else None
     if not found:
         raise ValueError("a SageMaker job needs an execution role: pass role=... or set ALGO_STACK "
                          "to a stack with a SageMakerRoleArn output")
