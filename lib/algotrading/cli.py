@@ -137,13 +137,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
     if args.backend == "aws":  # one SageMaker training job per shard, gathered into one table
         from algotrading import jobs
+        from algotrading.backtest import job
 
-        names = jobs.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
-                                start=args.start, end=args.end, params=params)
+        names = job.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
+                               start=args.start, end=args.end, params=params)
         print(f"algotrading: waiting for {len(names)} training job(s): {' '.join(names)}",
               file=sys.stderr)
         jobs.wait(names)
-        table = jobs.gather_sweep(names)
+        table = job.gather_sweep(names)
         table = backtest.rank(table, args.sort) if args.sort else table
         table = table.head(args.top) if args.top else table
     elif args.shards != 1:

@@ -14,7 +14,7 @@ that callers caught before it existed (ValueError, OSError, LookupError, Runtime
   declared range, unknown, or inconsistent with another.
 - `LakeError` (OSError): an ingest that could not complete (nothing changed) or that committed but
   was not fully applied.
-- `JobError` (ValueError): a SageMaker job that did not complete, or a job request refused.
+- `JobError` (ValueError): SageMaker jobs that did not complete (`jobs.wait`).
 - `StackError` (LookupError): a CloudFormation stack that cannot be read.
 - `live.journal.JournalError`, `live.brokers.AlpacaError` (RuntimeError): the live runner's journal
   and broker.
