@@ -274,8 +274,8 @@ class Study:
 
     def record(self, name: str) -> dict[str, Any]:
         """Save `summary()` and the test-period curves and trades (for report.html) through
-        `pipeline.record`; returns the summary."""
-        from algotrading.pipeline import record
+        `runs.record`; returns the summary."""
+        from algotrading.runs import record
 
         tables = {}
         if self.test is not None:
