@@ -1,7 +1,7 @@
 """The backtest engine: desired positions in, fills, cash, positions, trades and metrics out.
 
-Semantics (ARCHITECTURE.md "Backtest semantics", README "Backtests: the conventions"; the fill,
-cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see broker.py):
+Semantics (README "Backtests: the conventions"; the fill, cost, sizing, buying-power, stop and
+bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the trading rules live"):
 - The target decided on bar t's close fills at bar t+1's open (`fill="open"`, backtrader's
   Market order) or at bar t's close (`fill="close"`).
 - Sizing is all-in by default (`fraction=1.0` of equity at the fill, whole shares, as
