@@ -366,7 +366,10 @@ def _num(value: Any, fmt: str) -> str:
         value = float(value)
     except (TypeError, ValueError):
         return "n/a"
-    return format(value, fmt) if math.isfinite(value) else "n/a"
+    if not math.isfinite(value):
+        return "n/a"
+    text = format(value, fmt)
+    return text[1:] if text.startswith("-") and not text.strip("-0.,%") else text  # no "-0.0"
 
 
 def _params(params: Mapping[str, Any]) -> str:
