@@ -184,7 +184,8 @@ class PaperBroker:
             self._orders[state.client_order_id] = replace(  # a reversal may close the old
                 state, state="filled", filled_qty=qty, price=cost / qty,  # side only
                 commission=sum(f.commission for f in fills),
-                reason=PARTLY_REFUSED if self.book.rejected > rejected else "")
+                reason=PARTLY_REFUSED if self.book.rejected > rejected else
+                "" if fills[-1].reason == "signal" else fills[-1].reason)  # max_bars took it
         elif self.book.rejected > rejected:
             self._orders[state.client_order_id] = replace(state, state="rejected",
                                                           reason="buying power")
