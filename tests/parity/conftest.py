@@ -25,7 +25,7 @@ from algotrading.live import Limits, PaperBroker, ReplayFeed, Runner, SqliteJour
 from algotrading.live import runner as live_runner
 from algotrading.strategies import Strategy
 
-FAST_EXAMPLES = 20
+FAST_EXAMPLES = 40
 settings.register_profile("parity", max_examples=FAST_EXAMPLES, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("parity-thorough", max_examples=400, deadline=None, print_blob=True,

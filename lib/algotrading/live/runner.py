@@ -64,7 +64,7 @@ class Runner:
         self.size, self.fraction, self.cash0 = size, fraction, float(cash)
         engine: Settings | None = getattr(broker, "settings", None)  # sizes at the fill
         self._at_fill = engine is not None and size is None
-        self.rules = Settings(**{**_costs(engine), "size": size,  # ValueError as the engine's
+        self.sizing = Settings(**{**_costs(engine), "size": size,  # ValueError as the engine's
                                  "fraction": None if size is not None else fraction,
                                  "leverage": engine.leverage if engine else max(1.0, fraction)})
         self.limits, self.thresholds = limits or Limits(), thresholds or Thresholds()
@@ -181,7 +181,7 @@ class Runner:
         if target == self._sized_for:
             return  # sent once: filled, refused or exited, not asked again until it changes
         self._sized_for = target
-        s = self.rules
+        s = self.sizing
         pending = sum(o.qty for o in self.open.values())
         held = self.shares + pending
         want = rules.target_shares(target, close, rules.equity_at(self.cash, held, close, s), s)
@@ -207,7 +207,7 @@ class Runner:
                 return False
         sized = self._at_fill and target is not None
         order = Order(coid, self.symbol, qty, dt, target,
-                      self.rules.fraction if sized else None)
+                      self.sizing.fraction if sized else None)
         self._record("order", f"order:{coid}", dt, {
             "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
             "why": why})
