@@ -75,7 +75,7 @@ class Runner:
         self._rows = {c: list(hist[c].astype(float)) if c in hist else [0.0] * len(hist)
                       for c in cols}
         self._need = max([v + 1 for k, v in self.params.items()
-                          if self.strategy.params[k].lookback] or [1])
+                          if k in self.strategy.params and self.strategy.params[k].lookback] or [1])
         # the book, rebuilt from the journal's fills on restart
         self.shares, self.cash = 0.0, self.cash0
         self.peak = self.equity = self.cash0
