@@ -316,7 +316,7 @@ def test_athena_output_override_and_load_prices_shape(aws_env: str, monkeypatch)
 
 def test_athena_without_workgroup_or_output_says_what_to_set() -> None:
     with pytest.raises(ValueError, match="ALGO_WORKGROUP"):
-        aws.athena_sql("SELECT 1", Settings(backend="aws", region=REGION))
+        aws.athena_sql("SELECT 1", "algo_data", region=REGION)
 
 
 # --- CloudFormation stack -> settings ----------------------------------------------------------
@@ -337,7 +337,7 @@ def test_stack_outputs_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     aws.client("cloudformation").create_stack(StackName="algo", TemplateBody=json.dumps(TEMPLATE))
     outputs = aws.stack_outputs("algo")
     assert outputs["BucketName"] == "algo-lake"
-    assert aws.role_arn(outputs) == "arn:aws:iam::123456789012:role/algo-sagemaker"
+    assert config.role_arn(outputs) == "arn:aws:iam::123456789012:role/algo-sagemaker"
     assert "algo-lake" in [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]]
 
     monkeypatch.setenv("ALGO_BACKEND", "aws")
@@ -362,9 +362,7 @@ def test_missing_stack_is_a_clear_error() -> None:
 
 def test_ensure_glue_table_matches_schema_columns() -> None:
     glue = aws.client("glue")
-    cfg = Settings(backend="aws", lake="s3://lake-bucket/data/", database="algo_data",
-                   region=REGION)
-    aws.ensure_glue_table(cfg)
+    aws.ensure_glue_table("algo_data", "s3://lake-bucket/data/", REGION)
     table = glue.get_table(DatabaseName="algo_data", Name="hist_data_daily")["Table"]
     sd = table["StorageDescriptor"]
     assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == list(COLUMNS)
@@ -373,7 +371,7 @@ def test_ensure_glue_table_matches_schema_columns() -> None:
     assert table["Parameters"]["skip.header.line.count"] == "1"
     assert table["TableType"] == "EXTERNAL_TABLE"
 
-    aws.ensure_glue_table(cfg.with_(lake="s3://other-bucket"))  # exists -> updated, not duplicated
+    aws.ensure_glue_table("algo_data", "s3://other-bucket", REGION)  # exists -> updated, not duplicated
     tables = glue.get_tables(DatabaseName="algo_data")["TableList"]
     assert [t["Name"] for t in tables] == ["hist_data_daily"]
     assert tables[0]["StorageDescriptor"]["Location"] == "s3://other-bucket/hist_data_daily/"
@@ -381,7 +379,7 @@ def test_ensure_glue_table_matches_schema_columns() -> None:
 
 def test_glue_table_needs_an_s3_lake() -> None:
     with pytest.raises(ValueError, match="s3://"):
-        aws.ensure_glue_table(Settings(backend="aws", lake="data/lake"))
+        aws.ensure_glue_table("algo_data", "data/lake")
 
 
 # --- the project's CloudFormation template, deployed to moto -----------------------------------

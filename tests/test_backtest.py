@@ -40,7 +40,7 @@ def via_kernel(strategy, prices, **params):
     equity, position, buffer = np.empty(n), np.empty(n), np.empty((3 * n + 1, 8))
     stats = np.empty(len(kernel.STATS))
     count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(targets, dtype=float),
-                            *engine._settings_args(settings), equity, position, buffer, stats)
+                            *kernel.settings_args(settings), equity, position, buffer, stats)
     tr, named = buffer[:count], dict(zip(kernel.STATS, stats, strict=True))
     codes = tr[:, kernel.T_REASON].astype(int)
     trades = {"col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),
@@ -300,7 +300,7 @@ def test_parameters_are_converted_strictly():
         {"fast_period": 5, "slow_period": 9, "long_only": True}
     assert type(sma_.check({"fast_period": 5.0})["fast_period"]) is int
     assert get("breakout").check({"go_short": "false"})["go_short"] is False
-    with pytest.raises(ValueError, match="no parameter\\(s\\) \\['bogus'\\]"):
+    with pytest.raises(ValueError, match="strategy 'sma' has no parameter 'bogus'; it takes fast_period"):
         sma_.check({"bogus": 1})
 
 

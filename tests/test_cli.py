@@ -239,7 +239,7 @@ def test_backtest_report_block_and_sweep(lake_dir, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("fast_period,slow_period,final_value") and len(table) == 1 + 6
     assert main(["backtest", "sma", "--symbol", "GSPC", "--param", "bogus=1"]) == 2
-    assert "no parameter(s) ['bogus']" in capsys.readouterr().err
+    assert "strategy 'sma' has no parameter 'bogus'; it takes fast_period" in capsys.readouterr().err
 
 
 BAD_RUNS = [
@@ -256,7 +256,8 @@ BAD_RUNS = [
     (["backtest", "sma", "--param", "fraction=-1"], "fraction=-1 must be > 0"),
     (["backtest", "sma", "--param", "stop_loss=-0.5"], "stop_loss=-0.5 must be > 0"),
     (["backtest", "sma", "--param", "max_bars=0"], "max_bars=0 must be >= 1"),
-    (["sweep", "sma", "--grid", "nope=1:3"], "--grid nope: no such parameter"),
+    (["sweep", "sma", "--grid", "nope=1:3"], "strategy 'sma' has no parameter 'nope'; it takes "
+     "fast_period, slow_period, long_only (or an engine setting: cash, size"),
     (["sweep", "sma", "--grid", "fast_period=5:6:0.25"], "fast_period=5.25 must be a whole number"),
     (["sweep", "sma", "--grid", "fast_period=5:10", "--top", "-2"], "top=-2"),
     (["sweep", "sma", "--grid", "fast_period=1:1e6", "--grid", "slow_period=1:1e6"],

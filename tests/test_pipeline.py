@@ -4,6 +4,7 @@ Notebook executions are in test_notebooks.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -144,9 +145,11 @@ def test_result_chart_thins_markers_and_labels_drawdowns():
     assert "long entry" in zoom.axes[0].get_legend_handles_labels()[1]
     shown = pd.to_datetime(zoom.axes[1].lines[0].get_xdata())
     assert shown[0] >= pd.Timestamp("2001-01-01") and shown[-1] <= pd.Timestamp("2001-06-30")
+    assert len(plots.result_chart(calm).axes) == 3  # a Result keeps the prices it ran on
     with pytest.raises(ValueError, match="prices"):
-        plots.result_chart(calm)
-    assert len(calm.plot(prices=prices).axes) == 3  # Result.plot draws the same chart
+        plots.result_chart(dataclasses.replace(calm, prices=None))
+    assert len(calm.plot().axes) == 3  # Result.plot draws the same chart
+    assert len(calm.plot(prices=prices).axes) == 3
 
 
 def test_heatmap_axes_are_categorical_and_histogram_log_scaled():

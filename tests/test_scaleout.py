@@ -163,8 +163,8 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
     from algotrading import aws
 
     shards, bucket = 3, stack["BucketName"]
-    names = jobs.sweep_jobs("ema", "GSPC", GRID, shards, start=START, end=END, params=PARAMS,
-                            requirements=())
+    names = job.sweep_jobs("ema", "GSPC", GRID, shards, start=START, end=END, params=PARAMS,
+                           requirements=())
     assert [n.rsplit("-", 1)[0] for n in names] == [f"algo-sweep-{i}-of-3" for i in range(3)]
     requests = sent["CreateTrainingJob"]
     assert len(requests) == shards
@@ -186,16 +186,16 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             tar.add(model / job.SWEEP_FILE, arcname=job.SWEEP_FILE)
         s3.put_object(Bucket=bucket, Key=f"jobs/sweep/{name}/output/model.tar.gz", Body=buf.getvalue())
-    gathered = jobs.gather_sweep(names)
+    gathered = job.gather_sweep(names)
     pd.testing.assert_frame_equal(gathered, _local_sweep(sample), check_exact=True)
 
 
 @pytest.mark.aws
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
 def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent) -> None:
-    tuner = jobs.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
-                      train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
-                      params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=())
+    tuner = job.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
+                     train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
+                     params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=())
     (request,) = sent["CreateHyperParameterTuningJob"]
     config = request["HyperParameterTuningJobConfig"]
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "algo:pnl"}
@@ -222,8 +222,8 @@ def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stac
 
 def test_tune_refuses_an_objective_outside_the_train_period() -> None:
     with pytest.raises(ValueError, match="train period only"):
-        jobs.tune("ema", "GSPC", {"fast_period": (5, 10)}, train=(None, "2006-12-29"),
-                  validation=("2007-01-03", None), objective="valid:pnl")
+        job.tune("ema", "GSPC", {"fast_period": (5, 10)}, train=(None, "2006-12-29"),
+                 validation=("2007-01-03", None), objective="valid:pnl")
 
 
 @pytest.mark.aws
@@ -266,8 +266,9 @@ def test_backtest_jobs_install_what_the_engine_imports() -> None:
     """The container gets the engine's third-party imports, pinned as pyproject.toml pins them."""
     import tomllib
 
-    pins = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
-    for requirement in jobs.BACKTEST_REQUIREMENTS:
-        assert requirement in pins["dependencies"]
-    names = {re.split(r"[<>=]", r)[0] for r in jobs.BACKTEST_REQUIREMENTS}
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    pins = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    for requirement in job.REQUIREMENTS:
+        assert requirement in pins
+    names = {re.split(r"[<>=]", r)[0] for r in job.REQUIREMENTS}
     assert {"numpy", "pandas", "numba", "tqdm"} <= names

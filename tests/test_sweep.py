@@ -86,7 +86,8 @@ def test_engine_parameters_can_be_swept(gspc):
 
 @pytest.mark.parametrize(("grid", "message"), [
     ({"fast_period": [50], "slow_period": [20, 30]}, "no combination .* fast_period \\(50\\)"),
-    ({"nope": [1, 2]}, "--grid nope: no such parameter"),
+    ({"nope": [1, 2]}, "strategy 'sma' has no parameter 'nope'; it takes fast_period, slow_period, "
+                       "long_only \\(or an engine setting: cash, size"),
     ({"fast_period": [5.25, 5.5]}, "fast_period=5.25 must be a whole number"),
     ({"long_only": ["no"]}, "long_only='no' must be true or false"),
     ({"slow_period": [100_000]}, "needs more bars"),

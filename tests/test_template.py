@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from algotrading import aws
+from algotrading import aws, config
 from algotrading.numerics import PINS
 
 cfnlint_decode = pytest.importorskip("cfnlint.decode")
@@ -198,7 +198,7 @@ def test_glue_table_equals_the_codes_definition(template) -> None:
 
 def test_outputs_are_the_keys_the_code_reads(template) -> None:
     outputs = set(template["Outputs"])
-    assert set(aws.STACK_OUTPUTS) | {aws.ROLE_OUTPUT, aws.PREFIX_OUTPUT} <= outputs
+    assert set(config.STACK_OUTPUTS) | {config.ROLE_OUTPUT, config.PREFIX_OUTPUT} <= outputs
     assert {"TableName", "NotebookInstanceName", "KmsKeyArn"} <= outputs
 
 

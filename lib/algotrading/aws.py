@@ -1,33 +1,23 @@
-"""The AWS edge: boto3 clients, stack outputs -> settings, Athena SQL and the Glue table.
+"""The AWS edge: boto3 clients, a stack's outputs, Athena SQL and the Glue table.
 
-boto3 and pyathena are imported inside the functions, so the local backend never needs them.
-Every client honours the standard AWS variables (AWS_ENDPOINT_URL included), which is how the
-tests point the same code at a moto server.
+Functions here take plain values (names, URLs, a region), never the settings object: config.py
+reads the settings and turns a stack's outputs into them (config.apply_stack_outputs), and this
+module is below it. boto3 and pyathena are imported inside the functions, so the local backend
+never needs them. Every client honours the standard AWS variables (AWS_ENDPOINT_URL included),
+which is how the tests point the same code at a moto server.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from algotrading.errors import StackError
 from algotrading.schema import COLUMNS, TABLE
 
-if TYPE_CHECKING:  # config imports this module (for ALGO_STACK); this one needs Settings for types only
+if TYPE_CHECKING:
     import pandas as pd
 
-    from algotrading.config import Settings
-
-# CloudFormation output key -> (Settings field, the ALGO_* variable that wins over it)
-STACK_OUTPUTS: dict[str, tuple[str, str]] = {
-    "BucketName": ("lake", "ALGO_LAKE"),
-    "DatabaseName": ("database", "ALGO_DATABASE"),
-    "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
-    "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
-}
-ROLE_OUTPUT = "SageMakerRoleArn"
-PREFIX_OUTPUT = "JobPrefix"  # training and tuning job names must start with "<prefix>-"
 ATHENA_OUTPUT_ENV = "ALGO_ATHENA_OUTPUT"
 
 
@@ -52,30 +42,14 @@ def stack_outputs(stack_name: str, region: str | None = None) -> dict[str, str]:
     try:
         stacks = client("cloudformation", region).describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
-        raise LookupError(f"CloudFormation stack {stack_name!r}: "
+        raise StackError(f"CloudFormation stack {stack_name!r}: "
                           f"{exc.response['Error'].get('Message', exc)}") from exc
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
 
-def apply_stack_outputs(settings: Settings, outputs: Mapping[str, str],
-                        explicit: Mapping[str, str] = os.environ) -> Settings:
-    """Settings with the stack's bucket (as the lake root), database, workgroup and key filled in;
-    a non-empty ALGO_* variable in `explicit` wins over the matching output."""
-    changes: dict[str, str] = {}
-    for output, (field, variable) in STACK_OUTPUTS.items():
-        value = outputs.get(output)
-        if value and not explicit.get(variable):
-            changes[field] = f"s3://{value}" if field == "lake" else value
-    return replace(settings, **changes)
-
-
-def role_arn(outputs: Mapping[str, str]) -> str | None:
-    """The SageMaker execution role the stack created (for training jobs), if it has one."""
-    return outputs.get(ROLE_OUTPUT) or None
-
-
-def athena_sql(text: str, cfg: Settings) -> pd.DataFrame:
-    """Run `text` on Athena in cfg.workgroup / cfg.database and return a DataFrame.
+def athena_sql(text: str, database: str, workgroup: str | None = None,
+               region: str | None = None) -> pd.DataFrame:
+    """Run `text` on Athena in `workgroup` / `database` and return a DataFrame.
 
     Results go to the workgroup's result location; ALGO_ATHENA_OUTPUT (an s3:// URL) overrides it.
     """
@@ -84,8 +58,8 @@ def athena_sql(text: str, cfg: Settings) -> pd.DataFrame:
     from pyathena.pandas.cursor import PandasCursor
 
     try:
-        conn = connect(work_group=cfg.workgroup, schema_name=cfg.database,
-                       region_name=resolve_region(cfg.region),
+        conn = connect(work_group=workgroup, schema_name=database,
+                       region_name=resolve_region(region),
                        s3_staging_dir=os.environ.get(ATHENA_OUTPUT_ENV) or None,
                        cursor_class=PandasCursor)
     except ProgrammingError as exc:
@@ -123,17 +97,18 @@ def glue_table_input(database: str, bucket_prefix: str) -> dict[str, Any]:
     }
 
 
-def ensure_glue_table(cfg: Settings) -> dict[str, Any]:
-    """Create (or bring up to date) the Glue database and hist_data_daily table over cfg's S3
-    lake, so Athena sees what was ingested without a stack update; returns the table input."""
-    if not cfg.lake_is_s3:
-        raise ValueError(f"the Glue table needs an s3:// lake; ALGO_LAKE is {cfg.lake!r}")
-    glue = client("glue", cfg.region)
-    spec = glue_table_input(cfg.database, cfg.lake_path())
+def ensure_glue_table(database: str, lake: str, region: str | None = None) -> dict[str, Any]:
+    """Create (or bring up to date) the Glue `database` and hist_data_daily table over the S3
+    `lake` (an s3:// URL, e.g. `settings().lake_path()`), so Athena sees what was ingested without a
+    stack update; returns the table input."""
+    if not lake.startswith("s3://"):
+        raise ValueError(f"the Glue table needs an s3:// lake; ALGO_LAKE is {lake!r}")
+    glue = client("glue", region)
+    spec = glue_table_input(database, lake.rstrip("/"))
     try:
-        glue.get_database(Name=cfg.database)
+        glue.get_database(Name=database)
     except glue.exceptions.EntityNotFoundException:
-        glue.create_database(DatabaseInput={"Name": cfg.database})
+        glue.create_database(DatabaseInput={"Name": database})
     try:
         glue.create_table(**spec)
     except glue.exceptions.AlreadyExistsException:

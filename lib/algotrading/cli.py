@@ -1,4 +1,9 @@
-"""The `algotrading` command: ingest, query, backtest, sweep, train, run. Errors print one line and exit 2."""
+"""The `algotrading` command: ingest, query, backtest, sweep, train, run. Errors print one line and exit 2.
+
+A STRATEGY is a built-in name (sma, ema, breakout, ml_forecast) or your own function
+`f(prices, period=14, ...) -> positions` as path/to/file.py:function or package.module:function;
+its keyword parameters are set with --param and swept with --grid, checked like the built-ins'.
+Loading a file or module executes it, as `python file.py` would: run only code you trust."""
 
 from __future__ import annotations
 
@@ -137,13 +142,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
     if args.backend == "aws":  # one SageMaker training job per shard, gathered into one table
         from algotrading import jobs
+        from algotrading.backtest import job
+        from algotrading.strategies import REGISTRY
 
-        names = jobs.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
-                                start=args.start, end=args.end, params=params)
+        if args.strategy not in REGISTRY:
+            raise ValueError(f"--backend aws runs the built-in strategies ({', '.join(REGISTRY)}); "
+                             f"{args.strategy!r} is yours: sweep it locally (drop --backend aws)")
+
+        names = job.sweep_jobs(args.strategy, args.symbol, parse_grid(args.grid), args.shards,
+                               start=args.start, end=args.end, params=params)
         print(f"algotrading: waiting for {len(names)} training job(s): {' '.join(names)}",
               file=sys.stderr)
         jobs.wait(names)
-        table = jobs.gather_sweep(names)
+        table = job.gather_sweep(names)
         table = backtest.rank(table, args.sort) if args.sort else table
         table = table.head(args.top) if args.top else table
     elif args.shards != 1:
@@ -256,6 +267,9 @@ def cmd_live(args: argparse.Namespace) -> None:
 
 
 LAKE_HELP = "lake folder or s3:// prefix (default: ALGO_LAKE)"
+STRATEGY_HELP = ("a built-in (sma, ema, breakout, ml_forecast) or your own function as "
+                 "path/to/file.py:function or package.module:function (loading it executes that "
+                 "file: only code you trust)")
 
 
 def _bars_args(s: argparse.ArgumentParser, param_help: str, start_help: str | None = None,
@@ -291,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
         s = sub.add_parser(name, help=f"{name} a strategy on one symbol from the lake")
-        s.add_argument("strategy")
+        s.add_argument("strategy", help=STRATEGY_HELP)
         _bars_args(s, "strategy or engine parameter (repeatable)")
         s.set_defaults(func=func)
         if name == "backtest":
@@ -310,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
                            help="with --backend aws: split the grid's first parameter into N jobs")
 
     s = sub.add_parser("whatif", help="a strategy on many synthetic paths fitted to one symbol")
-    s.add_argument("strategy")
+    s.add_argument("strategy", help=STRATEGY_HELP)
     _bars_args(s, "strategy or engine parameter (repeatable)", "fit the model from this date",
                "fit the model up to this date")
     s.add_argument("--model", choices=("gbm", "garch", "bootstrap"), default="gbm")
@@ -349,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print one JSON object")
         s.set_defaults(func=cmd_live)
     replay = group.choices["replay"]
-    replay.add_argument("strategy")
+    replay.add_argument("strategy", help=STRATEGY_HELP)
     replay.add_argument("--symbol", required=True)
     replay.add_argument("--from", dest="start", required=True, help="first bar to trade (YYYY-MM-DD)")
     replay.add_argument("--to", dest="end")

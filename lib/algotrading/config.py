@@ -1,13 +1,24 @@
-"""One settings object, read from environment variables, so notebooks never hard-code a backend."""
+"""One settings object, read from environment variables (and a CloudFormation stack's outputs,
+when ALGO_STACK names one), so notebooks never hard-code a backend."""
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 BACKENDS = ("local", "aws")
+# CloudFormation output key -> (Settings field, the ALGO_* variable that wins over it)
+STACK_OUTPUTS: dict[str, tuple[str, str]] = {
+    "BucketName": ("lake", "ALGO_LAKE"),
+    "DatabaseName": ("database", "ALGO_DATABASE"),
+    "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
+    "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
+}
+ROLE_OUTPUT = "SageMakerRoleArn"
+PREFIX_OUTPUT = "JobPrefix"  # training and tuning job names must start with "<prefix>-"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -83,11 +94,28 @@ def settings(**overrides: object) -> Settings:
     )
     stack = overrides.get("stack") or base.stack
     if stack:
-        from algotrading import aws  # config -> aws only; aws never imports config at run time
+        from algotrading import aws  # boto3 only when a stack is named
 
         region = aws.resolve_region(overrides.get("region"))  # type: ignore[arg-type]
-        base = aws.apply_stack_outputs(base, stack_outputs(str(stack), region), explicit=env)
+        base = apply_stack_outputs(base, stack_outputs(str(stack), region), explicit=env)
     return base.with_(**overrides)
+
+
+def apply_stack_outputs(settings: Settings, outputs: Mapping[str, str],
+                        explicit: Mapping[str, str] = os.environ) -> Settings:
+    """Settings with the stack's bucket (as the lake root), database, workgroup and key filled in;
+    a non-empty ALGO_* variable in `explicit` wins over the matching output."""
+    changes: dict[str, str] = {}
+    for output, (field, variable) in STACK_OUTPUTS.items():
+        value = outputs.get(output)
+        if value and not explicit.get(variable):
+            changes[field] = f"s3://{value}" if field == "lake" else value
+    return replace(settings, **changes)
+
+
+def role_arn(outputs: Mapping[str, str]) -> str | None:
+    """The SageMaker execution role the stack created (for training jobs), if it has one."""
+    return outputs.get(ROLE_OUTPUT) or None
 
 
 @functools.cache

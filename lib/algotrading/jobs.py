@@ -1,6 +1,7 @@
 """SageMaker training jobs for any entry module of this package (SageMaker Python SDK 3.x).
 
-One contract for every job (model training, tuning trials, sharded sweeps), on both sides:
+One contract for every job (model training, tuning trials, sharded sweeps), on both sides
+(the backtest's sharded sweeps and tuning are submitted by algotrading.backtest.job, its entry):
 
 - Client side: `submit` (or `stage_source` + `model_trainer` when something else, such as a
   hyperparameter tuner, drives the trainer) copies the `algotrading` package into the job's code
@@ -28,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any
+
+from algotrading.errors import JobError
 
 if TYPE_CHECKING:
     from sagemaker.train import ModelTrainer
@@ -134,11 +137,10 @@ def role_arn(role: str | None = None, stack: str | None = None) -> str:
     """`role`, else the SageMakerRoleArn output of the stack (`stack` or ALGO_STACK)."""
     if role:
         return role
-    from algotrading import aws
-    from algotrading.config import settings
+    from algotrading import aws, config
 
-    stack = stack or settings().stack
-    found = aws.role_arn(aws.stack_outputs(stack)) if stack else None
+    stack = stack or config.settings().stack
+    found = config.role_arn(aws.stack_outputs(stack)) if stack else None
     if not found:
         raise ValueError("a SageMaker job needs an execution role: pass role=... or set ALGO_STACK "
                          "to a stack with a SageMakerRoleArn output")
@@ -157,7 +159,8 @@ def session(bucket: str, prefix: str = "", region: str | None = None) -> Any:
                    default_bucket=bucket, default_bucket_prefix=prefix.strip("/") or None)
 
 
-def _split_s3(url: str) -> tuple[str, str]:
+def split_s3(url: str) -> tuple[str, str]:
+    """(bucket, key prefix) of an s3:// URL (a job's output_path)."""
     if not url.startswith("s3://"):
         raise ValueError(f"output_path must be an s3:// URL, not {url!r}")
     bucket, _, key = url[5:].partition("/")
@@ -199,7 +202,7 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     region = resolve_region(region)
     if not region:
         raise ValueError("no AWS region: set AWS_REGION or AWS_DEFAULT_REGION")
-    bucket, prefix = _split_s3(output_path)
+    bucket, prefix = split_s3(output_path)
     code = SourceCode(source_dir=str(source_dir), command=f"python -m {entry}",
                       requirements="requirements.txt" if requirements else None,
                       ignore_patterns=list(IGNORED))
@@ -247,66 +250,8 @@ def describe(job_name: str, region: str | None = None) -> dict[str, Any]:
     return aws.client("sagemaker", region).describe_training_job(TrainingJobName=job_name)
 
 
-# --- scale-out: sharded sweeps and hyperparameter tuning (entry: algotrading.backtest.job) -----
-
-BACKTEST_ENTRY = "algotrading.backtest.job"
-# The backtest engine's own imports beyond REQUIREMENTS (pinned as in pyproject.toml).
-BACKTEST_REQUIREMENTS = (*REQUIREMENTS, "numba>=0.60,<0.70", "tqdm>=4.66")
-
-
-def _prices_uri(symbol: str, lake: str | None = None) -> str:
-    """The S3 object of `symbol` in the lake (the prices channel of a backtest job)."""
-    from algotrading import lake as lake_mod
-    from algotrading.config import settings
-    from algotrading.schema import DataError
-
-    root = lake or settings().lake_path()
-    if not root.startswith("s3://"):
-        raise ValueError(f"SageMaker jobs read the lake from S3; the lake is {root!r} "
-                         "(set ALGO_STACK or ALGO_LAKE=s3://...)")
-    if symbol not in lake_mod.symbols(lake=root):
-        raise DataError(f"{root}/hist_data_daily", f"symbol {symbol} is not in the lake; ingest it")
-    return f"{root}/{lake_mod.key(symbol)}"
-
-
-def _output_path(output_path: str | None, kind: str) -> str:
-    from algotrading.config import settings
-
-    if output_path:
-        return output_path.rstrip("/")
-    root = settings().lake_path()
-    if not root.startswith("s3://"):
-        raise ValueError("pass output_path=s3://... (the lake is not in S3)")
-    return f"{root}/jobs/{kind}"
-
-
-def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], shards: int, *,
-               start: str | None = None, end: str | None = None,
-               params: Mapping[str, Any] | None = None, output_path: str | None = None,
-               lake: str | None = None, requirements: Iterable[str] = BACKTEST_REQUIREMENTS,
-               **options: Any) -> list[str]:
-    """Submit a sweep as `shards` training jobs, shard i running `backtest.sweep` on
-    `backtest.job.shard_grid(grid, i, shards)` over the lake's `symbol` file, and return the job
-    names in shard order (for `wait` and `gather_sweep`). `options` go to `submit`."""
-    from algotrading.backtest.job import shard_grid
-
-    grid = {k: list(v) for k, v in grid.items()}
-    for i in range(shards):
-        shard_grid(grid, i, shards)  # refuses a bad shard count before anything is submitted
-    uri, out = _prices_uri(symbol, lake), _output_path(output_path, "sweep")
-    names = []
-    for i in range(shards):
-        hp = {"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": grid, "shard": i,
-              "shards": shards, "params": dict(params or {}),
-              **{k: v for k, v in (("start", start), ("end", end)) if v}}
-        names.append(submit(BACKTEST_ENTRY, {"prices": uri}, out, hyperparameters=hp,
-                            base_job_name=job_prefix(f"sweep-{i}-of-{shards}"),
-                            requirements=requirements, **options))
-    return names
-
-
 def wait(job_names: Iterable[str], poll: float = 30.0, region: str | None = None) -> None:
-    """Block until every job has ended; ValueError naming the jobs that did not complete."""
+    """Block until every job has ended; JobError (a ValueError) naming the jobs that did not complete."""
     import time
 
     pending, failed = list(job_names), []
@@ -321,76 +266,4 @@ def wait(job_names: Iterable[str], poll: float = 30.0, region: str | None = None
         if pending:
             time.sleep(poll)
     if failed:
-        raise ValueError("training job(s) did not complete: " + "; ".join(failed))
-
-
-def gather_sweep(job_names: Iterable[str], output_path: str | None = None,
-                 region: str | None = None) -> Any:
-    """The shards' tables, read from `<output_path>/<job>/output/model.tar.gz` and concatenated
-    in the order of `job_names`: the table a local `backtest.sweep` returns."""
-    import io
-    import tarfile
-
-    import pandas as pd
-
-    from algotrading import aws
-    from algotrading.backtest.job import SWEEP_FILE, read_table
-
-    bucket, prefix = _split_s3(_output_path(output_path, "sweep"))
-    s3 = aws.client("s3", region)
-    parts = []
-    for name in job_names:
-        key = "/".join(p for p in (prefix, name, "output", "model.tar.gz") if p)
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-            member = tar.extractfile(SWEEP_FILE)
-            if member is None:
-                raise ValueError(f"s3://{bucket}/{key} has no {SWEEP_FILE}")
-            parts.append(read_table(member.read()))
-    return pd.concat(parts, ignore_index=True)
-
-
-def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
-         train: tuple[str | None, str | None], validation: tuple[str | None, str | None],
-         objective: str = "algo:pnl", max_jobs: int = 20, max_parallel_jobs: int = 2,
-         params: Mapping[str, Any] | None = None, output_path: str | None = None,
-         lake: str | None = None, wait: bool = False,
-         requirements: Iterable[str] = BACKTEST_REQUIREMENTS, **options: Any) -> Any:
-    """Start a SageMaker hyperparameter tuning job over `strategy` (the workshop's path, rebuilt):
-    each trial backtests one parameter set from the integer `ranges` (name -> (low, high)) and
-    prints its train-period metrics as `algo:<name>` (the objective, e.g. algo:pnl, maximised)
-    and its validation-period metrics as `valid:<name>`, which are recorded but never optimised.
-    Returns the HyperparameterTuner (its `latest_tuning_job` names the job). `options` go to
-    `model_trainer` (role, instance_type, image, max_runtime, region)."""
-    from sagemaker.core.parameter import IntegerParameter
-    from sagemaker.core.training.configs import InputData
-    from sagemaker.train.tuner import HyperparameterTuner
-
-    from algotrading.backtest.job import TRAIN_PREFIX, trial_metric_definitions
-
-    if not objective.startswith(TRAIN_PREFIX):
-        raise ValueError(f"objective {objective!r}: tune on the train period only "
-                         f"(a metric named {TRAIN_PREFIX}<metric>)")
-    definitions = trial_metric_definitions()
-    if objective not in definitions:
-        raise ValueError(f"objective {objective!r}: choose one of "
-                         f"{sorted(k for k in definitions if k.startswith(TRAIN_PREFIX))}")
-    uri, out = _prices_uri(symbol, lake), _output_path(output_path, "tune")
-    hp = {"mode": "trial", "strategy": strategy, "symbol": symbol, "params": dict(params or {}),
-          **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
-                                  (*train, *validation), strict=True) if v}}
-    with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
-        requirements = list(requirements)
-        trainer = model_trainer(BACKTEST_ENTRY, stage_source(tmp, requirements), out,
-                                hyperparameters=hp, requirements=bool(requirements), **options)
-        tuner = HyperparameterTuner(
-            model_trainer=trainer, objective_metric_name=objective, objective_type="Maximize",
-            hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},
-            metric_definitions=[{"Name": k, "Regex": v} for k, v in definitions.items()],
-            max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
-            base_tuning_job_name=job_prefix(f"tune-{strategy}")[:MAX_TUNING_PREFIX])
-        tuner.tune(inputs=[InputData(channel_name="prices", data_source=uri)], wait=wait)
-    return tuner
-
-
-MAX_TUNING_PREFIX = 32 - UNIQUE_SUFFIX  # tuning job names have at most 32 characters
+        raise JobError("training job(s) did not complete: " + "; ".join(failed))

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algotrading.errors import LakeError
 from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, check_symbol, validate
 
 META = ".algotrading"
@@ -476,7 +477,7 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
         except BaseException as exc:
             note = _abort(store)
             if isinstance(exc, OSError):
-                failed = OSError(f"ingest failed, nothing in the lake changed: "
+                failed = LakeError(f"ingest failed, nothing in the lake changed: "
                                  f"{exc.strerror or exc}{note}")
                 failed.errno = exc.errno
                 raise failed from exc
@@ -531,7 +532,7 @@ def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
             store.delete(JOURNAL)
         store.remove_tree(STAGING)
     except OSError as exc:
-        failed = OSError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
+        failed = LakeError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
                          "the next lake operation completes it")
         failed.errno = exc.errno
         raise failed from exc

@@ -10,7 +10,7 @@ of a (combos x bars) matrix with the same code that scores one run.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,14 @@ def gross_exposure(value: np.ndarray, equity: np.ndarray) -> np.ndarray | float:
 def turnover(traded: np.ndarray | float, equity: np.ndarray) -> np.ndarray | float:
     """Turnover = total traded notional / mean equity / years (times the book turns a year)."""
     return (traded / equity.mean(axis=-1) / (equity.shape[-1] / YEAR))[()]
+
+
+def autocorrelation(x: np.ndarray, lags: Sequence[int]) -> np.ndarray:
+    """Autocorrelation of each row of `x` at `lags` (e.g. of |daily returns|: volatility clustering)."""
+    x = np.atleast_2d(x)
+    x = x - x.mean(axis=1, keepdims=True)
+    var = (x * x).sum(axis=1)
+    return np.stack([(x[:, k:] * x[:, :-k]).sum(axis=1) / var for k in lags], axis=1)
 
 
 def trade_stats(pnl: np.ndarray, group: np.ndarray, k: int) -> dict[str, np.ndarray]:

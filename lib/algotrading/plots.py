@@ -12,6 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from algotrading import metrics
+
 PERCENT = FuncFormatter(lambda v, _: f"{v:.0%}")
 COLORS = {"strategy": "tab:blue", "hold": "tab:gray", "long": "tab:green", "short": "tab:red"}
 
@@ -292,13 +294,11 @@ def scenario_fit(history: np.ndarray, simulated: np.ndarray, title: str = "", la
     left.set_xlabel("daily log return")
     left.legend()
 
-    from algotrading.scenarios import autocorrelation
-
     k = np.arange(1, lags + 1)
-    sim = autocorrelation(np.abs(simulated), k)
+    sim = metrics.autocorrelation(np.abs(simulated), k)
     right.fill_between(k, *np.quantile(sim, [0.05, 0.95], axis=0), alpha=0.3, label="simulated 5-95 %")
     right.plot(k, np.median(sim, axis=0), label="simulated median")
-    right.plot(k, autocorrelation(np.abs(history), k)[0], color="black", label="history")
+    right.plot(k, metrics.autocorrelation(np.abs(history), k)[0], color="black", label="history")
     right.set_xlabel("lag (days)")
     right.set_ylabel("autocorrelation of |r|")
     right.legend()

@@ -91,7 +91,7 @@ def sql(text: str, cfg: Settings | None = None, lake: str | None = None,
 
         if not text or not text.strip():
             raise DataError("query", "empty SQL; give one SELECT statement")
-        return aws.athena_sql(text, cfg)
+        return aws.athena_sql(text, cfg.database, cfg.workgroup, cfg.region)
     from algotrading import lake as lake_mod
 
     store = lake_mod.lake_store(cfg.lake_path())

@@ -25,9 +25,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from algotrading import metrics, plots
+from algotrading.runs import RESULTS, load_manifest, write_atomic
 
-RESULTS = "results"
-MANIFEST = "run.json"
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1150px;color:#222;line-height:1.4}
@@ -195,8 +194,7 @@ BOARD_LABELS = {"total_return": "total return", "cagr": "CAGR", "volatility": "v
 
 
 def _load(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    manifest = folder / MANIFEST
-    entries = json.loads(manifest.read_text())["notebooks"] if manifest.is_file() else {}
+    entries = load_manifest(folder)
     results = {}
     for nb in entries:
         path = folder / RESULTS / f"{Path(nb).stem}.json"
@@ -249,7 +247,7 @@ def write(folder: Path) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>algotrading run</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
     out = folder / "report.html"
-    _write(out, page)
+    write_atomic(out, page)
     md = ["# algotrading run", "", "Full report with charts: [report.html](report.html)", "",
           "| notebook | status | seconds | parameters given | data sha256 |", "|---|---|---|---|---|"]
     md += [f"| [{nb}]({nb}) | {e['status']} | {_fmt(e.get('seconds'))} | "
@@ -265,15 +263,9 @@ def write(folder: Path) -> Path:
     for name, r in results.items():
         if r.get("conclusion"):
             md += ["", f"## {name}", "", r["conclusion"]]
-    _write(folder / "report.md", "\n".join(md) + "\n")
+    write_atomic(folder / "report.md", "\n".join(md) + "\n")
     return out
 
 
 def _first(entries: Mapping[str, dict], key: str) -> Any:
     return next((e.get(key) for e in entries.values() if e.get(key)), None)
-
-
-def _write(path: Path, text: str) -> None:
-    from algotrading.pipeline import write_atomic
-
-    write_atomic(path, text)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading import numerics
+from algotrading import metrics, numerics
 
 MODELS = ("gbm", "garch", "bootstrap")
 EWMA_ALPHA = 0.06  # RiskMetrics' lambda = 0.94: the historical volatility that scales bar shapes
@@ -203,23 +203,15 @@ def _stationary_indices(rng: np.random.Generator, n: int, paths: int, bars: int,
 
 
 # -- how well each generator fits -------------------------------------------------------------
-def autocorrelation(x: np.ndarray, lags: Sequence[int]) -> np.ndarray:
-    """Autocorrelation of each row of `x` at `lags`."""
-    x = np.atleast_2d(x)
-    x = x - x.mean(axis=1, keepdims=True)
-    var = (x * x).sum(axis=1)
-    return np.stack([(x[:, k:] * x[:, :-k]).sum(axis=1) / var for k in lags], axis=1)
-
-
 def _stats(r: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray
            ) -> dict[str, np.ndarray]:
     r = np.atleast_2d(r)
     z = (r - r.mean(axis=1, keepdims=True)) / r.std(axis=1, keepdims=True)
-    acf_abs = autocorrelation(np.abs(r), (1, 5, 20))
+    acf_abs = metrics.autocorrelation(np.abs(r), (1, 5, 20))
     return {
         "ann. mean": r.mean(axis=1) * 252, "ann. volatility": r.std(axis=1, ddof=1) * math.sqrt(252),
         "skew": (z ** 3).mean(axis=1), "excess kurtosis": (z ** 4).mean(axis=1) - 3,
-        "1% quantile": np.quantile(r, 0.01, axis=1), "acf(r) lag 1": autocorrelation(r, (1,))[:, 0],
+        "1% quantile": np.quantile(r, 0.01, axis=1), "acf(r) lag 1": metrics.autocorrelation(r, (1,))[:, 0],
         "acf(|r|) lag 1": acf_abs[:, 0], "acf(|r|) lag 5": acf_abs[:, 1],
         "acf(|r|) lag 20": acf_abs[:, 2],
         "mean range (h-l)/c": np.atleast_2d((h - lo) / c).mean(axis=1),
@@ -258,13 +250,13 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     what `backtest.run` computes, without building a Result per path; paths go through a thread
     per core (the kernel releases the GIL)."""
     from algotrading.backtest import Settings, kernel
-    from algotrading.backtest.engine import _settings_args, checked, curve_metrics, resolve, split_params
+    from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params
 
     engine, own = split_params(params)
     settings = Settings(**engine)
     if settings.start is not None:
         raise ValueError("start: scenario paths are traded from their first bar")
-    args = _settings_args(settings)
+    args = kernel.settings_args(settings)
     equity = np.empty(paths.close.shape)
     stats = np.empty((len(paths), len(kernel.STATS)))
     no_trades = np.empty((0, 8))  # the kernel records trades only into a buffer with rows
@@ -309,7 +301,7 @@ def cost_stress(strategy: Any, prices: pd.DataFrame, multipliers: Sequence[float
                 **params: Any) -> pd.DataFrame:
     """The strategy on the real history with commission and slippage multiplied by each of
     `multipliers` (0 = free), one row each."""
-    from algotrading import backtest, metrics
+    from algotrading import backtest
 
     costs = ("commission_bps", "commission_per_share", "slippage_bps")
     base = {k: float(params.pop(k, 0.0)) for k in costs}

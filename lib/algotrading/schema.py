@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from algotrading.errors import AlgotradingError
+
 TABLE = "hist_data_daily"
 # (column, SQL type) -- the same list defines the lake CSV header, the DuckDB view and the Glue table.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -38,7 +40,7 @@ VOL_MAX = 1e13
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class DataError(ValueError):
+class DataError(AlgotradingError, ValueError):
     """Bad input data; the message names the file, symbol, row/date and the broken rule."""
 
     def __init__(self, origin: str, rule: str, sym: str | None = None, where: str | None = None):

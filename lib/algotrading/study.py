@@ -12,8 +12,9 @@ and prose, and every strategy (rules, forecasts, RL policies) is judged the same
 5. `conclusion()`: what the numbers say, in sentences computed from them; `record(name)` saves the
    key results (and the test-period curves and trades the report draws).
 
-`strategy` is anything `backtest.run` takes: a registered name, a Strategy, or a callable
-`(prices, **params) -> positions` (what a model-based strategy passes). Windows follow the
+`strategy` is anything `backtest.run` takes: a registered name, a Strategy, your own function
+`f(prices, period=14, ...) -> positions` (its keyword parameters can be swept by name), or a
+"file.py:function" spec. The study is named after it (`name` overrides). Windows follow the
 backtest warm-up convention: indicators see the history before a period, never a bar after it.
 """
 
@@ -31,6 +32,7 @@ from scipy import stats
 
 from algotrading import backtest, metrics, plots
 from algotrading.backtest import Result
+from algotrading.strategies import Strategy, get
 
 EULER_GAMMA = 0.5772156649015329
 PERIODS = ("train", "validation", "test")
@@ -128,7 +130,7 @@ class Study:
 
     def __post_init__(self) -> None:
         self.bounds = backtest.periods(self.prices.index, self.train_end, self.validation_end)
-        self.name = self.name or (self.strategy if isinstance(self.strategy, str) else "strategy")
+        self.name = self.name or strategy_name(self.strategy)
         self.test: TestRun | None = None
         self.choice: Choice | None = None
         self.walk: WalkForward | None = None
@@ -274,8 +276,8 @@ class Study:
 
     def record(self, name: str) -> dict[str, Any]:
         """Save `summary()` and the test-period curves and trades (for report.html) through
-        `pipeline.record`; returns the summary."""
-        from algotrading.pipeline import record
+        `runs.record`; returns the summary."""
+        from algotrading.runs import record
 
         tables = {}
         if self.test is not None:
@@ -284,6 +286,22 @@ class Study:
                                              "no_costs": t.no_costs.equity, "buy_and_hold": t.hold})
             tables["trades"] = t.with_costs.trades
         return record(name, self.summary(), tables)
+
+
+def strategy_name(strategy: Any) -> str:
+    """What the study calls `strategy`: a built-in's name, your function's name ("rsi"), else
+    "strategy" (a lambda, or precomputed positions)."""
+    strat = _strategy(strategy)
+    return strat.name if strat is not None and strat.name.isidentifier() else "strategy"
+
+
+def _strategy(strategy: Any) -> Strategy | None:
+    if not (isinstance(strategy, str | Strategy) or callable(strategy)):
+        return None
+    try:
+        return get(strategy)
+    except ValueError:
+        return None
 
 
 def typed(params: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -348,11 +366,31 @@ def _num(value: Any, fmt: str) -> str:
         value = float(value)
     except (TypeError, ValueError):
         return "n/a"
-    return format(value, fmt) if math.isfinite(value) else "n/a"
+    if not math.isfinite(value):
+        return "n/a"
+    text = format(value, fmt)
+    return text[1:] if text.startswith("-") and not text.strip("-0.,%") else text  # no "-0.0"
 
 
 def _params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _who(study: Study) -> str:
+    """"sma with fast_period=50, slow_period=200 and costs"; without a rule, the strategy's
+    defaults: "rsi with its defaults (period=14, low=30, high=70) and costs"; without costs,
+    "... and no costs"."""
+    paid = "and costs" if study.costs else "and no costs"
+    if study.rule:
+        return f"{study.name} with {_params(study.rule)} {paid}"
+    strat = _strategy(study.strategy)
+    try:
+        defaults = strat.complete({}) if strat is not None else {}
+    except ValueError:
+        defaults = {}
+    if defaults:
+        return f"{study.name} with its defaults ({_params(defaults)}) {paid}"
+    return f"{study.name} with {'costs' if study.costs else 'no costs'}"
 
 
 def conclusion(study: Study) -> str:
@@ -371,13 +409,13 @@ def conclusion(study: Study) -> str:
                    else "beat buy-and-hold on return but not on Sharpe" if better_return
                    else "did not beat buy-and-hold")
         lines.append(
-            f"On the test period ({start}..{end}) {study.name} with {_params(study.rule)} and costs "
-            f"returned {_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
+            f"On the test period ({start}..{end}) {_who(study)} returned "
+            f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
             f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
             f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
             f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
-            f"{verdict}. Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
-            f"percentage points of return.")
+            f"{verdict}." + (f" Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
+                             "percentage points of return." if study.costs else ""))
     if study.choice is not None:
         c, m = study.choice, study.choice.metric
         tab = c.table

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from algotrading.backtest import rules
 from algotrading.backtest.settings import Settings
 
 
@@ -135,29 +136,14 @@ class Broker:
 
     def target_shares(self, symbol: int, target: float, price: float) -> float:
         """Shares for `target` at `price`: fixed `size`, or `fraction` of the equity left after
-        closing the current position at `price`, net of costs."""
-        s = self.settings
-        if s.size is not None or not target:
-            return target * (s.size or 0.0)
-        unit = self._unit(price, target)
-        budget = abs(target) * s.fraction * max(self._equity_at(symbol, price), 0.0)
-        shares = budget / unit
-        return math.copysign(math.floor(shares) if s.whole_shares else shares, target)
-
-    def _unit(self, price: float, side: float) -> float:
-        """Cash one share takes at `price` bought (side > 0) or sold: slipped price + commission."""
-        px = price * (1.0 + math.copysign(self._slip, side))
-        return px * (1.0 + self._bps) + self.settings.commission_per_share
+        closing the current position at `price`, net of costs (rules.target_shares)."""
+        return rules.target_shares(target, price, self._equity_at(symbol, price), self.settings)
 
     def _equity_at(self, a: int, price: float) -> float:
         """Equity if symbol `a`'s position were closed at `price` (after slippage and commission)."""
-        held = self.shares[a]
-        value = self.cash + sum(q * p for b, (q, p) in enumerate(zip(self.shares, self.price,
-                                                                     strict=True)) if q and b != a)
-        if held:
-            px = price * (1.0 - math.copysign(self._slip, held))
-            value += held * px - abs(held) * (px * self._bps + self.settings.commission_per_share)
-        return value
+        rest = self.cash + sum(q * p for b, (q, p) in enumerate(zip(self.shares, self.price,
+                                                                    strict=True)) if q and b != a)
+        return rules.equity_at(rest, self.shares[a], price, self.settings)
 
     def _to_target(self, a: int, target: float, price: float, reason: str) -> list[Fill]:
         """Trade symbol `a` at `price` to the shares `target` asks for, within buying power."""
@@ -166,9 +152,7 @@ class Broker:
         qty = goal - held
         if not qty:
             return []
-        opens = goal and (abs(goal) > abs(held) or goal * held < 0)
-        if opens and abs(goal) * self._unit(price, goal) > \
-                self.settings.leverage * self._equity_at(a, price) * (1 + 1e-12):
+        if not rules.fits(goal, held, price, self._equity_at(a, price), self.settings):
             self.rejected += 1
             if not (held and goal * held < 0):
                 return []

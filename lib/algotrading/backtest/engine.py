@@ -1,7 +1,7 @@
 """The backtest engine: desired positions in, fills, cash, positions, trades and metrics out.
 
-Semantics (ARCHITECTURE.md "Backtest semantics", README "Backtests: the conventions"; the fill,
-cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see broker.py):
+Semantics (README "Backtests: the conventions"; the fill, cost, sizing, buying-power, stop and
+bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the trading rules live"):
 - The target decided on bar t's close fills at bar t+1's open (`fill="open"`, backtrader's
   Market order) or at bar t's close (`fill="close"`).
 - Sizing is all-in by default (`fraction=1.0` of equity at the fill, whole shares, as
@@ -13,14 +13,18 @@ cost, sizing, buying-power, stop and bankruptcy rules are the Broker's, see brok
 - A position still open at the end is marked to the last close and reported as "open".
 
 Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
-the CLI starts at once); batches (`sweep`, `run_many`) use the compiled kernel (kernel.py, the
-Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
+the CLI starts at once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel
+(kernel.py, the Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
+
+Building blocks for such batch paths (public, used by sweep.py and scenarios.py): `split_params`
+(engine settings apart from strategy parameters), `checked` (the validated frame and its OHLC
+arrays), `resolve` (desired positions from any StrategyLike), `ohlc`, and `curve_metrics` (the
+equity-curve metrics from the kernel's statistics); `kernel.settings_args` packs the Settings.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -33,7 +37,7 @@ from algotrading import metrics
 from algotrading.backtest.broker import Broker
 from algotrading.backtest.settings import ENGINE_PARAMS, Settings
 from algotrading.schema import DataError
-from algotrading.strategies import Strategy, get
+from algotrading.strategies import Strategy, get, positions
 
 StrategyLike = str | Strategy | Callable[..., Any] | pd.Series | np.ndarray
 TRADE_KEYS = ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price", "commission",
@@ -44,7 +48,8 @@ TRADE_KEYS = ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price
 class Result:
     """One backtest: `metrics` (dict, with a buy-and-hold `benchmark` block), `trades` (one row per
     trade, built on first use since sweeps and walk-forward never look), `equity` (value at each
-    close), `positions` (shares held at each close). Plain data, so it pickles."""
+    close), `positions` (shares held at each close), `prices` (the bars it ran on, so `plot()`
+    needs nothing else). Plain data, so it pickles."""
 
     metrics: dict[str, Any]
     equity: pd.Series
@@ -52,6 +57,7 @@ class Result:
     params: dict[str, Any]
     fills: dict[str, np.ndarray] = field(repr=False)  # the raw trade arrays (see TRADE_KEYS)
     symbols: list[str] | None = field(default=None, repr=False)
+    prices: pd.DataFrame | None = field(default=None, repr=False)
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -64,9 +70,13 @@ class Result:
         return metrics.report(self.metrics)
 
     def plot(self, **kwargs: Any) -> Any:
-        """Price, trades, equity and drawdown in one figure (algotrading.plots.result_chart)."""
+        """Price, trades, equity and drawdown in one matplotlib figure, e.g. `result.plot()` or
+        `result.plot(lines={"sma 50": ...}, start="2018")` (see algotrading.plots.result_chart)."""
         from algotrading.plots import result_chart
 
+        if self.prices is None and kwargs.get("prices") is None:
+            raise ValueError("plot() draws one symbol's run; for a portfolio, plot each symbol's "
+                             "run or the equity (result.equity.plot())")
         return result_chart(self, **kwargs)
 
     def __repr__(self) -> str:
@@ -145,30 +155,37 @@ def checked(prices: pd.DataFrame) -> tuple[pd.DataFrame, tuple[np.ndarray, ...]]
     return prices, arrays
 
 
+def strategy_of(strategy: StrategyLike) -> Strategy | None:
+    """The Strategy behind a name, spec, Strategy or function (None for precomputed positions);
+    a function parameter that shares an engine setting's name is refused (it could not be set)."""
+    if not (isinstance(strategy, str | Strategy) or callable(strategy)):
+        return None
+    strat = get(strategy)
+    if strat.function is not None:
+        clash = [k for k in strat.params if k in ENGINE_PARAMS]
+        if clash:
+            raise ValueError(f"{strat.owner}: parameter {clash[0]!r} is the name of an engine "
+                             "setting; rename it in the function")
+    return strat
+
+
 def resolve(strategy: StrategyLike, prices: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
-    """Desired positions from a strategy name/object, a callable(prices, **params) or the
-    positions themselves (a Series aligned on the dates, or an array)."""
-    if isinstance(strategy, str | Strategy):
-        return get(strategy).targets(prices, **params)
-    if callable(strategy):
-        out = strategy(prices, **params)
-    elif params:
+    """Desired positions from a strategy (see `strategy_of`) or the positions themselves (a
+    Series aligned on the dates, or an array)."""
+    strat = strategy_of(strategy)
+    if strat is not None:
+        return strat.targets(prices, **params)
+    if params:
         raise ValueError(f"strategy parameters {sorted(params)} given with precomputed positions")
-    else:
-        out = strategy
-    if isinstance(out, pd.Series):
-        out = out.reindex(prices.index).fillna(0.0)
-    out = np.asarray(out, dtype=float)
-    if out.shape != (len(prices),):
-        raise ValueError(f"strategy gave {out.shape} positions for {len(prices)} bars")
-    if not np.isfinite(out).all():
-        raise ValueError("strategy gave non-finite target positions")
-    return out
+    return positions(strategy, prices, "the positions")
 
 
 def run(strategy: StrategyLike, prices: pd.DataFrame, **params: Any) -> Result:
     """Backtest `strategy` on one symbol's `prices` (DatetimeIndex; open, high, low, close).
 
+    `strategy` is a registered name ("sma"), a Strategy, your own function
+    `f(prices, **params) -> positions` (its keyword parameters are checked like the built-ins'),
+    a "path/to/file.py:function" or "package.module:function" spec, or the positions themselves.
     `params` holds engine settings (see settings.SETTINGS) and the strategy's own parameters.
     """
     engine, own = split_params(params)
@@ -193,17 +210,6 @@ class Sim:
     trades: dict[str, np.ndarray]  # flat arrays, one entry per trade, `col` names its row
     rejected: int = 0
     bankrupt: bool = False
-
-
-def _settings_args(s: Settings) -> tuple:
-    """The Settings as the kernel's scalar arguments (NaN / 0 for "none")."""
-    nan = math.nan
-    return (float(s.cash), nan if s.size is None else float(s.size),
-            nan if s.fraction is None else float(s.fraction), float(s.leverage),
-            bool(s.whole_shares), float(s.commission_per_share), s.commission_bps / 1e4,
-            s.slippage_bps / 1e4, s.fill == "open", nan if s.stop_loss is None else s.stop_loss,
-            nan if s.take_profit is None else s.take_profit, int(s.max_bars or 0),
-            float(s.risk_free))
 
 
 def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -312,7 +318,8 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
     stats = _stats(sim, values, shares * close, float(sim.traded[0]), prices.index, settings)
     stats["benchmark"] = metrics.benchmark(close, settings.cash, settings.risk_free)
     return Result(stats, pd.Series(values, index=prices.index, name="equity"),
-                  pd.Series(shares, index=prices.index, name="position"), params, sim.trades)
+                  pd.Series(shares, index=prices.index, name="position"), params, sim.trades,
+                  prices=prices)
 
 
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],

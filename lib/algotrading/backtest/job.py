@@ -11,14 +11,20 @@ Two modes, chosen by the `mode` hyperparameter:
   validation period (`valid:<metric>=...;`, reported but never optimised).
 
 The prices channel holds `<SYM>.csv` in the lake's format (the S3 object the client points at).
+
+The client side lives here too (the jobs' submitter and their entry share one module):
+`sweep_jobs` submits a sweep as shards and `gather_sweep` concatenates their tables (wait between
+with `jobs.wait`); `tune` starts a SageMaker hyperparameter tuning job whose trials run this entry.
+sagemaker and boto3 are imported inside those functions, so the container never needs them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
@@ -102,6 +108,130 @@ def trial_metric_definitions() -> dict[str, str]:
     """What a tuning job scrapes from a trial's log: train metrics (the objective) and validation."""
     return {**jobs.metric_definitions(REPORTED, TRAIN_PREFIX),
             **jobs.metric_definitions(REPORTED, VALID_PREFIX)}
+
+
+# --- the client side: submit the shards or the tuning job, gather the shards' tables ------------
+
+ENTRY = "algotrading.backtest.job"
+# The backtest engine's own imports beyond jobs.REQUIREMENTS (pinned as in pyproject.toml).
+REQUIREMENTS = (*jobs.REQUIREMENTS, "numba>=0.60,<0.70", "tqdm>=4.66")
+
+
+def _prices_uri(symbol: str, lake: str | None = None) -> str:
+    """The S3 object of `symbol` in the lake (the prices channel of a backtest job)."""
+    from algotrading import lake as lake_mod
+    from algotrading.config import settings
+    from algotrading.schema import DataError
+
+    root = lake or settings().lake_path()
+    if not root.startswith("s3://"):
+        raise ValueError(f"SageMaker jobs read the lake from S3; the lake is {root!r} "
+                         "(set ALGO_STACK or ALGO_LAKE=s3://...)")
+    if symbol not in lake_mod.symbols(lake=root):
+        raise DataError(f"{root}/hist_data_daily", f"symbol {symbol} is not in the lake; ingest it")
+    return f"{root}/{lake_mod.key(symbol)}"
+
+
+def _output_path(output_path: str | None, kind: str) -> str:
+    from algotrading.config import settings
+
+    if output_path:
+        return output_path.rstrip("/")
+    root = settings().lake_path()
+    if not root.startswith("s3://"):
+        raise ValueError("pass output_path=s3://... (the lake is not in S3)")
+    return f"{root}/jobs/{kind}"
+
+
+def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], shards: int, *,
+               start: str | None = None, end: str | None = None,
+               params: Mapping[str, Any] | None = None, output_path: str | None = None,
+               lake: str | None = None, requirements: Iterable[str] = REQUIREMENTS,
+               **options: Any) -> list[str]:
+    """Submit a sweep as `shards` training jobs, shard i running `backtest.sweep` on
+    `shard_grid(grid, i, shards)` over the lake's `symbol` file, and return the job names in shard
+    order (for `jobs.wait` and `gather_sweep`). `options` go to `jobs.submit`."""
+    grid = {k: list(v) for k, v in grid.items()}
+    for i in range(shards):
+        shard_grid(grid, i, shards)  # refuses a bad shard count before anything is submitted
+    uri, out = _prices_uri(symbol, lake), _output_path(output_path, "sweep")
+    names = []
+    for i in range(shards):
+        hp = {"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": grid, "shard": i,
+              "shards": shards, "params": dict(params or {}),
+              **{k: v for k, v in (("start", start), ("end", end)) if v}}
+        names.append(jobs.submit(ENTRY, {"prices": uri}, out, hyperparameters=hp,
+                                 base_job_name=jobs.job_prefix(f"sweep-{i}-of-{shards}"),
+                                 requirements=requirements, **options))
+    return names
+
+
+def gather_sweep(job_names: Iterable[str], output_path: str | None = None,
+                 region: str | None = None) -> pd.DataFrame:
+    """The shards' tables, read from `<output_path>/<job>/output/model.tar.gz` and concatenated
+    in the order of `job_names`: the table a local `backtest.sweep` returns."""
+    import io
+    import tarfile
+
+    from algotrading import aws
+
+    bucket, prefix = jobs.split_s3(_output_path(output_path, "sweep"))
+    s3 = aws.client("s3", region)
+    parts = []
+    for name in job_names:
+        key = "/".join(p for p in (prefix, name, "output", "model.tar.gz") if p)
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            member = tar.extractfile(SWEEP_FILE)
+            if member is None:
+                raise ValueError(f"s3://{bucket}/{key} has no {SWEEP_FILE}")
+            parts.append(read_table(member.read()))
+    return pd.concat(parts, ignore_index=True)
+
+
+def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
+         train: tuple[str | None, str | None], validation: tuple[str | None, str | None],
+         objective: str = "algo:pnl", max_jobs: int = 20, max_parallel_jobs: int = 2,
+         params: Mapping[str, Any] | None = None, output_path: str | None = None,
+         lake: str | None = None, wait: bool = False,
+         requirements: Iterable[str] = REQUIREMENTS, **options: Any) -> Any:
+    """Start a SageMaker hyperparameter tuning job over `strategy` (the workshop's path, rebuilt):
+    each trial backtests one parameter set from the integer `ranges` (name -> (low, high)) and
+    prints its train-period metrics as `algo:<name>` (the objective, e.g. algo:pnl, maximised)
+    and its validation-period metrics as `valid:<name>`, which are recorded but never optimised.
+    Returns the HyperparameterTuner (its `latest_tuning_job` names the job). `options` go to
+    `jobs.model_trainer` (role, instance_type, image, max_runtime, region)."""
+    from sagemaker.core.parameter import IntegerParameter
+    from sagemaker.core.training.configs import InputData
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    if not objective.startswith(TRAIN_PREFIX):
+        raise ValueError(f"objective {objective!r}: tune on the train period only "
+                         f"(a metric named {TRAIN_PREFIX}<metric>)")
+    definitions = trial_metric_definitions()
+    if objective not in definitions:
+        raise ValueError(f"objective {objective!r}: choose one of "
+                         f"{sorted(k for k in definitions if k.startswith(TRAIN_PREFIX))}")
+    uri, out = _prices_uri(symbol, lake), _output_path(output_path, "tune")
+    hp = {"mode": "trial", "strategy": strategy, "symbol": symbol, "params": dict(params or {}),
+          **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
+                                  (*train, *validation), strict=True) if v}}
+    with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
+        requirements = list(requirements)
+        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements), out,
+                                     hyperparameters=hp, requirements=bool(requirements),
+                                     **options)
+        tuner = HyperparameterTuner(
+            model_trainer=trainer, objective_metric_name=objective, objective_type="Maximize",
+            hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},
+            metric_definitions=[{"Name": k, "Regex": v} for k, v in definitions.items()],
+            max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
+            base_tuning_job_name=jobs.job_prefix(f"tune-{strategy}")[:MAX_TUNING_PREFIX])
+        tuner.tune(inputs=[InputData(channel_name="prices", data_source=uri)], wait=wait)
+    return tuner
+
+
+MAX_TUNING_PREFIX = 32 - jobs.UNIQUE_SUFFIX  # tuning job names have at most 32 characters
 
 
 def main() -> None:

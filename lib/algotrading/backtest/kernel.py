@@ -6,14 +6,20 @@ trades, equity) and the kernel's one-pass metrics to metrics.py (every sweep row
 so there is one set of rules with two speeds.
 numba compiles it once and caches the machine code next to this file (`cache=True`); inputs are
 always float64 arrays and plain scalars, so one compiled signature serves every call.
+`settings_args(settings)` packs the engine's Settings into those scalars (`simulate`'s arguments
+`cash0` to `risk_free`); every caller passes them as `*settings_args(settings)`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
+
+if TYPE_CHECKING:
+    from algotrading.backtest.settings import Settings
 
 REASONS = ("signal", "stop_loss", "take_profit", "max_bars", "bankrupt", "open")
 SIGNAL, STOP, TAKE, MAXBARS, BANKRUPT, OPEN = range(6)
@@ -268,3 +274,15 @@ def simulate_many(o, h, lo, c, wants, cash0, size, fraction, leverage, whole, cp
     for k in range(wants.shape[0]):
         simulate(o, h, lo, c, wants[k], cash0, size, fraction, leverage, whole, cps, bps, slip,
                  fill_open, stop, take, max_bars, risk_free, equity, position, none, stats[k])
+
+
+def settings_args(s: Settings) -> tuple:
+    """The Settings as `simulate`'s scalar arguments `cash0` .. `risk_free`, in order (NaN for no
+    size, fraction, stop or target; 0 for no holding limit; costs as fractions)."""
+    nan = math.nan
+    return (float(s.cash), nan if s.size is None else float(s.size),
+            nan if s.fraction is None else float(s.fraction), float(s.leverage),
+            bool(s.whole_shares), float(s.commission_per_share), s.commission_bps / 1e4,
+            s.slippage_bps / 1e4, s.fill == "open", nan if s.stop_loss is None else s.stop_loss,
+            nan if s.take_profit is None else s.take_profit, int(s.max_bars or 0),
+            float(s.risk_free))

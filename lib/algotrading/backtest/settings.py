@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from algotrading.errors import ParameterError
 from algotrading.strategies import Param, check_params
 
 # The engine's parameters, declared like a strategy's (see strategies.Param): type and range.
@@ -33,7 +34,7 @@ SETTINGS: dict[str, Param] = {
 @dataclass(frozen=True)
 class Settings:
     """Engine parameters (all costs default 0, as in backtrader, so results compare one to one).
-    Values are checked and converted on construction (ValueError naming the parameter)."""
+    Values are checked and converted on construction (ParameterError, a ValueError, naming the parameter)."""
 
     cash: float = 100_000.0
     size: float | None = None  # shares per unit of target (the workshop's fixed counts)
@@ -55,11 +56,11 @@ class Settings:
         for key, value in check_params(SETTINGS, given, "the engine").items():
             object.__setattr__(self, key, value)
         if self.size is not None and self.fraction is not None:
-            raise ValueError("give either size (shares) or fraction (of equity), not both")
+            raise ParameterError("give either size (shares) or fraction (of equity), not both")
         if self.size is None and self.fraction is None:
             object.__setattr__(self, "fraction", 1.0)  # all-in by default
         if self.fraction is not None and self.fraction > self.leverage:
-            raise ValueError(f"fraction={self.fraction:g} needs leverage >= {self.fraction:g} "
+            raise ParameterError(f"fraction={self.fraction:g} needs leverage >= {self.fraction:g} "
                              f"(leverage={self.leverage:g})")
 
 

@@ -29,40 +29,49 @@ from algotrading import metrics
 from algotrading.backtest.engine import (
     Settings,
     StrategyLike,
-    _settings_args,
     check_prices,
     checked,
     curve_metrics,
     ohlc,
     resolve,
     split_params,
+    strategy_of,
 )
-from algotrading.backtest.settings import SETTINGS
+from algotrading.backtest.settings import ENGINE_PARAMS, SETTINGS
 from algotrading.schema import DataError
-from algotrading.strategies import Strategy, get
+from algotrading.strategies import Strategy, unknown_message
 
 BLOCK = 2_000_000  # combination-bars per block: bounds memory at ~16 MB per float array
 MAX_COMBOS = 200_000  # ~40 s on 5,000 bars; the combinations and their rows stay in memory
 MAX_WORK = 2e9  # combinations x bars
 
 
-def _values(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars: int | None
+def _values(strat: Strategy | None, grid: Mapping[str, Iterable[Any]], bars: int | None
             ) -> dict[str, list[Any]]:
     """Each grid name's checked, de-duplicated values (order kept); lookbacks below `bars`."""
-    schema = dict(SETTINGS)
-    if isinstance(strategy, str | Strategy):
-        schema.update(get(strategy).params)
+    own = dict(strat.params) if strat is not None else {}
+    schema = {**SETTINGS, **own}
     out = {}
     for name, values in grid.items():
         if name not in schema:
-            raise ValueError(f"--grid {name}: no such parameter; choose from {sorted(schema)}")
-        checked = [schema[name].check(name, v) for v in values]
+            if strat is not None and strat.extra:  # a function's **kwargs: passed as given
+                out[name] = list(values)
+                if not out[name]:
+                    raise ValueError(f"the grid's {name!r} has no values")
+                continue
+            owner = strat.owner if strat is not None else "precomputed positions"
+            raise ValueError(unknown_message(owner, [name], own, also=" (or an engine "
+                                             f"setting: {', '.join(SETTINGS)})"))
+        try:
+            checked = [schema[name].check(name, v) for v in values]
+        except ValueError as e:
+            raise strat.error(e) if strat is not None and name in own else e from None
         out[name] = list(dict.fromkeys(checked))
         if bars is not None and schema[name].lookback and max(out[name], default=0) >= bars:
-            raise ValueError(f"--grid {name}: {max(out[name])} needs more bars than the "
+            raise ValueError(f"parameter {name}={max(out[name])} needs more bars than the "
                              f"{bars} given")
         if not out[name]:
-            raise ValueError(f"--grid {name}: no values")
+            raise ValueError(f"the grid's {name!r} has no values")
     return out
 
 
@@ -70,22 +79,22 @@ def combinations(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars
                  fixed_params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every combination of the grid's (checked) values that the strategy accepts (e.g. fast <
     slow), with the strategy's other parameters from `fixed_params`."""
-    values = _values(strategy, grid, bars)
+    strat = strategy_of(strategy)
+    values = _values(strat, grid, bars)
     count = math.prod(len(v) for v in values.values())
     if count > MAX_COMBOS or (bars and count * bars > MAX_WORK):
         raise ValueError(f"the grid has {count:,} combinations over {bars or '?'} bars; the limit "
                          f"is {MAX_COMBOS:,} combinations and {MAX_WORK:.0e} combination-bars: "
                          "use fewer values or a coarser step")
     combos = [dict(zip(values, v, strict=True)) for v in itertools.product(*values.values())]
-    if isinstance(strategy, str | Strategy):
-        strat = get(strategy)
-        base = strat.complete({k: v for k, v in (fixed_params or {}).items()
-                               if k in strat.params}, bars)
-        mine = [k for k in values if k in strat.params]
+    if strat is not None:
+        mine = [k for k in values if k not in ENGINE_PARAMS]  # the strategy's (or **kwargs')
+        fixed = {k: v for k, v in (fixed_params or {}).items() if k not in ENGINE_PARAMS}
+        base = strat.complete({**fixed, **{k: values[k][0] for k in mine}}, bars)
         full = [{**base, **{k: c[k] for k in mine}} for c in combos]
         keep = [strat.valid(f) for f in full]
         if combos and not any(keep):
-            raise ValueError(f"no combination of the grid is valid for strategy {strat.name!r}: "
+            raise ValueError(f"no combination of the grid is valid for {strat.owner}: "
                              f"{strat.rule(full[0])}")
         combos = [c for c, k in zip(combos, keep, strict=True) if k]
     return combos
@@ -107,8 +116,10 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
           **params: Any) -> pd.DataFrame:
     """Backtest every combination of `grid` (name -> values) with the other `params` fixed.
 
-    Returns one row per combination: the grid's parameters, then `metrics.KEYS`; with `sort`,
-    best first (bankrupt rows last, see `rank`); with `top`, only that many rows.
+    `strategy` is anything `run` takes; the grid's names are its parameters (a function's own
+    keyword names) and engine settings. Returns one row per combination: the grid's parameters,
+    then `metrics.KEYS`; with `sort`, best first (bankrupt rows last, see `rank`); with `top`,
+    only that many rows.
     `progress` shows a tqdm bar (default: when there are more than 20 blocks).
     """
     if top is not None and top < 1:
@@ -117,6 +128,7 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
         raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
     prices = check_prices(prices)
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
+    strategy = strategy_of(strategy) or strategy  # a name, spec or function: resolved once
     combos = combinations(strategy, grid, len(prices), split_params(params)[1])
     size = max(1, min(-(-len(combos) // (os.cpu_count() or 1)), BLOCK // len(prices)))
     blocks = [combos[i:i + size] for i in range(0, len(combos), size)]
@@ -156,11 +168,11 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
     from algotrading.backtest import kernel
 
     split = [split_params({**params, **c}) for c in combos]
-    if isinstance(strategy, str | Strategy):  # values were checked by `combinations`
-        strat = get(strategy)
-        base = strat.complete(split_params(params)[1])
-        wants = strat.grid(prices, [{**base, **{k: v for k, v in c.items() if k in strat.params}}
-                                    for c in combos]).T
+    strat = strategy_of(strategy)
+    if strat is not None:  # values were checked by `combinations`
+        mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
+        base = strat.complete({**split_params(params)[1], **{k: combos[0][k] for k in mine}})
+        wants = strat.grid(prices, [{**base, **{k: c[k] for k in mine}} for c in combos]).T
     else:
         wants = np.stack([resolve(strategy, prices, s[1]) for s in split])
     o, h, lo, c = ohlc(prices)
@@ -178,7 +190,7 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
         block = np.ascontiguousarray(wants[rows][:, keep], dtype=float)
         out = np.empty((len(rows), len(kernel.STATS)))
         kernel.simulate_many(o[keep], h[keep], lo[keep], c[keep], block,
-                             *_settings_args(settings), out)
+                             *kernel.settings_args(settings), out)
         stats[rows] = out
         cash[rows] = settings.cash
     return _table(stats, cash)
@@ -213,9 +225,9 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
 
     settings_, own = split_params(params)
     settings = Settings(**settings_)
-    args = _settings_args(settings)
+    args = kernel.settings_args(settings)
     symbols = list(prices)
-    strat = get(strategy) if isinstance(strategy, str | Strategy) else None
+    strat = strategy_of(strategy)
     full = strat.check(own) if strat else own  # once, not per symbol
     lookback = max((full[k] for k, p in strat.params.items() if p.lookback), default=0) \
         if strat else 0

@@ -15,20 +15,28 @@ import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from algotrading.backtest import Broker, Settings
+from algotrading.backtest import Broker, Settings, rules
+from algotrading.errors import AlgotradingError
 from algotrading.live.feeds import Bar
 
 TERMINAL = ("filled", "canceled", "rejected")
+PARTLY_REFUSED = "buying power: the reversal closed the old side, the new side was refused"
 
 
 @dataclass(frozen=True)
 class Order:
-    """A market order for `qty` shares (signed: > 0 buys), decided at the close of `dt`."""
+    """A market order for `qty` shares (signed: > 0 buys), decided at the close of `dt`.
+
+    With `fraction` set, the order asks for `target` x `fraction` of equity (whole shares), as
+    the engine sizes it: a broker that knows the fill price (the paper broker) sizes it there,
+    net of costs; `qty` is the estimate at the decision close that other brokers get."""
 
     client_order_id: str
     symbol: str
     qty: float
     dt: str
+    target: float | None = None  # the strategy's wanted position (+1 long, -1 short, 0 flat)
+    fraction: float | None = None  # of equity per unit of target, sized at the fill
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class PaperBroker:
     `settings` are the engine's cost settings (cash, commission_bps, commission_per_share,
     slippage_bps, leverage) and exits (stop_loss, take_profit, max_bars: a bracket the broker
     holds on every position, as the engine does; stop and target fills are reported by `exits`).
+    An order with `fraction` is sized at the fill (the next open) by the engine's rule
+    (backtest.rules.target_shares: equity there net of costs, whole shares), so all-in sizing
+    fills exactly as in a backtest; other orders are for `qty` shares.
     The state lives in memory: after a crash the runner rebuilds it by replaying the journal's
     bars and orders through a fresh PaperBroker.
     """
@@ -82,7 +93,13 @@ class PaperBroker:
         self._orders: dict[str, OrderStatus] = {}
         self._open: str | None = None
         self._exits: list[OrderStatus] = []
+        self._at_fill: tuple[float, Settings] | None = None  # the open order's target, sizing
         self._bars = 0
+
+    @property
+    def settings(self) -> Settings:
+        """The engine settings it fills by (costs, leverage, exits; `size=1`: targets in shares)."""
+        return self.book.settings
         self._dt = ""
 
     def submit(self, order: Order) -> OrderStatus:
@@ -93,9 +110,17 @@ class PaperBroker:
             state = replace(state, state="rejected", reason=f"paper broker trades {self.symbol} only")
         elif self._open is not None:
             state = replace(state, state="rejected", reason="an order is already open")
-        elif not order.qty:
+        elif not order.qty and order.fraction is None:
             state = replace(state, state="rejected", reason="zero quantity")
         else:
+            if order.fraction is not None:
+                try:
+                    sizing = replace(self.book.settings, size=None, fraction=order.fraction)
+                except ValueError as exc:  # e.g. fraction above leverage: the engine refuses it
+                    state = replace(state, state="rejected", reason=str(exc))
+                    self._orders[order.client_order_id] = state
+                    return state
+                self._at_fill = (order.target or 0.0, sizing)
             self._open = order.client_order_id
             self.book.submit(0, self.book.shares[0] + order.qty)
         self._orders[order.client_order_id] = state
@@ -106,7 +131,7 @@ class PaperBroker:
         if state is None or state.done:
             return state
         self.book.submit(0, self.book.shares[0])  # the queued target becomes "hold"
-        self._open = None
+        self._open = self._at_fill = None
         self._orders[client_order_id] = state = replace(state, state="canceled")
         return state
 
@@ -128,6 +153,12 @@ class PaperBroker:
         if bar.sym != self.symbol:
             return
         rejected = self.book.rejected
+        held = self.book.shares[0]
+        if self._at_fill is not None:  # size the open order at this open, as the engine does
+            target, sizing = self._at_fill
+            self._at_fill = None
+            equity = rules.equity_at(self.book.cash, held, bar.open, sizing)
+            self.book.submit(0, rules.target_shares(target, bar.open, equity, sizing))
         everything = self.book.on_bar(self._bars, [bar.open], [bar.high], [bar.low])
         self._bars += 1
         self._dt = bar.dt
@@ -151,15 +182,23 @@ class PaperBroker:
         if fills:
             qty = sum(f.qty for f in fills)
             cost = sum(f.qty * f.price for f in fills)
-            self._orders[state.client_order_id] = replace(
-                state, state="filled", filled_qty=qty, price=cost / qty,
-                commission=sum(f.commission for f in fills))
+            self._orders[state.client_order_id] = replace(  # a reversal may close the old
+                state, state="filled", filled_qty=qty, price=cost / qty,  # side only
+                commission=sum(f.commission for f in fills),
+                reason=PARTLY_REFUSED if self.book.rejected > rejected else
+                "" if fills[-1].reason == "signal" else fills[-1].reason)  # max_bars took it
+        elif self.book.rejected > rejected:
+            self._orders[state.client_order_id] = replace(state, state="rejected",
+                                                          reason="buying power")
+        elif self.book.shares[0] == held and not self.book.bankrupt:
+            self._orders[state.client_order_id] = replace(  # sized at the fill to no change
+                state, state="canceled", reason="nothing to trade at the fill")
         else:
-            why = "buying power" if self.book.rejected > rejected else "not filled"
-            self._orders[state.client_order_id] = replace(state, state="rejected", reason=why)
+            self._orders[state.client_order_id] = replace(state, state="rejected",
+                                                          reason="not filled")
 
 
-class AlpacaError(RuntimeError):
+class AlpacaError(AlgotradingError, RuntimeError):
     """An Alpaca API call failed (HTTP status and the API's message)."""
 
 

@@ -14,11 +14,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
+from algotrading.errors import AlgotradingError
+
 KINDS = ("start", "bar", "signal", "order", "rejection", "fill", "cancel", "position", "alert",
          "kill_request", "kill", "stop")
 
 
-class JournalError(RuntimeError):
+class JournalError(AlgotradingError, RuntimeError):
     """The journal disagrees with what the runner is about to record (or belongs to another run)."""
 
 

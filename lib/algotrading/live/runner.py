@@ -4,7 +4,15 @@ For each bar: record it, let the broker see it (the paper broker fills the open 
 open), settle orders that finished, decide the wanted position from the bars so far, size it,
 pass the risk checks, submit, record the position, then check the alert thresholds. Decisions
 at a bar's close fill at the next bar's open, as in `algotrading.backtest.run`, so a replay with
-the paper broker reproduces the backtest (tests/test_live.py checks it).
+the paper broker reproduces the backtest (tests/test_live.py and tests/parity check it).
+
+The engine's order rule (backtest.Broker.submit): a wanted position is sent once, when it
+changes; refused (by the risk checks or the broker), filled, or ended by a broker-held exit, it
+is not asked again until the strategy wants another position. Sizing is the engine's
+(backtest.rules): `size` shares per unit of target, or `fraction` of equity sized at the fill
+net of costs; the order carries the target so the paper broker sizes it at the next open, and
+`qty` is the same rule's estimate at the decision close (for the risk checks and brokers that
+take share counts).
 
 Restart: the runner first redoes every bar already in the journal, in order. Every event has a
 deterministic key and client order ids are derived from the run, bar date and order number, so
@@ -20,14 +28,14 @@ accepts no more strategy orders, and stops once flat.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
+from algotrading.backtest import Settings, rules
 from algotrading.live.alerts import Notifier, Thresholds, log_metrics
-from algotrading.live.brokers import BrokerAdapter, Order, OrderStatus
+from algotrading.live.brokers import PARTLY_REFUSED, BrokerAdapter, Order, OrderStatus
 from algotrading.live.feeds import Bar, Feed
 from algotrading.live.journal import Journal, JournalError
 from algotrading.live.risk import Limits
@@ -38,8 +46,9 @@ class Runner:
     """Runs `strategy` (name or Strategy) with `params` on one symbol.
 
     Sizing: `size` shares per unit of target (the backtests' `size`), else `fraction` of equity
-    at the decision close, in whole shares. `cash` is the starting capital of the run's book.
-    `history` holds the bars before the feed's first (indicator warm-up only).
+    in whole shares, by the engine's rule with the broker's costs when it has engine `settings`
+    (the paper broker, which then sizes at the fill). `cash` is the starting capital of the run's
+    book. `history` holds the bars before the feed's first (indicator warm-up only).
     """
 
     def __init__(self, strategy: str | Strategy, symbol: str, broker: BrokerAdapter,
@@ -53,6 +62,11 @@ class Runner:
         if size is not None and not size > 0 or not fraction > 0 or not cash > 0:
             raise ValueError("size, fraction and cash must be > 0")
         self.size, self.fraction, self.cash0 = size, fraction, float(cash)
+        engine: Settings | None = getattr(broker, "settings", None)  # sizes at the fill
+        self._at_fill = engine is not None and size is None
+        self.sizing = Settings(**{**_costs(engine), "size": size,  # ValueError as the engine's
+                                 "fraction": None if size is not None else fraction,
+                                 "leverage": engine.leverage if engine else max(1.0, fraction)})
         self.limits, self.thresholds = limits or Limits(), thresholds or Thresholds()
         self.notifier = notifier
         cols = ["open", "high", "low", "close", "vol"]
@@ -61,7 +75,7 @@ class Runner:
         self._rows = {c: list(hist[c].astype(float)) if c in hist else [0.0] * len(hist)
                       for c in cols}
         self._need = max([v + 1 for k, v in self.params.items()
-                          if self.strategy.params[k].lookback] or [1])
+                          if k in self.strategy.params and self.strategy.params[k].lookback] or [1])
         # the book, rebuilt from the journal's fills on restart
         self.shares, self.cash = 0.0, self.cash0
         self.peak = self.equity = self.cash0
@@ -73,8 +87,7 @@ class Runner:
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
-        self._refused: float | None = None  # a target refused, or one a broker exit ended
-        self._wanted = 0.0  # the target decided at the last close
+        self._sized_for = 0.0  # the last wanted position sent (or refused): the engine's rule
         self.config = self._config()
 
     # -- the journal --------------------------------------------------------------------------
@@ -163,23 +176,23 @@ class Runner:
         return float(self.strategy.targets(prices, **self.params)[-1])
 
     def _decide(self, dt: str, close: float, day_pnl: float) -> None:
-        target = self._wanted = self.target()
+        target = self.target()
         self._record("signal", f"signal:{dt}", dt, {"target": target})
-        if target == self._refused:
-            return  # as the backtest's Broker: a refused or exited target is not asked again
-        self._refused = None
-        if self.size is not None:
-            want = target * self.size
-        else:
-            want = math.copysign(math.floor(abs(target) * self.fraction * max(self.equity, 0.0)
-                                            / close), target)
+        if target == self._sized_for:
+            return  # sent once: filled, refused or exited, not asked again until it changes
+        self._sized_for = target
+        s = self.sizing
         pending = sum(o.qty for o in self.open.values())
-        qty = want - self.shares - pending
-        if qty and not self._order(dt, qty, close, day_pnl, "signal"):
-            self._refused = target
+        held = self.shares + pending
+        want = rules.target_shares(target, close, rules.equity_at(self.cash, held, close, s), s)
+        qty = want - held
+        if qty or (self._at_fill and target):  # sized at the fill: the estimate may round to 0
+            self._order(dt, qty, close, day_pnl, "signal", target)
 
-    def _order(self, dt: str, qty: float, price: float, day_pnl: float, why: str) -> bool:
-        """Check (strategy orders only), journal and send one order; False if the checks refuse."""
+    def _order(self, dt: str, qty: float, price: float, day_pnl: float, why: str,
+               target: float | None = None) -> bool:
+        """Check (strategy orders only), journal and send one order; False if the checks refuse.
+        A strategy order carries its `target`, sized at the fill by a broker that can."""
         n = self.orders_on.get(dt, 0)
         self.orders_on[dt] = n + 1
         coid = f"{self.journal.run}-{self.symbol}-{dt.replace('-', '')}-{n}"
@@ -192,7 +205,9 @@ class Runner:
                     "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
                     "reason": reason, "by": "risk"})
                 return False
-        order = Order(coid, self.symbol, qty, dt)
+        sized = self._at_fill and target is not None
+        order = Order(coid, self.symbol, qty, dt, target,
+                      self.sizing.fraction if sized else None)
         self._record("order", f"order:{coid}", dt, {
             "client_order_id": coid, "symbol": self.symbol, "qty": qty, "price": price,
             "why": why})
@@ -209,18 +224,21 @@ class Runner:
             if status is not None and status.done:
                 self._finish(status, dt)
         for status in self.broker.exits():  # stops, targets and holding limits the broker held
-            self._finish(status, dt)
-            if status.state == "filled":  # as the engine: no re-entry until the target changes
-                self._refused = self._wanted
+            self._finish(status, dt)  # no re-entry until the target changes: `_sized_for` stays
 
     def _finish(self, status: OrderStatus, dt: str) -> None:
         coid = status.client_order_id
         self.open.pop(coid, None)
         if status.state == "filled":
+            refused = status.reason == PARTLY_REFUSED  # counted as the engine counts it
             self._record("fill", f"fill:{coid}", dt, {
                 "client_order_id": coid, "symbol": status.symbol, "qty": status.filled_qty,
                 "price": status.price, "commission": status.commission,
-                **({"reason": status.reason} if status.reason else {})})
+                **({"reason": status.reason} if status.reason and not refused else {})})
+            if refused:
+                self._record("rejection", f"rejection:{coid}", dt, {
+                    "client_order_id": coid, "symbol": status.symbol, "qty": status.qty,
+                    "reason": status.reason, "by": "broker"})
             self.shares += status.filled_qty
             self.cash -= status.filled_qty * status.price + status.commission
         elif status.state == "canceled":
@@ -249,6 +267,12 @@ class Runner:
     def summary(self) -> dict[str, Any]:
         """Where the run stands (the book as of the last bar)."""
         return status(self.journal)
+
+
+def _costs(engine: Settings | None) -> dict[str, Any]:
+    """The engine settings that change a size (costs), from the broker's, else none."""
+    keys = ("commission_bps", "commission_per_share", "slippage_bps", "whole_shares")
+    return {k: getattr(engine, k) for k in keys} if engine is not None else {}
 
 
 def request_kill(journal: Journal, reason: str = "manual") -> str:

@@ -1,0 +1,1 @@
+"""Parity of the engine's paths: Broker, compiled kernel, labels' exits and live replay."""

@@ -1,0 +1,86 @@
+"""docs/quickstart.md runs as written: its Python blocks execute in order in one namespace against a
+throwaway lake holding the sample data, a block starting `# NAME.py` is saved as that file, every
+`text` block is what the Python block before it prints, and every `algotrading` line of its bash
+blocks exits 0."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from algotrading.cli import main
+
+matplotlib.use("Agg")
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "docs" / "quickstart.md"
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.S | re.M)
+
+
+def blocks() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(QUICKSTART.read_text())]
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_quickstart_has_the_promised_steps():
+    kinds = [k for k, _ in blocks()]
+    assert set(kinds) == {"python", "text", "bash"} and kinds.count("python") >= 6
+    code = "\n".join(body for kind, body in blocks() if kind == "python")
+    for step in ("query.load_prices(", "backtest.run(", ".plot()", "backtest.sweep(", "def rsi(",
+                 "study.Study("):
+        assert step in code, step
+    strategy = next(body for kind, body in blocks() if body.startswith("# my_strategies.py"))
+    assert len(strategy.strip().splitlines()) <= 16  # your own strategy in about 15 lines
+
+
+def test_every_block_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("ALGO_JOURNAL", str(tmp_path / "journal.db"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_strategies", raising=False)
+    assert main(["ingest", "sample"]) == 0
+    namespace: dict = {"__name__": "quickstart"}
+    printed, shell = "", []
+    try:
+        for kind, body in blocks():
+            if kind == "python" and re.match(r"# (\w+\.py)\n", body):
+                (tmp_path / body.split()[1]).write_text(body)
+            elif kind == "python":
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    exec(compile(body, str(QUICKSTART), "exec"), namespace)
+                printed = out.getvalue()
+            elif kind == "text":
+                assert _words(body) in _words(printed), (body, printed)
+            elif kind == "bash":
+                for line in body.strip().splitlines():
+                    command = shlex.split(line)
+                    assert command[0].endswith("algotrading"), line
+                    out = io.StringIO()
+                    with contextlib.redirect_stdout(out):
+                        assert main(command[1:]) == 0, line
+                    shell.append(out.getvalue())
+    finally:
+        sys.modules.pop("my_strategies", None)
+        matplotlib.pyplot.close("all")
+    # a number or two: the SMA run, the user strategy's sweep, its study, and the CLI's sweep
+    assert namespace["result"].metrics["final_value"] == pytest.approx(149_453, abs=1)
+    assert (tmp_path / "sma.png").stat().st_size > 10_000
+    best = namespace["table"].iloc[0]
+    assert (best["period"], best["low"]) == (25, 30)
+    assert namespace["rsi_study"].conclusion().startswith("On the test period (2017-01-03..2018-12-31) rsi "
+                                                          "with its defaults (period=14, low=30, high=70)")
+    assert len(shell) == 4 and "ingested" in shell[0] and "final_value" in shell[1]
+    top = shell[2].splitlines()[1].split()
+    assert top[:2] == ["25", "30"] and float(top[6]) == pytest.approx(best["sharpe"], abs=1e-6)
+    assert "last_bar: 2018-12-31" in shell[3]
