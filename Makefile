@@ -28,8 +28,14 @@ $(STAMP): $(LOCKS)
 run: $(STAMP)
 	$(BIN)/algotrading run
 
+# Everything (unit, AWS on moto, notebooks, nbval, browser) on two workers: the notebook
+# regression runs in pipeline order on one while the other tests run on the other (conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The core's unit tests only: no notebook, no moto server, no training, no subprocess loops.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not (notebooks or aws or browser or slow)"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -26,7 +26,6 @@ import math
 import os
 import string
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 
 from algotrading.config import project_root, settings
-from algotrading.metrics import to_json
+from algotrading.errors import AlgotradingError
+from algotrading.runs import MANIFEST, RESULTS, load_manifest, write_atomic
+from algotrading.runs import record as record  # notebooks call pipeline.record
 
 STAGES = ("1_Data", "3_Models", "2_Strategies")  # the workshop's folder numbers, run in data order
 # Within a stage, notebooks that feed others come first; the rest follow alphabetically.
@@ -47,23 +47,21 @@ FIRST = {
     "2_Strategies": ("Strategy_SMA.ipynb", "Strategy_Breakout.ipynb", "Strategy_ML_Forecast.ipynb"),
 }
 LAST = {"2_Strategies": ("Run_Strategy_Paper.ipynb",)}  # runs forward what the others tested
-RESULTS = "results"
-MANIFEST = "run.json"
 COMMITTED = "results"  # at the project root: each notebook's results from the committed default run
 KERNEL = "algotrading"  # the notebooks' Jupyter kernel (python -m algotrading.numerics --install-kernel)
 KERNELSPEC = {"name": KERNEL, "display_name": "Python (algotrading)", "language": "python"}
 DIGITS = 6  # significant digits a notebook shows of its recorded results (`rounded`)
 
 
-class NotebookFailed(RuntimeError):
+class NotebookFailed(AlgotradingError, RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error's last line."""
 
 
-class KernelMissing(RuntimeError):
+class KernelMissing(AlgotradingError, RuntimeError):
     """The project's Jupyter kernel is not installed."""
 
 
-class MissingArtifact(FileNotFoundError):
+class MissingArtifact(AlgotradingError, FileNotFoundError):
     """A notebook needs what another notebook leaves and it is not there; the message (one line)
     names the notebook to run first."""
 
@@ -230,34 +228,6 @@ def notebooks(root: Path | None = None) -> list[Path]:
     return order
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` in one step, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def record(name: str, results: Mapping[str, object],
-           tables: Mapping[str, pd.DataFrame] | None = None) -> dict:
-    """Return a notebook's key results as plain JSON values (so the notebook shows them) and, when
-    a run folder was asked for (`ALGO_RUN_DIR`; `algotrading run` sets it), save them as
-    `<run dir>/results/<name>.json`, and each of `tables` as `<name>.<key>.csv` (e.g. the curves
-    report.html draws). An ad-hoc run writes nothing."""
-    clean = to_json(results)
-    if os.environ.get("ALGO_RUN_DIR"):
-        folder = settings().run_path() / RESULTS
-        for key, frame in (tables or {}).items():
-            write_atomic(folder / f"{name}.{key}.csv", frame.to_csv())
-        write_atomic(folder / f"{name}.json", json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    return clean
-
-
 def rounded(results: object, digits: int = DIGITS) -> object:
     """A copy of `results` (what `record` returned) with every float rounded to `digits`
     significant digits: what a notebook's last cell shows, and so what nbval compares. The JSON
@@ -374,12 +344,6 @@ def provenance(root: Path) -> dict[str, object]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
     return {"version": pkg, "commit": commit, "dirty": bool(status) if commit else None}
-
-
-def load_manifest(out: Path) -> dict[str, dict]:
-    """The run folder's notebook entries (empty for a new folder)."""
-    path = out / MANIFEST
-    return json.loads(path.read_text())["notebooks"] if path.is_file() else {}
 
 
 def _save(out: Path, entries: Mapping[str, dict], root: Path) -> None:
