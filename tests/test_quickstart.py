@@ -84,3 +84,25 @@ def test_every_block_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
     top = shell[2].splitlines()[1].split()
     assert top[:2] == ["25", "30"] and float(top[6]) == pytest.approx(best["sharpe"], abs=1e-6)
     assert "last_bar: 2018-12-31" in shell[3]
+
+
+def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+    """The README's first screen after the two commands: its Python block runs as written."""
+    readme = (QUICKSTART.parents[1] / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    code = [body for kind, body in (m.groups() for m in FENCE.finditer(section)) if kind == "python"]
+    assert len(code) == 1
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample"]) == 0
+    namespace: dict = {"__name__": "readme"}
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code[0], "README.md", "exec"), namespace)
+    finally:
+        matplotlib.pyplot.close("all")
+    assert namespace["result"].metrics["final_value"] == pytest.approx(149_453, abs=1)
+    assert list(namespace["table"].columns[:2]) == ["fast_period", "slow_period"]
+    assert len(namespace["table"]) == 19  # 5 fast x 4 slow but fast 50 with slow 50
+    mine = namespace["backtest"].run(namespace["momentum"], namespace["prices"], lookback=120)
+    assert mine.metrics["trades_closed"] > 0 and "buy and hold" in out.getvalue()

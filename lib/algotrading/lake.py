@@ -12,7 +12,7 @@ Every lake operation (read, query, ingest) first finishes an interrupted commit 
 or removes the staged files of one that never reached its journal. Local readers take the lock
 shared, so they never see a half-applied ingest. On S3 the lock is an object created with
 `If-None-Match: *` and a move is copy + delete; readers there (Athena included) do not take the
-lock (see the README for what S3 does not guarantee).
+lock (see docs/data.md for what S3 does not guarantee).
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ class S3Store:
     def lock(self, exclusive: bool) -> Iterator[None]:
         """Writers create `.algotrading/lock` with If-None-Match: * (only one create succeeds).
         Readers do not lock on S3. A lock older than S3_LOCK_STALE is from a dead writer and is
-        removed; the README says why that is a weaker promise than the local flock."""
+        removed; docs/data.md says why that is a weaker promise than the local flock."""
         if not exclusive:
             yield
             return

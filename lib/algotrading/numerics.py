@@ -10,7 +10,7 @@ after it, and every process started after it (notebook kernels, SageMaker entry 
 The "Python (algotrading)" kernel spec carries the same variables for JupyterLab.
 
 What it costs: the forecaster and PPO train in the same time (their tensors are small; measured in
-README "Reproducibility"); numpy matrix products in the same process use OpenBLAS's SSE4.2
+docs/reproducibility.md); numpy matrix products in the same process use OpenBLAS's SSE4.2
 kernels, slower for large matrices. `ALGO_NUMERICS=native` leaves every library to choose, for
 speed, with results that may differ by CPU in the last digits (and then, through training, in
 whole trades). Training also needs one thread per library (`one_thread`): a parallel reduction

@@ -9,7 +9,7 @@ of them fill orders the same way. Per bar, in this order:
     broker.submit(symbol, target)          # the position wanted after this close
     broker.equity, broker.shares, broker.journal, broker.trades()
 
-Rules (README "Backtests: the conventions"):
+Rules (docs/backtests.md):
 - A target is +1 long / -1 short / 0 flat (fractions scale it). With `size`, +1 is `size` shares;
   otherwise +1 is `fraction` (default 1.0: all-in) of equity, sized at the fill from equity at
   the fill price net of costs, in whole shares (`whole_shares`).

@@ -1,6 +1,6 @@
 """The backtest engine: desired positions in, fills, cash, positions, trades and metrics out.
 
-Semantics (README "Backtests: the conventions"; the fill, cost, sizing, buying-power, stop and
+Semantics (docs/backtests.md; the fill, cost, sizing, buying-power, stop and
 bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the trading rules live"):
 - The target decided on bar t's close fills at bar t+1's open (`fill="open"`, backtrader's
   Market order) or at bar t's close (`fill="close"`).
