@@ -155,4 +155,5 @@ def test_committed_notebook_hygiene(path):
     assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
     assert all(c.get("execution_count") for c in code), f"{path} is not executed: run `make notebooks`"
     assert "papermill" not in nb["metadata"]
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["metadata"]["kernelspec"] == {"name": "algotrading", "display_name": "Python (algotrading)",
+                                            "language": "python"}  # the project kernel: pinned numerics
