@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 
 import matplotlib
@@ -115,18 +114,6 @@ def test_summary_is_plain_json(done):
     assert summary["sweep"]["chosen"] == done.choice.chosen
     assert 0 <= summary["sweep"]["deflated_sharpe"]["dsr"] <= 1
     assert summary["walk_forward"]["last"] == str(done.prices.index[-1].date())
-
-
-def test_record_writes_only_when_a_run_folder_is_asked_for(tmp_path, monkeypatch):
-    monkeypatch.delenv("ALGO_RUN_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)  # outside a checkout the default run dir would be ./runs/latest
-    frame = pd.DataFrame({"a": [1.0]})
-    assert pipeline.record("X", {"v": np.float64(1.5), "n": math.nan}, {"t": frame}) == {"v": 1.5, "n": None}
-    assert not any(tmp_path.rglob("*"))
-    monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path / "run"))
-    pipeline.record("X", {"v": 1}, {"t": frame})
-    assert json.loads((tmp_path / "run" / "results" / "X.json").read_text()) == {"v": 1}
-    assert (tmp_path / "run" / "results" / "X.t.csv").read_text() == ",a\n0,1.0\n"
 
 
 def test_result_chart_thins_markers_and_labels_drawdowns():

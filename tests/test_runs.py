@@ -21,6 +21,9 @@ def test_record_writes_only_when_a_run_folder_is_asked_for(tmp_path, monkeypatch
     runs.record("X", {"v": 1}, {"t": frame})
     assert json.loads((tmp_path / "run" / runs.RESULTS / "X.json").read_text()) == {"v": 1}
     assert (tmp_path / "run" / runs.RESULTS / "X.t.csv").read_text() == ",a\n0,1.0\n"
+    from algotrading import pipeline
+
+    assert pipeline.record is runs.record  # what the notebooks import
 
 
 def test_manifest_reads_back_what_was_written_atomically(tmp_path):
