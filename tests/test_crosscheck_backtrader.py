@@ -37,6 +37,8 @@ import pytest
 
 from algotrading import backtest, schema, sources
 
+pytestmark = pytest.mark.slow  # a cross-check against another engine, not a core unit test
+
 bt = pytest.importorskip("backtrader")
 
 PUBLIC = Path(__file__).parents[2] / "shared" / "data" / "stocks_history_target.h5"

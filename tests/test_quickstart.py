@@ -17,6 +17,8 @@ import pytest
 
 from algotrading.cli import main
 
+pytestmark = pytest.mark.slow  # runs the docs end to end (ingest, sweeps, the CLI): the full tier
+
 matplotlib.use("Agg")
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "docs" / "quickstart.md"
