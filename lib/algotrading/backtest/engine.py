@@ -232,10 +232,9 @@ CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdo
 
 
 def curve_metrics(stats: np.ndarray, cash: float | np.ndarray) -> dict[str, Any]:
-    """metrics.equity_metrics' keys from the kernel's statistics (rows: one run or many)."""
-    from algotrading.backtest import kernel
-
-    named = dict(zip(kernel.STATS, np.asarray(stats).T, strict=True))
+    """metrics.equity_metrics' keys from the kernel's statistics (kernel.STATS_DTYPE records:
+    one run or many)."""
+    named = stats
     out = {k: named[k] for k in CURVE}
     out["pnl"] = named["final_value"] - cash
     out["total_return"] = named["final_value"] / cash - 1.0
