@@ -1,5 +1,6 @@
 """The trading rules, written once: sizing, buying power, costs, fills, stops and targets, the
-holding limit and bankruptcy, as small functions of numbers and one named tuple (`Rules`).
+holding limit, bankruptcy and carry (interest on cash, the borrow fee of shorts), as small
+functions of numbers and one named tuple (`Rules`).
 
 Every caller uses these and nothing else decides a size or a fill:
 - `backtest.Broker` (the reference bar loop; `Settings.rules` builds the tuple),
@@ -45,6 +46,8 @@ class Rules(NamedTuple):
     take: float  # take-profit as a fraction of the entry price; NaN: none
     max_bars: int  # exit once a position has been held this many bars; 0: no limit
     risk_free: float  # annual rate for Sharpe and Sortino
+    interest: float  # per bar, on the cash held overnight (negative cash pays it)
+    borrow: float  # per bar, on the value of a short position held overnight
 
 
 def unit_cost(price: float, side: float, r: Rules) -> float:
@@ -140,15 +143,24 @@ def resend(target: float, sized_for: float) -> bool:
     return target != sized_for
 
 
+def carry(cash: float, held: float, price: float, r: Rules) -> float:
+    """What holding `cash` and `held` shares (last price `price`) overnight adds to the cash:
+    interest on the cash (paid on a negative balance) less the borrow fee of a short. It accrues
+    on each bar's closing balances and is booked at the next bar's open, before its fills."""
+    fee = -held * price * r.borrow if held < 0.0 else 0.0
+    return cash * r.interest - fee
+
+
 def bracket(stop: float, take: float, slip: float = 0.0) -> Rules:
     """Rules that carry only exit levels and slippage (the labels' barriers: no sizing)."""
     nan = math.nan
     return Rules(cash=1.0, size=nan, fraction=1.0, leverage=1.0, whole=False, cps=0.0, bps=0.0,
-                 slip=slip, fill_open=True, stop=stop, take=take, max_bars=0, risk_free=0.0)
+                 slip=slip, fill_open=True, stop=stop, take=take, max_bars=0, risk_free=0.0,
+                 interest=0.0, borrow=0.0)
 
 
 PRIMITIVES = (unit_cost, fill_price, commission, equity_at, target_shares, opens, fits, allowed,
-              exit_hit, held_too_long, bankrupt, resend)
+              exit_hit, held_too_long, bankrupt, resend, carry)
 _registered = False
 _checked: set[Path] = set()
 

@@ -78,7 +78,7 @@ def wanted(draw: st.DrawFn, n: int, long_only: bool = False) -> np.ndarray:
 def engine_settings(draw: st.DrawFn, fills: tuple[str, ...] = ("open", "close")
                     ) -> dict[str, Any]:
     """Engine settings: all-in `fraction` or fixed `size` (small to far beyond buying power),
-    leverage, the three costs, stop, target and holding limit, fill timing."""
+    leverage, the three costs, stop, target and holding limit, fill timing, carry."""
     params: dict[str, Any] = {
         "cash": draw(st.sampled_from([1_000.0, 10_000.0, 100_000.0])),
         "leverage": draw(st.sampled_from([0.5, 1.0, 2.0, 4.0])),
@@ -97,6 +97,9 @@ def engine_settings(draw: st.DrawFn, fills: tuple[str, ...] = ("open", "close")
         params["take_profit"] = draw(st.floats(0.01, 0.3))
     if draw(st.booleans()):
         params["max_bars"] = draw(st.integers(1, 6))
+    if draw(st.booleans()):  # carry: interest on cash (either sign), the borrow fee of shorts
+        params["cash_rate"] = draw(st.sampled_from([-0.01, 0.03, 0.5]))
+        params["borrow_rate"] = draw(st.sampled_from([0.0, 0.05, 0.6]))
     return params
 
 

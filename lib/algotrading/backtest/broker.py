@@ -24,6 +24,8 @@ Rules (docs/backtests.md):
 - Stops/targets are fractions of the entry price checked on each later bar's high/low; a gap
   through the level fills at the open; when both are inside one bar the stop comes first. After
   a stop, target or `max_bars` exit the broker stays flat until the wanted position changes.
+- Carry: cash earns `cash_rate` (a negative balance pays it) and shorts pay `borrow_rate` on
+  their value, both per year, accrued on each close's balances and booked at the next open.
 - Bankruptcy: once equity at a close is <= 0 the broker closes every position (next open, or this
   close with `fill="close"`) and accepts no more orders; `bankrupt` is set.
 """
@@ -80,11 +82,13 @@ class Broker:
     # -- the bar cycle ---------------------------------------------------------------------
     def on_bar(self, bar: int, open: Sequence[float], high: Sequence[float],
                low: Sequence[float]) -> list[Fill]:
-        """Start bar `bar`: fill queued orders at its open, then stops/targets inside the bar."""
+        """Start bar `bar`: book the carry of the night (rules.carry), fill queued orders at its
+        open, then stops/targets inside the bar."""
+        r = self.rules
+        self.cash += self.carry()
         self.bar = bar
         out: list[Fill] = []
         self.price[:] = open
-        r = self.rules
         for a, order in enumerate(self._pending):
             if order is not None:
                 self._pending[a] = None
@@ -96,6 +100,14 @@ class Broker:
                     if hit is not None:
                         out.append(self._fill(a, -held, hit[0], hit[1]))
         return out
+
+    def carry(self) -> float:
+        """The night's interest and borrow fee, which the next `on_bar` books (rules.carry)."""
+        r = self.rules
+        if self.bar < 0 or self.bankrupt or not (r.interest or r.borrow):
+            return 0.0
+        return rules.carry(self.cash, 0.0, 0.0, r) + sum(
+            rules.carry(0.0, q, p, r) for q, p in zip(self.shares, self.price, strict=True))
 
     def mark(self, close: Sequence[float]) -> float:
         """Value the account at the bar's close; at equity <= 0 it goes bankrupt (see above)."""

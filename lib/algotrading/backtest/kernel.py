@@ -135,7 +135,10 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     loss = 0.0
     stops = not (math.isnan(r.stop) and math.isnan(r.take))
     target = 0.0
+    carries = r.interest != 0.0 or r.borrow != 0.0
     for t in range(n):
+        if carries and t > 0 and not broke:  # the night's interest and borrow fee
+            cash += rules.carry(cash, held, c[t - 1], r)
         for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
             base = 0.0
             qty = 0.0

@@ -9,6 +9,7 @@ from functools import cached_property
 import pandas as pd
 
 from algotrading.errors import ParameterError
+from algotrading.metrics import YEAR
 from algotrading.params import CASH, Param, check, param, table
 from algotrading.rules import Rules
 
@@ -37,6 +38,10 @@ class Settings:
     max_bars: int | None = param(None, int, ge=1, optional=True,
                                  help="exit once a position has been held this many bars")
     risk_free: float = param(0.0, gt=-1, help="annual rate for Sharpe and Sortino")
+    cash_rate: float = param(0.0, gt=-1, lt=1,
+                             help="annual interest idle cash earns (a negative balance pays it)")
+    borrow_rate: float = param(0.0, ge=0, lt=1,
+                               help="annual fee on the value of short positions")
     start: str | pd.Timestamp | None = None  # trade from here; earlier bars are indicator history
 
     def __post_init__(self) -> None:
@@ -62,7 +67,8 @@ class Settings:
             slip=self.slippage_bps / 1e4, fill_open=self.fill == "open",
             stop=nan if self.stop_loss is None else float(self.stop_loss),
             take=nan if self.take_profit is None else float(self.take_profit),
-            max_bars=int(self.max_bars or 0), risk_free=float(self.risk_free))
+            max_bars=int(self.max_bars or 0), risk_free=float(self.risk_free),
+            interest=(1.0 + self.cash_rate) ** (1.0 / YEAR) - 1.0, borrow=self.borrow_rate / YEAR)
 
 
 SETTINGS: dict[str, Param] = table(Settings)  # the declared ones (all but `start`)

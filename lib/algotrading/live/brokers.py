@@ -73,7 +73,8 @@ class PaperBroker:
     commissions, buying-power rule and exits as the backtests. One symbol; one open order at a time.
 
     `settings` are the engine's cost settings (cash, commission_bps, commission_per_share,
-    slippage_bps, leverage) and exits (stop_loss, take_profit, max_bars: a bracket the broker
+    slippage_bps, leverage), carry (cash_rate, borrow_rate) and exits (stop_loss, take_profit,
+    max_bars: a bracket the broker
     holds on every position, as the engine does; stop and target fills are reported by `exits`).
     An order with `fraction` is sized at the fill (the next open) by the engine's rule
     (algotrading.rules.target_shares: equity there net of costs, whole shares), so all-in sizing
@@ -83,7 +84,7 @@ class PaperBroker:
     """
 
     SETTINGS = ("cash", "commission_bps", "commission_per_share", "slippage_bps", "leverage",
-                "stop_loss", "take_profit", "max_bars")
+                "stop_loss", "take_profit", "max_bars", "cash_rate", "borrow_rate")
 
     def __init__(self, symbol: str, **settings: Any):
         if set(settings) - set(self.SETTINGS):
@@ -158,7 +159,8 @@ class PaperBroker:
         if self._at_fill is not None:  # size the open order at this open, as the engine does
             target, sizing = self._at_fill
             self._at_fill = None
-            equity = rules.equity_at(self.book.cash, held, bar.open, sizing.rules)
+            cash = self.book.cash + self.book.carry()  # booked at this open, before the fill
+            equity = rules.equity_at(cash, held, bar.open, sizing.rules)
             self.book.submit(0, rules.target_shares(target, bar.open, equity, sizing.rules))
         everything = self.book.on_bar(self._bars, [bar.open], [bar.high], [bar.low])
         self._bars += 1

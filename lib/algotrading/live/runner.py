@@ -131,6 +131,8 @@ class Runner:
     def _step(self, bar: Bar, live: bool) -> None:
         dt = self.last = bar.dt
         self._record("bar", f"bar:{dt}", dt, bar.to_dict())
+        if self._prev_close is not None:  # the night's interest and borrow fee, as the engine
+            self.cash += rules.carry(self.cash, self.shares, self._prev_close, self.sizing.rules)
         self.broker.on_bar(bar)
         self._settle(dt)
         self._dates.append(pd.Timestamp(dt))
@@ -272,8 +274,10 @@ class Runner:
 
 
 def _costs(engine: Settings | None) -> dict[str, Any]:
-    """The engine settings that change a size (costs), from the broker's, else none."""
-    keys = ("commission_bps", "commission_per_share", "slippage_bps", "whole_shares")
+    """The engine settings that change a size or the book (costs, carry), from the broker's,
+    else none."""
+    keys = ("commission_bps", "commission_per_share", "slippage_bps", "whole_shares", "cash_rate",
+            "borrow_rate")
     return {k: getattr(engine, k) for k in keys} if engine is not None else {}
 
 
