@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,81 @@ def test_alpaca_keys_come_only_from_the_environment(monkeypatch):
     with serve(FakeAlpaca().handler()) as server:
         with pytest.raises(AlpacaError, match="HTTP 401"):
             AlpacaBroker(f"http://127.0.0.1:{server.server_port}").cash()
+
+
+@pytest.fixture
+def elsewhere():
+    """A second origin that records the headers it receives, and a first one that redirects every
+    request there (302, also for the POST): what a hijacked or misconfigured base URL does."""
+    seen: list[dict[str, str]] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            body = b'{"cash": "1", "bars": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+    with serve(Other) as other:
+        target = f"http://localhost:{other.server_port}"
+
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(302)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        with serve(Redirect) as first:
+            yield f"http://127.0.0.1:{first.server_port}", seen
+
+
+def test_alpaca_keys_are_not_sent_to_another_origin_on_a_redirect(alpaca_env, elsewhere):
+    base, seen = elsewhere
+    broker = AlpacaBroker(base)
+    for call in (lambda: broker.status("c1"), broker.cash,
+                 lambda: broker.submit(Order("c2", "SYN", 5, "2024-01-02"))):
+        with pytest.raises(AlpacaError, match=r"redirected \(HTTP 302\) to another origin "
+                                              r"\(localhost:\d+\); not followed"):
+            call()
+    assert seen == []  # the other server received nothing, keys or otherwise
+
+
+def test_polling_feed_key_is_not_sent_to_another_origin_on_a_redirect(monkeypatch, elsewhere):
+    base, seen = elsewhere
+    monkeypatch.setenv("VENDOR_KEY", "k-123")
+    keyed = PollingFeed(VendorConfig(base + "/bars/{symbol}", headers={"X-Key": "VENDOR_KEY"}),
+                        "AAPL", "2024-01-05")
+    with pytest.raises(DataError, match="redirected .* to another origin"):
+        keyed.poll()
+    assert seen == []
+    # without a key, following the redirect leaks nothing: it is followed
+    assert PollingFeed(VendorConfig(base + "/bars/{symbol}"), "AAPL", "2024-01-05").poll() == []
+    assert len(seen) == 1 and "X-Key" not in seen[0]
+
+
+def test_cleartext_broker_and_feed_urls_are_refused_except_loopback(alpaca_env):
+    for url in ("http://paper-api.alpaca.markets", "http://10.0.0.5:8080", "ftp://x", "api.example"):
+        with pytest.raises(AlpacaError, match="is not an https URL .*127.0.0.1, ::1 or localhost"):
+            AlpacaBroker(url)
+    with pytest.raises(ValueError, match=r"feed config: url: 'http://data.example.com/\{symbol\}' is "
+                                         "not an https URL"):
+        VendorConfig.load({"url": "http://data.example.com/{symbol}"})
+    assert VendorConfig.load({"url": "https://data.example.com/{symbol}"}).url.startswith("https")
+    AlpacaBroker("http://[::1]:9")  # loopback: accepted (tests and local fakes)
+    AlpacaBroker("http://localhost:9")
 
 
 # --- risk checks ----------------------------------------------------------------------------------

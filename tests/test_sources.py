@@ -282,14 +282,15 @@ def test_public_unknown_symbol_lists_the_symbols():
 
 def test_public_offline_names_the_url_and_ALGO_PUBLIC_DATA(tmp_path, monkeypatch):
     import urllib.error
-    import urllib.request
+
+    from algotrading import web
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.delenv("ALGO_PUBLIC_DATA", raising=False)
     monkeypatch.setenv("ALGO_CACHE", str(tmp_path))
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(web, "opener", lambda credentials: offline)
     with pytest.raises(DataError) as err:
         sources.read("public")
     text = str(err.value)

@@ -123,7 +123,7 @@ NEEDS: dict[str, tuple[Need, ...]] = {
     ),
     "2_Strategies/Strategy_PPO.ipynb": (
         PRICES,
-        Need("3_Models/Train_Model_PPO.ipynb", files=("models/ppo/{symbol}-seed{seeds}/model.zip",
+        Need("3_Models/Train_Model_PPO.ipynb", files=("models/ppo/{symbol}-seed{seeds}/policy.pt",
                                                       "models/ppo/{symbol}-seed{seeds}/config.json")),
         # the ML strategy's choice, traded beside PPO with the same costs
         Need("2_Strategies/Strategy_ML_Forecast.ipynb", optional=True,

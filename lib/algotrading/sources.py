@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algotrading import web
 from algotrading.schema import NAMES, NUMERIC, DataError, check_symbol, validate
 
 SOURCES = ("sample", "adx", "public", "csv")
@@ -29,6 +29,10 @@ PUBLIC_URL = (
     "src/utils/datasets/stocks_history_target.h5"
 )
 PUBLIC_START = pd.Timestamp("2012-08-13")
+# A download (ingest public, or any URL given as a source path) is streamed to the cache under
+# these limits; the environment variables raise them.
+DOWNLOAD_MAX_BYTES_ENV, DOWNLOAD_MAX_BYTES = "ALGO_DOWNLOAD_MAX_BYTES", 2**30
+DOWNLOAD_DEADLINE_ENV, DOWNLOAD_DEADLINE = "ALGO_DOWNLOAD_DEADLINE", 900.0
 ADX_COLUMNS = ("timestamp", "open", "high", "low", "close", "adjusted_close", "volume",
                "dividend_amount", "split_coefficient")
 ADX_FILE = re.compile(r"^daily_adjusted_(?P<sym>[^/]+)\.csv$")
@@ -254,17 +258,22 @@ def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None
     if not target.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
-        try:
-            with urllib.request.urlopen(url_or_path, timeout=60) as resp, open(tmp, "wb") as out:
-                out.write(resp.read())
-        except OSError as exc:  # URLError, timeouts, DNS failures are all OSErrors
+        try:  # streamed to disk under a size cap and a deadline (web.request)
+            with open(tmp, "wb") as out:
+                web.request(url_or_path, timeout=60, into=out,
+                            max_bytes=web.limit(DOWNLOAD_MAX_BYTES_ENV, DOWNLOAD_MAX_BYTES),
+                            deadline=web.limit(DOWNLOAD_DEADLINE_ENV, DOWNLOAD_DEADLINE))
+        except OSError as exc:  # web.HttpError: refused URL, HTTP status, timeout, DNS, cap
             tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", exc)
-            raise DataError(url_or_path, f"could not download it ({reason}); give a local path "
-                                         "instead") from exc
+            raise DataError(url_or_path, f"could not download it ({exc}); give a local path "
+                                         "instead") from None
         tmp.replace(target)
     if sha256:
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        with target.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest = digest.hexdigest()
         if digest != sha256:
             target.unlink()
             raise DataError(url_or_path, f"sha256 mismatch: got {digest}, want {sha256}")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from algotrading import web
 from algotrading.backtest import Broker, Settings, rules
 from algotrading.errors import AlgotradingError
 from algotrading.live.feeds import Bar
@@ -212,6 +211,10 @@ class AlpacaBroker:
 
     def __init__(self, base_url: str | None = None, timeout: float = 30.0):
         self.base = (base_url or os.environ.get("APCA_API_BASE_URL") or self.PAPER).rstrip("/")
+        try:
+            web.check_url(self.base, "Alpaca base URL (base_url or APCA_API_BASE_URL)")
+        except web.HttpError as exc:
+            raise AlpacaError(str(exc)) from None
         missing = [k for k in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY") if not os.environ.get(k)]
         if missing:
             raise ValueError(f"Alpaca needs environment variable(s) {', '.join(missing)}")
@@ -222,20 +225,22 @@ class AlpacaBroker:
 
     def _call(self, method: str, path: str, body: dict | None = None,
               missing_ok: bool = False) -> Any:
+        """One API call (keys sent only to the base URL's origin: no redirect elsewhere)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == 404:
+            text = web.request(self.base + path, method=method, data=data, headers=self._headers,
+                               credentials=True, timeout=self._timeout)
+        except web.HttpError as exc:
+            if missing_ok and exc.status == 404:
                 return None
-            detail = exc.read().decode(errors="replace")[:200]
-            raise AlpacaError(f"Alpaca {method} {path}: HTTP {exc.code} {detail}") from None
-        except OSError as exc:
+            if exc.status is not None:
+                raise AlpacaError(f"Alpaca {method} {path}: HTTP {exc.status} {exc.detail}") from None
             raise AlpacaError(f"Alpaca {method} {path}: {exc}") from None
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            raise AlpacaError(f"Alpaca {method} {path}: the answer is not JSON "
+                              f"({text[:80]!r})") from None
 
     @staticmethod
     def _status(o: dict[str, Any]) -> OrderStatus:

@@ -10,7 +10,6 @@ import json
 import os
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from algotrading import web
 from algotrading.schema import NAMES, DataError, validate
 
 DAY_SECONDS = 86_400.0
@@ -127,6 +127,10 @@ class VendorConfig:
             missing = sorted(set(NAMES) - {"sym"} - set(source["fields"]))
             if missing:
                 raise ValueError(f"feed config: fields lacks {missing}")
+        try:
+            web.check_url(str(source["url"]), "feed config: url")
+        except web.HttpError as exc:
+            raise ValueError(str(exc)) from None
         return cls(**source)
 
 
@@ -157,10 +161,9 @@ class PollingFeed:
             if not os.environ.get(env):
                 raise ValueError(f"feed config: header {header} needs environment variable {env}")
             headers[header] = os.environ[env]
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as resp:
-                body = json.loads(resp.read())
+        try:  # keys (headers) go only to the URL's origin: no redirect elsewhere
+            body = json.loads(web.request(url, headers=headers, credentials=bool(headers),
+                                          timeout=self._timeout))
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(url, f"feed request failed: {exc}") from None
         records = body.get(self.config.records) if isinstance(body, dict) else None
