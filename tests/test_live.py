@@ -294,6 +294,44 @@ def test_sqlite_journal_is_append_only_and_idempotent(tmp_path):
     assert [e["kind"] for e in journal.events()] == ["bar", "kill_request"]
 
 
+def test_sqlite_journal_refuses_replace_an_emptied_file_and_a_second_writer(tmp_path, prices):
+    path = tmp_path / "j.db"
+    journal = SqliteJournal(path, run="r1")
+    journal.append("bar", "bar:2024-01-02", "2024-01-02", {"close": 1.5})
+    db = sqlite3.connect(path)
+    for sql in ("INSERT OR REPLACE INTO events VALUES ('r1', 1, 'bar', 'bar:2024-01-02', "
+                "'2024-01-02', '{\"close\": 9}')",
+                "REPLACE INTO events VALUES ('r1', 1, 'bar', 'bar:x', '2024-01-02', '{}')",
+                "INSERT OR IGNORE INTO events VALUES ('r1', 1, 'kill', 'kill', '', '{}')"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(sql)
+    db.close()
+    assert [e["data"] for e in SqliteJournal(path, run="r1").events()] == [{"close": 1.5}]
+    # two runners on one run: the second writer's append is named, not "UNIQUE constraint failed"
+    second = SqliteJournal(path, run="r1")
+    second.append("bar", "bar:2024-01-03", "2024-01-03", {"close": 1.6})
+    with pytest.raises(JournalError, match=r"bar:2024-01-04 \(event 2\) was written by another "
+                                           r"writer: one runner per run"):
+        journal.append("bar", "bar:2024-01-04", "2024-01-04", {"close": 1.7})
+    journal.close()
+    second.close()
+    # a journal emptied to 0 bytes is not a fresh run
+    for name in ("j.db-wal", "j.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    path.write_bytes(b"")
+    with pytest.raises(JournalError, match=r"j.db is an empty file \(0 bytes\)"):
+        SqliteJournal(path, run="r1")
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE notes (x)")
+    db.close()
+    with pytest.raises(JournalError, match="without the journal's events table"):
+        SqliteJournal(other)
+    (tmp_path / "text.db").write_text("not sqlite at all, longer than a header would be" * 200)
+    with pytest.raises(JournalError, match="not a SQLite journal"):
+        SqliteJournal(tmp_path / "text.db")
+
+
 # --- the runner ---------------------------------------------------------------------------------
 
 def _fills_from_backtest(result: backtest.Result, prices: pd.DataFrame, slip: float) -> list:
@@ -363,6 +401,61 @@ def test_risk_rejections_kill_switch_and_alert_are_journaled(tmp_path, prices, c
     assert len(kill_order) == 1 and kill_order[0]["data"]["qty"] == -held
     assert journal.events("stop")[0]["dt"] == bars[41].dt  # filled at the next open, then stopped
     assert len(journal.events("bar")) == 42
+
+
+def test_the_collar_sees_the_history_last_close_on_the_first_bar(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    last = float(feed.history["close"].iloc[-1])
+    first = list(feed.bars())[0]
+    bad = Bar("SYN", first.dt, last / 100, last / 100, last / 100, last / 100, first.vol)
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    fraction=1.0, limits=Limits(collar=0.1))
+    assert runner.target() != 0  # the strategy wants a position at once: the first bar orders
+    runner.run([bad])
+    assert journal.events("order") == []
+    (rejection,) = journal.events("rejection")
+    assert rejection["dt"] == first.dt and rejection["data"]["by"] == "risk"
+    assert rejection["data"]["reason"] == (f"price {last / 100:g} is 99.0% from the last close "
+                                           f"{last:g}, outside the 10.0% collar")
+
+
+def test_bars_of_a_custom_feed_pass_the_validator(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    good = list(feed.bars())[:3]
+    negative = Bar("SYN", good[1].dt, 10.0, 10.0, -5.0, -5.0, 1.0)
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    size=100, limits=Limits(max_order_notional=50_000))
+    with pytest.raises(DataError, match=rf"feed of SYN: symbol SYN: row 1 \({good[1].dt}\): "):
+        runner.run(iter([good[0], negative, good[2]]))  # any iterable of bars
+    assert [e["dt"] for e in journal.events("bar")] == [good[0].dt]  # stopped before using it
+    assert all(o["dt"] == good[0].dt for o in journal.events("order"))
+    with pytest.raises(DataError, match="feed of SYN: not a Bar: dict"):
+        runner.run([good[1].to_dict()])
+
+
+def test_a_kill_cancels_the_open_order_before_it_fills(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    bars = list(feed.bars())
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    size=100)
+    orders = 0
+    for i, bar in enumerate(bars):  # stop at the first bar whose close sent an order
+        runner.run([bar])
+        if len(journal.events("order")) > orders and runner.open:
+            rest = bars[i + 1:]
+            break
+        orders = len(journal.events("order"))
+    held, (coid,) = runner.shares, list(runner.open)
+    live_runner.request_kill(journal, "test")
+    summary = runner.run(rest)
+    assert [c["data"]["client_order_id"] for c in journal.events("cancel")] == [coid]
+    assert coid not in {f["data"]["client_order_id"] for f in journal.events("fill")}
+    kill_orders = [o["data"]["qty"] for o in journal.events("order") if o["data"]["why"] == "kill"]
+    assert kill_orders == ([-held] if held else [])  # flattens what was held, no reversal first
+    assert summary["killed"] and summary["shares"] == 0
 
 
 def test_a_restarted_runner_refuses_another_configuration(tmp_path, prices):
@@ -486,11 +579,23 @@ def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
     assert state["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
     assert main(["live", "flatten", "--journal", journal, "--reason", "test"]) == 0
     assert "kill request recorded" in capsys.readouterr().out
+    for command in ("flatten", "status"):  # a mistyped run name is refused, not "recorded"
+        assert main(["live", command, "--journal", journal, "--run", "papr"]) == 2
+        assert f"journal {journal} has no run 'papr'" in capsys.readouterr().err
+    assert len(query_journal(journal, "papr")) == 0
     assert main(["live", "replay", "nope", "--symbol", "GSPC", "--from", "2018-06-01",
                  "--journal", journal]) == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err
     assert main(["live", "status", "--journal", str(tmp_path / "none.db")]) == 2
     assert "no journal at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+def query_journal(path: str, run: str) -> list:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT key FROM events WHERE run = ?", (run,)).fetchall()
+    finally:
+        db.close()
 
 
 # --- the container entry point ----------------------------------------------------------------------

@@ -21,9 +21,13 @@ its client order id (`status`) instead of being sent again; an order journaled b
 sent. The paper broker, which lives in memory, is rebuilt by the same replay. Then the feed
 continues after the last journaled bar.
 
-Kill switch: `request_kill` (CLI `algotrading live flatten`) records a request; at its next bar
-the runner cancels open orders, sends orders that flatten the position (risk checks skipped),
+Kill switch: `request_kill` (CLI `algotrading live flatten`) records a request; at its next bar,
+before the broker sees that bar (so an open order cannot fill at its open), the runner cancels
+open orders; at the close it sends orders that flatten the position (risk checks skipped),
 accepts no more strategy orders, and stops once flat.
+
+Every bar of the feed, a custom iterable of `Bar`s included, passes the ingest validator before
+the runner uses it, and the price collar's reference on the first bar is the history's last close.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ import pandas as pd
 from algotrading.backtest import Settings, rules
 from algotrading.live.alerts import Notifier, Thresholds, log_metrics
 from algotrading.live.brokers import PARTLY_REFUSED, BrokerAdapter, Order, OrderStatus
-from algotrading.live.feeds import Bar, Feed
+from algotrading.live.feeds import Bar, Feed, to_bars
 from algotrading.live.journal import Journal, JournalError
 from algotrading.live.risk import Limits
+from algotrading.schema import NAMES, DataError
 from algotrading.strategies import Strategy, get
 
 
@@ -83,7 +88,8 @@ class Runner:
         self.orders_on: dict[str, int] = {}  # client order ids used per day
         self.sent_on: dict[str, int] = {}  # orders that passed the checks per day
         self.killed = self.stopped = False
-        self._prev_close: float | None = None
+        # the collar's reference on the first bar is the history's last close
+        self._prev_close: float | None = self._rows["close"][-1] if self._rows["close"] else None
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
@@ -119,6 +125,7 @@ class Runner:
         for bar in bars:
             if self.stopped:
                 break
+            bar = checked(bar, f"feed of {self.symbol}")
             if bar.dt <= self.last:
                 continue
             if bar.sym != self.symbol:
@@ -129,6 +136,12 @@ class Runner:
     def _step(self, bar: Bar, live: bool) -> None:
         dt = self.last = bar.dt
         self._record("bar", f"bar:{dt}", dt, bar.to_dict())
+        if live:
+            self.journal.reload()  # a kill request may have come from another process
+        for req in self.journal.events("kill_request"):  # before the open fills an open order
+            if req["key"] not in self._honoured and req["data"]["after"] < dt:
+                self._honoured.add(req["key"])
+                self.kill(dt, req["data"]["reason"])
         self.broker.on_bar(bar)
         self._settle(dt)
         self._dates.append(pd.Timestamp(dt))
@@ -139,12 +152,6 @@ class Runner:
         self.peak = max(self.peak, self.equity)
         drawdown = 1.0 - self.equity / self.peak if self.peak > 0 else 0.0
         pnl, day_pnl = self.equity - self.cash0, self.equity - self._prev_equity
-        if live:
-            self.journal.reload()  # a kill request may have come from another process
-        for req in self.journal.events("kill_request"):
-            if req["key"] not in self._honoured and req["data"]["after"] < dt:
-                self._honoured.add(req["key"])
-                self.kill(dt, req["data"]["reason"])
         if self.killed:
             self._flatten(dt, close)
         else:
@@ -267,6 +274,16 @@ class Runner:
     def summary(self) -> dict[str, Any]:
         """Where the run stands (the book as of the last bar)."""
         return status(self.journal)
+
+
+def checked(bar: Bar, origin: str) -> Bar:
+    """`bar` if it passes the ingest validator (`schema.validate`, as `feeds.to_bars`), which
+    every bar of a feed meets, custom iterables included; else its DataError."""
+    if not isinstance(bar, Bar):
+        raise DataError(origin, f"not a Bar: {type(bar).__name__}")
+    rows = pd.DataFrame([bar.to_dict()]).loc[:, list(NAMES)]
+    clean = to_bars(rows, origin)[0]
+    return bar if clean == bar else clean
 
 
 def _costs(engine: Settings | None) -> dict[str, Any]:
