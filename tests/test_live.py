@@ -164,6 +164,19 @@ def test_alpaca_adapter_speaks_the_documented_endpoints(alpaca_env):
         assert broker.positions() == {"SYN": 10}
 
 
+def test_alpaca_order_sends_exactly_the_quantity_that_was_checked(alpaca_env):
+    fake = FakeAlpaca(price=10.0)
+    with serve(fake.handler()) as server:
+        broker = AlpacaBroker(f"http://127.0.0.1:{server.server_port}")
+        for i, qty in enumerate((1_234_567, -0.1234567, 30, 1e-7, 123456789012.5)):
+            filled = broker.submit(Order(f"c{i}", "SYN", qty, "2024-01-02"))
+            assert float(fake.bodies[-1]["qty"]) == abs(qty) and "e" not in fake.bodies[-1]["qty"]
+            assert filled.filled_qty == qty
+        assert [b["qty"] for b in fake.bodies[:2]] == ["1234567", "0.1234567"]
+        with pytest.raises(AlpacaError, match="order quantity inf is not a finite number"):
+            broker.submit(Order("c9", "SYN", float("inf"), "2024-01-02"))
+
+
 def test_alpaca_keys_come_only_from_the_environment(monkeypatch):
     monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
     monkeypatch.setenv("APCA_API_SECRET_KEY", "x")

@@ -8,9 +8,11 @@ just before a crash is found, not sent twice.
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.parse
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Protocol
 
 from algotrading import web
@@ -197,6 +199,16 @@ class PaperBroker:
                                                           reason="not filled")
 
 
+def _decimal(qty: float) -> str:
+    """`qty` as a plain decimal string that reads back to the same float (the number the risk
+    checks saw): repr's shortest round-trip digits, never an exponent (`:g` sent 1,234,567 as
+    1.23457e+06)."""
+    if not math.isfinite(qty):
+        raise AlpacaError(f"order quantity {qty!r} is not a finite number")
+    text = format(Decimal(repr(qty)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 class AlpacaError(AlgotradingError, RuntimeError):
     """An Alpaca API call failed (HTTP status and the API's message)."""
 
@@ -253,7 +265,7 @@ class AlpacaBroker:
                            o["status"] if state in ("canceled", "rejected") else "")
 
     def submit(self, order: Order) -> OrderStatus:
-        body = {"symbol": order.symbol, "qty": f"{abs(order.qty):g}",
+        body = {"symbol": order.symbol, "qty": _decimal(abs(order.qty)),
                 "side": "buy" if order.qty > 0 else "sell", "type": "market",
                 "time_in_force": "day", "client_order_id": order.client_order_id}
         return self._status(self._call("POST", "/v2/orders", body))
