@@ -134,6 +134,29 @@ def test_a_symlink_out_of_the_lake_is_refused(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def test_a_symlinked_file_leaving_the_lake_is_invisible_to_sql_and_readers(tmp_path, caplog):
+    from algotrading import query
+
+    lake.write(_bars(["AAA"], 3), lake=str(tmp_path / "lake"))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("dt,sym,open,high,low,close,vol\n2020-01-01,EVIL,1,1,1,1,1\n")
+    link = tmp_path / "lake" / "hist_data_daily" / "EVIL.csv"
+    link.symlink_to(secret)
+    (tmp_path / "lake" / "hist_data_daily" / "SAME.csv").symlink_to(link.with_name("AAA.csv"))
+    where = str(tmp_path / "lake")
+    assert lake.symbols(lake=where) == ["AAA", "SAME"]  # a link within the lake is kept
+    assert "outside the lake; ignored" in caplog.text and str(link) in caplog.text
+    table = query.sql("SELECT DISTINCT sym FROM algo_data.hist_data_daily ORDER BY sym", lake=where)
+    assert table["sym"].tolist() == ["AAA"]  # SAME.csv holds AAA's rows; EVIL's are not read
+    for text in (f"SELECT * FROM read_text('{link}')", f"SELECT * FROM read_csv('{link}')"):
+        with pytest.raises(DataError, match="Permission Error"):
+            query.sql(text, lake=where)
+    with pytest.raises(DataError, match="outside the lake"):
+        query.load_prices("EVIL", lake=where)
+    with pytest.raises(DataError, match="outside the lake"):
+        lake.read("EVIL", lake=where)
+
+
 def test_lake_keys_only_take_normal_symbols(tmp_path):
     for bad in ("../../../victim", "a/b", ".HID", "   ", "A\nB", "X" * 300, "gspc"):
         with pytest.raises(DataError):

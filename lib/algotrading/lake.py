@@ -108,8 +108,18 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def _inside(self, path: Path) -> bool:
+        """A file whose real path is in the lake: a symlink leaving it is ignored (logged), so
+        neither SQL (the view, `read_text`, `read_csv`) nor a reader follows it out."""
+        if path.resolve().is_relative_to(self.root.resolve()):
+            return True
+        logging.getLogger(__name__).warning("%s: a link to %s, outside the lake; ignored", path,
+                                            path.resolve())
+        return False
+
     def keys(self, prefix: str = "") -> list[str]:
-        """Files below `prefix`, skipping hidden files and folders (temporaries, metadata)."""
+        """Files below `prefix`, skipping hidden files and folders (temporaries, metadata) and
+        links that leave the lake."""
         base = self._path(prefix)
         if base.is_file():
             return [prefix]
@@ -119,16 +129,18 @@ class LocalStore:
         for p in base.rglob("*"):
             rel = p.relative_to(self.root).as_posix()
             if p.is_file() and not any(part.startswith(".") for part in
-                                       p.relative_to(base).parts):
+                                       p.relative_to(base).parts) and self._inside(p):
                 out.append(rel)
         return sorted(out)
 
     def all_keys(self, prefix: str) -> list[str]:
-        """Every file below `prefix`, hidden ones included (for cleaning up temporaries)."""
+        """Every file below `prefix`, hidden ones included (for cleaning up temporaries), but no
+        link leaving the lake."""
         base = self._path(prefix)
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and self._inside(p))
 
     def remove_tree(self, prefix: str) -> None:
         import shutil
