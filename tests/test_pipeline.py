@@ -4,6 +4,7 @@ Notebook executions are in test_notebooks.py."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -180,6 +181,28 @@ def test_cli_run_rejects_an_undeclared_parameter(capsys):
     assert main(["run", "--only", "Load_Hist", "-p", "sourc=csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "sourc" in err and "source, path, symbols" in err
+
+
+def test_cli_run_parameters_must_fit_the_declared_type(tmp_path, capsys):
+    from papermill.translators import PythonTranslator
+
+    marker = tmp_path / "marker"
+    hostile = f"""('x"; open("{marker}", "w"); y="',)"""
+    # what papermill would have written into the parameters cell: code that creates the marker
+    exec(f"symbol = {PythonTranslator.translate(ast.literal_eval(hostile))}", {})  # as -p parses it
+    assert marker.exists()
+    marker.unlink()
+    for value, kind in ((hostile, "give a string"), ("{1, 2}", "give a string"),
+                        ("1998", "give a string")):
+        assert main(["run", "--only", "Explore_Hist", "-p", f"symbol={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Explore_Hist_Data declares symbol = 'GSPC'" in err and kind in err
+    assert main(["run", "--only", "Explore_Hist", "-p", "ma_windows=(50, 200)"]) == 2
+    assert "give a list like [50, 200]" in capsys.readouterr().err
+    assert not marker.exists()
+    assert pipeline.fits(10, 0.5) and pipeline.fits([1, 2], [50]) and pipeline.fits("a", None)
+    assert not any((pipeline.fits(1.5, 10), pipeline.fits(True, 1), pipeline.fits(["a"], [50]),
+                    pipeline.fits((1,), None), pipeline.fits({"a": 1}, None)))
 
 
 def test_run_outside_the_checkout_says_where_to_run(tmp_path, monkeypatch, capsys):

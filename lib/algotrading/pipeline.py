@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 
 from algotrading.config import project_root, settings
-from algotrading.errors import AlgotradingError
+from algotrading.errors import AlgotradingError, ParameterError
 from algotrading.runs import MANIFEST, RESULTS, load_manifest, write_atomic
 from algotrading.runs import record as record  # notebooks call pipeline.record
 
@@ -309,7 +309,45 @@ def check_parameters(parameters: Mapping[str, object], todo: Sequence[Path], roo
         names = "; ".join(f"{nb.stem}: {', '.join(d) or '-'}" for nb, d in defaults.items())
         raise ValueError(f"parameter(s) {', '.join(unknown)} not declared by the notebooks run "
                          f"({names})")
+    for name, value in parameters.items():
+        for nb, declared_ in defaults.items():
+            if name in declared_ and not fits(value, declared_[name]):
+                raise ParameterError(
+                    f"parameter {name}={value!r}: {nb.stem} declares {name} = "
+                    f"{declared_[name]!r}; give a {_kind(declared_[name])}")
     return defaults
+
+
+PLAIN = (bool, int, float, str, type(None))
+
+
+def fits(value: object, default: object) -> bool:
+    """Whether `value` may replace a notebook parameter declared as `default`: the same kind of
+    literal (an int where a float is declared; any plain value or list of them where None is).
+    papermill writes any other type (a tuple, a set) into the notebook's code unescaped."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and (isinstance(default, bool) or default is None)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return isinstance(value, int | float) and (isinstance(default, float)
+                                                   or isinstance(value, int))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list) and all(
+            fits(v, default[0]) if default else isinstance(v, PLAIN) for v in value)
+    if default is None:
+        return isinstance(value, PLAIN) or (isinstance(value, list)
+                                            and all(isinstance(v, PLAIN) for v in value))
+    return False  # dicts and other declared types take no override from the command line
+
+
+def _kind(default: object) -> str:
+    if isinstance(default, list):
+        return f"list like {default!r}"
+    if default is None:
+        return "number, string, true/false or a list of them"
+    return {bool: "true or false", int: "whole number", float: "number", str: "string"}.get(
+        type(default), type(default).__name__)
 
 
 def data_fingerprint() -> dict[str, object]:
