@@ -5,6 +5,8 @@ half-applied ingest."""
 from __future__ import annotations
 
 import errno
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +157,60 @@ def test_a_symlinked_file_leaving_the_lake_is_invisible_to_sql_and_readers(tmp_p
         query.load_prices("EVIL", lake=where)
     with pytest.raises(DataError, match="outside the lake"):
         lake.read("EVIL", lake=where)
+
+
+def test_a_journal_that_no_ingest_wrote_is_named_and_moves_nothing(tmp_path):
+    where = str(tmp_path / "lake")
+    lake.write(_bars(["AAA", "BBB"], 3), lake=where)
+    store = LocalStore(where)
+    bbb = store.get(lake.key("BBB"))
+    staged = f"{STAGING}/0123456789ab/{lake.key('AAA')}"
+    cases = {
+        b"": "not JSON",
+        b"garbage": "not JSON",
+        b"[]": "want {",
+        b'{"txid": "../../x", "moves": []}': "want {",
+        # the crafted one: AAA's staged file onto BBB's lake file
+        json.dumps({"txid": "0123456789ab", "moves": [[staged, lake.key("BBB")]]}).encode():
+            "is not a staged file onto its symbol's lake file",
+        json.dumps({"txid": "0123456789ab", "moves": [[staged, "../outside.csv"]]}).encode():
+            "is not a staged file onto its symbol's lake file",
+        json.dumps({"txid": "0123456789ab", "moves": [["a", "b", "c"]]}).encode():
+            "is not a [staged, lake file] pair",
+    }
+    for text, why in cases.items():
+        store.put(staged, store.get(lake.key("AAA")))
+        store.put(JOURNAL, text)
+        for call in (lambda: lake.read("BBB", lake=where),
+                     lambda: lake.write(_bars(["CCC"], 3), lake=where)):
+            with pytest.raises(OSError, match=rf"journal.json: not an ingest journal \(.*{re.escape(why)}"):
+                call()
+        assert store.get(lake.key("BBB")) == bbb
+    store.delete(JOURNAL)
+    assert lake.symbols(lake=where) == ["AAA", "BBB"]  # the fix the message names
+
+
+def test_a_reader_waiting_for_the_lock_says_what_it_waits_for(tmp_path, monkeypatch, caplog):
+    import fcntl
+    import os
+
+    where = str(tmp_path / "lake")
+    lake.write(_bars(["AAA"], 3), lake=where)
+    monkeypatch.setattr(lake, "LOCK_NOTICE", 0.0)
+    monkeypatch.setenv("ALGO_LOCK_TIMEOUT", "0.3")
+    fd = os.open(tmp_path / "lake" / lake.LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # an ingest holding the lake
+        with pytest.raises(DataError, match=r"locked by another ingest for more than 0.3 s "
+                                            r"\(ALGO_LOCK_TIMEOUT sets the wait\)"):
+            lake.read("AAA", lake=where)
+    finally:
+        os.close(fd)
+    assert "waiting for the ingest to finish (another process is ingesting into this lake) to " \
+           "read, up to 0.3 s (ALGO_LOCK_TIMEOUT sets the wait)" in caplog.text
+    monkeypatch.setenv("ALGO_LOCK_TIMEOUT", "soon")
+    with pytest.raises(DataError, match="ALGO_LOCK_TIMEOUT: 'soon': want seconds >= 0"):
+        lake.write(_bars(["AAA"], 3), lake=where)
 
 
 def test_lake_keys_only_take_normal_symbols(tmp_path):

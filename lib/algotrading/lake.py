@@ -21,6 +21,7 @@ import fcntl
 import io
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -39,8 +40,24 @@ META = ".algotrading"
 JOURNAL = f"{META}/journal.json"
 STAGING = f"{META}/staging"
 LOCK = f"{META}/lock"
-LOCK_TIMEOUT = 600.0  # seconds a writer waits for another writer
+LOCK_TIMEOUT = 600.0  # seconds a reader or writer waits for a writer (ALGO_LOCK_TIMEOUT)
+LOCK_TIMEOUT_ENV = "ALGO_LOCK_TIMEOUT"
+LOCK_NOTICE = 1.0  # seconds of waiting before it says what it waits for
 S3_LOCK_STALE = 900.0  # an S3 lock object older than this is taken to be from a dead writer
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for the lake's lock: ALGO_LOCK_TIMEOUT, else LOCK_TIMEOUT."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise DataError(LOCK_TIMEOUT_ENV, f"{text!r}: want seconds >= 0")
+    return value
 
 
 class LocalStore:
@@ -177,8 +194,10 @@ class LocalStore:
             yield  # a read-only lake nobody can write to: nothing to serialise with
             return
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
+            timeout = lock_timeout()
+            deadline = time.monotonic() + timeout
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            said = False
             while True:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -186,7 +205,15 @@ class LocalStore:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise DataError(str(path), f"the lake is locked by another ingest for "
-                                                   f"more than {LOCK_TIMEOUT:.0f} s") from None
+                                                   f"more than {timeout:g} s ({LOCK_TIMEOUT_ENV} "
+                                                   "sets the wait)") from None
+                    if not said and time.monotonic() > deadline - timeout + LOCK_NOTICE:
+                        said = True  # once, so a wait is never silent
+                        logging.getLogger(__name__).warning(
+                            "%s: waiting for %s (another process is ingesting into this lake) "
+                            "to %s, up to %g s (%s sets the wait)", path,
+                            "its lock" if exclusive else "the ingest to finish",
+                            "write" if exclusive else "read", timeout, LOCK_TIMEOUT_ENV)
                     time.sleep(0.05)
             yield
         finally:
@@ -388,7 +415,7 @@ def recover(store: Store) -> str | None:
     done = None
     data = store.get(JOURNAL)
     if data is not None:
-        moves = json.loads(data)["moves"]
+        moves = journal_moves(store, data)
         for src, dst in moves:
             if store.has(src):
                 store.move(src, dst)
@@ -401,6 +428,39 @@ def recover(store: Store) -> str | None:
     if done:
         logging.getLogger(__name__).warning("%s: %s", store.describe(""), done)
     return done
+
+
+def journal_moves(store: Store, data: bytes) -> list[tuple[str, str]]:
+    """The moves of an ingest journal, checked to be what `write` writes: staged files of one
+    transaction moved onto the lake files of the same symbols (nothing else is ever moved)."""
+    where = store.describe(JOURNAL)
+
+    def bad(why: str) -> LakeError:
+        return LakeError(f"{where}: not an ingest journal ({why}); nothing was moved. If no "
+                         f"ingest wrote it, delete it and {store.describe(STAGING)}")
+
+    try:
+        journal = json.loads(data)
+    except ValueError as exc:
+        raise bad(f"not JSON: {exc}") from None
+    if not isinstance(journal, dict) or not isinstance(journal.get("txid"), str) \
+            or not re.fullmatch(r"[0-9a-f]{12}", journal["txid"]) \
+            or not isinstance(journal.get("moves"), list):
+        raise bad("want {\"txid\": 12 hex digits, \"moves\": [[staged, lake file], ...]}")
+    moves = []
+    for move in journal["moves"]:
+        if not (isinstance(move, list) and len(move) == 2 and all(isinstance(m, str) for m in move)):
+            raise bad(f"move {move!r} is not a [staged, lake file] pair")
+        src, dst = move
+        match = re.fullmatch(rf"{TABLE}/([^/]+)\.csv", dst)
+        try:
+            ok = match is not None and key(match[1]) == dst
+        except DataError:
+            ok = False
+        if not ok or src != f"{STAGING}/{journal['txid']}/{dst}":
+            raise bad(f"move {src!r} -> {dst!r} is not a staged file onto its symbol's lake file")
+        moves.append((src, dst))
+    return moves
 
 
 def _pending(store: Store) -> bool:
