@@ -408,28 +408,6 @@ def parse_lake_csv(data: bytes, origin: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- transactions and recovery
 
 
-def recover(store: Store) -> str | None:
-    """Finish an interrupted commit (journal present: redo its remaining moves) and remove
-    staged files of an ingest that never committed. Call with the writer lock held.
-    Returns what was done, or None if there was nothing to do."""
-    done = None
-    data = store.get(JOURNAL)
-    if data is not None:
-        moves = journal_moves(store, data)
-        for src, dst in moves:
-            if store.has(src):
-                store.move(src, dst)
-        store.sync(dst for _, dst in moves)
-        store.delete(JOURNAL)
-        done = f"completed an interrupted ingest ({len(moves)} file(s))"
-    if store.all_keys(STAGING):
-        done = done or "removed the temporary files of an interrupted ingest"
-    store.remove_tree(STAGING)
-    if done:
-        logging.getLogger(__name__).warning("%s: %s", store.describe(""), done)
-    return done
-
-
 def journal_moves(store: Store, data: bytes) -> list[tuple[str, str]]:
     """The moves of an ingest journal, checked to be what `write` writes: staged files of one
     transaction moved onto the lake files of the same symbols (nothing else is ever moved)."""
@@ -461,6 +439,28 @@ def journal_moves(store: Store, data: bytes) -> list[tuple[str, str]]:
             raise bad(f"move {src!r} -> {dst!r} is not a staged file onto its symbol's lake file")
         moves.append((src, dst))
     return moves
+
+
+def recover(store: Store) -> str | None:
+    """Finish an interrupted commit (journal present: redo its remaining moves) and remove
+    staged files of an ingest that never committed. Call with the writer lock held.
+    Returns what was done, or None if there was nothing to do."""
+    done = None
+    data = store.get(JOURNAL)
+    if data is not None:
+        moves = journal_moves(store, data)
+        for src, dst in moves:
+            if store.has(src):
+                store.move(src, dst)
+        store.sync(dst for _, dst in moves)
+        store.delete(JOURNAL)
+        done = f"completed an interrupted ingest ({len(moves)} file(s))"
+    if store.all_keys(STAGING):
+        done = done or "removed the temporary files of an interrupted ingest"
+    store.remove_tree(STAGING)
+    if done:
+        logging.getLogger(__name__).warning("%s: %s", store.describe(""), done)
+    return done
 
 
 def _pending(store: Store) -> bool:
