@@ -209,7 +209,7 @@ def test_a_reader_waiting_for_the_lock_says_what_it_waits_for(tmp_path, monkeypa
     assert "waiting for the ingest to finish (another process is ingesting into this lake) to " \
            "read, up to 0.3 s (ALGO_LOCK_TIMEOUT sets the wait)" in caplog.text
     monkeypatch.setenv("ALGO_LOCK_TIMEOUT", "soon")
-    with pytest.raises(DataError, match="ALGO_LOCK_TIMEOUT: 'soon': want seconds >= 0"):
+    with pytest.raises(ValueError, match="ALGO_LOCK_TIMEOUT='soon': want a positive number"):
         lake.write(_bars(["AAA"], 3), lake=where)
 
 

@@ -254,9 +254,9 @@ def test_model_tar_gz_is_capped_by_its_declared_sizes_and_a_broken_config_is_nam
             tar.add(item, arcname=item.name)
     assert bomb.stat().st_size < 100_000
     monkeypatch.setenv("ALGO_MODEL_MAX_BYTES", str(10 * 2**20))
-    with pytest.raises(ValueError, match=r"bomb.tar.gz: members of over 10,485,760 bytes \(at "
-                                         r"padding.bin\), the cap on a model artifact "
-                                         r"\(ALGO_MODEL_MAX_BYTES raises it\)"):
+    with pytest.raises(ValueError, match=r"bomb.tar.gz \(up to padding.bin\): 20,971,520 bytes is "
+                                         r"over the limit of 10,485,760 \(a forecaster's "
+                                         r"model.tar.gz, unpacked .*ALGO_MODEL_MAX_BYTES raises it\)"):
         forecast.load(bomb)
     monkeypatch.setenv("ALGO_MODEL_MAX_BYTES", str(30 * 2**20))
     assert forecast.load(bomb).meta["format"] == forecast.ARTIFACT_FORMAT  # raised: it loads

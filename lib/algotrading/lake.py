@@ -21,7 +21,6 @@ import fcntl
 import io
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algotrading import limits
 from algotrading.errors import LakeError
 from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, check_symbol, validate
 
@@ -40,24 +40,9 @@ META = ".algotrading"
 JOURNAL = f"{META}/journal.json"
 STAGING = f"{META}/staging"
 LOCK = f"{META}/lock"
-LOCK_TIMEOUT = 600.0  # seconds a reader or writer waits for a writer (ALGO_LOCK_TIMEOUT)
-LOCK_TIMEOUT_ENV = "ALGO_LOCK_TIMEOUT"
+LOCK_TIMEOUT = 600.0  # seconds the S3 lock waits (locally: limits "lock_seconds")
 LOCK_NOTICE = 1.0  # seconds of waiting before it says what it waits for
 S3_LOCK_STALE = 900.0  # an S3 lock object older than this is taken to be from a dead writer
-
-
-def lock_timeout() -> float:
-    """Seconds to wait for the lake's lock: ALGO_LOCK_TIMEOUT, else LOCK_TIMEOUT."""
-    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not text:
-        return LOCK_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise DataError(LOCK_TIMEOUT_ENV, f"{text!r}: want seconds >= 0")
-    return value
 
 
 class LocalStore:
@@ -194,7 +179,8 @@ class LocalStore:
             yield  # a read-only lake nobody can write to: nothing to serialise with
             return
         try:
-            timeout = lock_timeout()
+            timeout = limits.value("lock_seconds")
+            env = limits.LIMITS["lock_seconds"].env
             deadline = time.monotonic() + timeout
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             said = False
@@ -205,15 +191,15 @@ class LocalStore:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise DataError(str(path), f"the lake is locked by another ingest for "
-                                                   f"more than {timeout:g} s ({LOCK_TIMEOUT_ENV} "
-                                                   "sets the wait)") from None
+                                                   f"more than {timeout:g} s ({env} sets the "
+                                                   "wait)") from None
                     if not said and time.monotonic() > deadline - timeout + LOCK_NOTICE:
                         said = True  # once, so a wait is never silent
                         logging.getLogger(__name__).warning(
                             "%s: waiting for %s (another process is ingesting into this lake) "
                             "to %s, up to %g s (%s sets the wait)", path,
                             "its lock" if exclusive else "the ingest to finish",
-                            "write" if exclusive else "read", timeout, LOCK_TIMEOUT_ENV)
+                            "write" if exclusive else "read", timeout, env)
                     time.sleep(0.05)
             yield
         finally:

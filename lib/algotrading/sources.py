@@ -29,10 +29,6 @@ PUBLIC_URL = (
     "src/utils/datasets/stocks_history_target.h5"
 )
 PUBLIC_START = pd.Timestamp("2012-08-13")
-# A download (ingest public, or any URL given as a source path) is streamed to the cache under
-# these limits; the environment variables raise them.
-DOWNLOAD_MAX_BYTES_ENV, DOWNLOAD_MAX_BYTES = "ALGO_DOWNLOAD_MAX_BYTES", 2**30
-DOWNLOAD_DEADLINE_ENV, DOWNLOAD_DEADLINE = "ALGO_DOWNLOAD_DEADLINE", 900.0
 ADX_COLUMNS = ("timestamp", "open", "high", "low", "close", "adjusted_close", "volume",
                "dividend_amount", "split_coefficient")
 ADX_FILE = re.compile(r"^daily_adjusted_(?P<sym>[^/]+)\.csv$")
@@ -261,8 +257,7 @@ def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None
         try:  # streamed to disk under a size cap and a deadline (web.request)
             with open(tmp, "wb") as out:
                 web.request(url_or_path, timeout=60, into=out,
-                            max_bytes=web.limit(DOWNLOAD_MAX_BYTES_ENV, DOWNLOAD_MAX_BYTES),
-                            deadline=web.limit(DOWNLOAD_DEADLINE_ENV, DOWNLOAD_DEADLINE))
+                            caps=("download_bytes", "download_seconds"))
         except OSError as exc:  # web.HttpError: refused URL, HTTP status, timeout, DNS, cap
             tmp.unlink(missing_ok=True)
             raise DataError(url_or_path, f"could not download it ({exc}); give a local path "

@@ -10,15 +10,15 @@ rules every one of them needs:
 - Every failure, a truncated body (`http.client.IncompleteRead`) included, is an `HttpError`
   naming the URL.
 
-Limits: ALGO_HTTP_DEADLINE (seconds, default 120) and ALGO_HTTP_MAX_BYTES (default 64 MiB) for
-API calls; downloads to a file take their own cap (`sources.fetch`: ALGO_DOWNLOAD_MAX_BYTES).
+Limits (`algotrading.limits`): ALGO_HTTP_DEADLINE (seconds, default 120) and ALGO_HTTP_MAX_BYTES
+(default 64 MiB) for API calls; downloads to a file take their own (`sources.fetch`:
+ALGO_DOWNLOAD_DEADLINE, ALGO_DOWNLOAD_MAX_BYTES).
 """
 
 from __future__ import annotations
 
 import http.client
 import ipaddress
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -26,10 +26,9 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
+from algotrading import limits
 from algotrading.errors import AlgotradingError
 
-DEADLINE_ENV, MAX_BYTES_ENV = "ALGO_HTTP_DEADLINE", "ALGO_HTTP_MAX_BYTES"
-DEADLINE, MAX_BYTES = 120.0, 64 * 2**20
 CHUNK = 1 << 16
 
 
@@ -39,20 +38,6 @@ class HttpError(AlgotradingError, OSError):
     def __init__(self, message: str, status: int | None = None, detail: str = ""):
         super().__init__(message)
         self.status, self.detail = status, detail
-
-
-def limit(env: str, default: float) -> float:
-    """A positive number from the environment variable `env` (else `default`)."""
-    text = os.environ.get(env)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise HttpError(f"{env}={text!r}: want a positive number")
-    return value
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -106,16 +91,16 @@ def opener(credentials: bool) -> Callable[..., Any]:
 
 
 def _drain(resp: Any, url: str, sink: Callable[[bytes], None], max_bytes: float, end: float,
-           deadline: float) -> int:
+           deadline: float, names: tuple[str, str]) -> int:
     total = 0
     length = resp.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > max_bytes:
-        raise HttpError(f"{url}: response of {int(length):,} bytes is over the cap of "
-                        f"{int(max_bytes):,} ({MAX_BYTES_ENV} or the caller's limit raises it)")
+        raise HttpError(f"{url}: response of {int(length):,} bytes is over the limit of "
+                        f"{int(max_bytes):,} ({limits.LIMITS[names[0]].env} raises it)")
     while True:
         if time.monotonic() > end:
             raise HttpError(f"{url}: no complete response within {deadline:g} s "
-                            f"({DEADLINE_ENV} raises the deadline)")
+                            f"({limits.LIMITS[names[1]].env} raises the deadline)")
         chunk = resp.read1(CHUNK)  # returns what arrived, so the deadline is checked between
         if not chunk:
             short = getattr(resp, "length", None)  # http.client's bytes still owed
@@ -125,28 +110,28 @@ def _drain(resp: Any, url: str, sink: Callable[[bytes], None], max_bytes: float,
             return total
         total += len(chunk)
         if total > max_bytes:
-            raise HttpError(f"{url}: response over the cap of {int(max_bytes):,} bytes "
-                            f"({MAX_BYTES_ENV} or the caller's limit raises it)")
+            raise HttpError(f"{url}: response over the limit of {int(max_bytes):,} bytes "
+                            f"({limits.LIMITS[names[0]].env} raises it)")
         sink(chunk)
 
 
 def request(url: str, *, method: str = "GET", data: bytes | None = None,
             headers: Mapping[str, str] | None = None, credentials: bool = False,
-            timeout: float = 30.0, max_bytes: float | None = None, deadline: float | None = None,
+            timeout: float = 30.0, caps: tuple[str, str] = ("http_bytes", "http_seconds"),
             into: BinaryIO | None = None) -> bytes:
     """The body of `url` (or written to `into`, then b""), under the rules in the module doc.
-    `credentials`: the headers hold keys (no cross-origin redirect). HTTP error statuses raise
-    HttpError with `status` and the start of the body in `detail`."""
+    `credentials`: the headers hold keys (no cross-origin redirect); `caps`: the size and
+    deadline limits (`algotrading.limits` names). HTTP error statuses raise HttpError with
+    `status` and the start of the body in `detail`."""
     check_url(url, "HTTP request")
-    max_bytes = limit(MAX_BYTES_ENV, MAX_BYTES) if max_bytes is None else max_bytes
-    deadline = limit(DEADLINE_ENV, DEADLINE) if deadline is None else deadline
+    max_bytes, deadline = limits.value(caps[0]), limits.value(caps[1])
     end = time.monotonic() + deadline
     req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     parts: list[bytes] = []
     sink = into.write if into is not None else parts.append
     try:
         with opener(credentials)(req, timeout=min(timeout, deadline)) as resp:
-            _drain(resp, url, sink, max_bytes, end, deadline)
+            _drain(resp, url, sink, max_bytes, end, deadline, caps)
     except urllib.error.HTTPError as exc:
         detail = exc.read(200).decode(errors="replace") if exc.fp is not None else ""
         raise HttpError(f"{url}: HTTP {exc.code} {detail}", exc.code, detail) from None

@@ -35,11 +35,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from algotrading import features, numerics
+from algotrading import features, limits, numerics
 
 ARTIFACT_FORMAT = 1
 WEIGHTS, META = "model.pt", "model.json"
-MAX_BYTES_ENV, MAX_BYTES = "ALGO_MODEL_MAX_BYTES", 256 * 2**20  # a model.tar.gz, unpacked
 OUTPUTS = ("long", "short")
 SPLITS = ("fit", "early_stop", "validation", "test")
 MODELS = ("network", "majority", "logistic", "gbt")
@@ -389,11 +388,9 @@ def load(path: str | Path) -> Forecaster:
         from algotrading import aws
 
         bucket, _, key = text[5:].partition("/")
-        cap = _max_bytes()
+        cap = int(limits.value("model_bytes"))
         body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read(cap + 1)
-        if len(body) > cap:
-            raise ValueError(f"{text}: over {cap:,} bytes, the cap on a model artifact "
-                             f"({MAX_BYTES_ENV} raises it)")
+        limits.check("model_bytes", len(body), text)
         return _from_tar(io.BytesIO(body), text)
     path = Path(path)
     if path.is_file() and path.name.endswith(".tar.gz"):
@@ -421,24 +418,15 @@ def load(path: str | Path) -> Forecaster:
     return Forecaster(net, scaler, meta)
 
 
-def _max_bytes() -> int:
-    from algotrading import web
-
-    return int(web.limit(MAX_BYTES_ENV, MAX_BYTES))
-
-
 def _from_tar(handle: Any, origin: str) -> Forecaster:
     """Only the two artifact files, copied flat out of the archive; refused as soon as the sizes
     its headers declare pass the cap (a small gzip can declare a huge member)."""
-    cap = _max_bytes()
     with tempfile.TemporaryDirectory(prefix="algotrading-model-") as tmp, \
             tarfile.open(fileobj=handle, mode="r:gz") as tar:
         total, found = 0, {}
         for member in tar:  # headers in order: stops at the first one past the cap
             total += member.size
-            if total > cap:
-                raise ValueError(f"{origin}: members of over {cap:,} bytes (at {member.name}), "
-                                 f"the cap on a model artifact ({MAX_BYTES_ENV} raises it)")
+            limits.check("model_bytes", total, f"{origin} (up to {member.name})")
             if member.isfile() and Path(member.name).name in (META, WEIGHTS):
                 found[Path(member.name).name] = member
         if set(found) != {META, WEIGHTS}:
