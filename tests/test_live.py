@@ -263,6 +263,65 @@ def test_cleartext_broker_and_feed_urls_are_refused_except_loopback(alpaca_env):
     AlpacaBroker("http://localhost:9")
 
 
+@pytest.fixture
+def hostile_vendor():
+    """A vendor that drips one byte every 0.1 s (/drip), announces 100 MB (/huge), streams
+    without a length past any cap (/endless), or closes early (/short: 10 of 100 bytes)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            if self.path.startswith("/drip"):
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            elif self.path.startswith("/huge"):
+                self.send_header("Content-Length", str(100 * 2**20))
+                self.end_headers()
+            elif self.path.startswith("/endless"):
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for _ in range(64):
+                    self.wfile.write(b" " * 2**16)
+            else:
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b'{"bars": []')
+            self.close_connection = True
+
+    with serve(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+def test_feed_calls_have_a_deadline_a_size_cap_and_name_a_truncated_answer(hostile_vendor,
+                                                                           monkeypatch):
+    def poll(path):
+        return PollingFeed(VendorConfig(hostile_vendor + path + "/{symbol}"), "AAPL", "2024-01-05",
+                           timeout=2).poll()
+
+    monkeypatch.setenv("ALGO_HTTP_DEADLINE", "1")
+    with pytest.raises(DataError, match=r"drip/AAPL: .*no complete response within 1 s "
+                                        r"\(ALGO_HTTP_DEADLINE raises the deadline\)"):
+        poll("/drip")  # every byte arrives inside the 2 s socket timeout; the deadline cuts it
+    monkeypatch.setenv("ALGO_HTTP_MAX_BYTES", str(2**20))
+    with pytest.raises(DataError, match=r"huge/AAPL: response of 104,857,600 bytes is over the limit "
+                                        r"of 1,048,576 \(ALGO_HTTP_MAX_BYTES raises it\)"):
+        poll("/huge")
+    with pytest.raises(DataError, match=r"endless/AAPL: response over the limit of 1,048,576 bytes"):
+        poll("/endless")
+    with pytest.raises(DataError, match=r"short/AAPL: connection closed 89 bytes before the end of "
+                                        r"the response \(IncompleteRead\)"):
+        poll("/short")
+
+
 # --- risk checks ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("limits", "args", "reason"), [

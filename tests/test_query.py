@@ -95,3 +95,25 @@ def test_algo_database_is_a_name_not_sql(tmp_path, monkeypatch, capsys, name):
     assert not (tmp_path / "pwned.csv").exists()
     monkeypatch.setenv("ALGO_DATABASE", "My_Db_2")
     assert len(query.load_prices("IXIC")) > 1000
+
+
+def test_a_query_past_the_row_limit_is_refused_with_the_limit_named(cfg, monkeypatch, capsys):
+    from algotrading.cli import main
+
+    with pytest.raises(ValueError, match=r"query \(add a WHERE or a LIMIT\): more than 5,000,000 "
+                                         r"rows, the limit \(rows one SQL query returns; "
+                                         r"ALGO_QUERY_MAX_ROWS raises it\)"):
+        sql("SELECT * FROM range(1000000000)", cfg)
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "10062")  # the sample lake's rows: exactly the cap
+    everything = sql("SELECT * FROM algo_data.hist_data_daily ORDER BY dt DESC, sym", cfg)
+    assert len(everything) == 10062 and everything["dt"].is_monotonic_decreasing
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "10061")
+    with pytest.raises(ValueError, match="more than 10,061 rows"):
+        sql("SELECT * FROM algo_data.hist_data_daily", cfg)
+    monkeypatch.setenv("ALGO_LAKE", cfg.lake)
+    capsys.readouterr()
+    assert main(["query", "SELECT * FROM algo_data.hist_data_daily"]) == 2
+    assert "ALGO_QUERY_MAX_ROWS raises it" in capsys.readouterr().err
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "lots")
+    with pytest.raises(ValueError, match="ALGO_QUERY_MAX_ROWS='lots': want a positive number"):
+        sql("SELECT 1", cfg)

@@ -235,3 +235,18 @@ def test_ppo_artifact_is_weights_and_json_and_a_pickle_is_refused_without_runnin
     (folder / "config.json").write_text("{}")
     with pytest.raises(train.ArtifactError, match=r"config.json: not a PPO artifact's config \(KeyError"):
         train.load(folder)
+
+
+def test_ppo_environments_and_rollout_over_their_limits_are_refused_before_training(
+        prices, monkeypatch):
+    from algotrading.rl import train
+
+    with pytest.raises(ValueError, match=r"n_envs=1,000,000: 1,000,000 environments is over the "
+                                         r"limit of 64 \(PPO's n_envs; ALGO_PPO_MAX_ENVS raises it\)"):
+        train.train(prices, "2011-12-30", n_envs=1_000_000)
+    with pytest.raises(ValueError, match=r"n_envs=64 x n_steps=100,000: 6,400,000 steps is over the "
+                                         r"limit of 262,144 .*ALGO_PPO_MAX_ROLLOUT raises it"):
+        train.train(prices, "2011-12-30", n_envs=64, n_steps=100_000)
+    monkeypatch.setenv("ALGO_PPO_MAX_ENVS", "1")
+    with pytest.raises(ValueError, match="over the limit of 1 "):
+        train.train(prices, "2011-12-30", n_envs=2)

@@ -64,10 +64,12 @@ def value(name: str) -> float:
     return number
 
 
-def check(name: str, amount: float, subject: str) -> None:
-    """Refuse `amount` of `subject` over the cap `name`, in one line naming how to raise it."""
+def check(name: str, amount: float, subject: str, more: bool = False) -> None:
+    """Refuse `amount` of `subject` over the cap `name`, in one line naming how to raise it
+    (`more`: the amount is only known to pass the cap, as when a stream is cut there)."""
     cap = value(name)
     if amount > cap:
         limit = LIMITS[name]
-        raise LimitError(f"{subject}: {amount:,.0f} {limit.unit} is over the limit of {cap:,.0f} "
-                         f"({limit.what}; {limit.env} raises it)")
+        size = (f"more than {cap:,.0f} {limit.unit}, the limit" if more else
+                f"{amount:,.0f} {limit.unit} is over the limit of {cap:,.0f}")
+        raise LimitError(f"{subject}: {size} ({limit.what}; {limit.env} raises it)")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algotrading import web
+from algotrading import limits, web
 from algotrading.schema import NAMES, NUMERIC, DataError, check_symbol, validate
 
 SOURCES = ("sample", "adx", "public", "csv")
@@ -133,9 +133,16 @@ def _text(data: bytes, origin: str) -> bytes:
 
 
 def _open(store: object, name: str) -> bytes | Path:
-    """A local file's path (pyarrow reads it without a copy in memory), else its bytes."""
+    """A local file's path (pyarrow reads it without a copy in memory), else its bytes; a file
+    over the ingest cap (limits: ALGO_INGEST_MAX_BYTES) is refused before it is read (an S3
+    object once fetched)."""
     path = getattr(store, "local_path", lambda _: None)(name)
-    return path if path is not None else store.get(name)
+    if path is not None:
+        limits.check("ingest_bytes", path.stat().st_size, str(path))
+        return path
+    data = store.get(name)
+    limits.check("ingest_bytes", len(data or b""), store.describe(name))
+    return data
 
 
 def _csv(data: bytes | Path, origin: str, columns: Mapping[str, str] | None = None,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading import jobs, numerics
+from algotrading import jobs, limits, numerics
 from algotrading.errors import AlgotradingError
 from algotrading.rl.env import TradingEnv, market_features, normaliser
 
@@ -111,6 +111,9 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
     if unknown:
         raise ValueError(f"unknown PPO hyperparameter(s) {unknown}; choose from {sorted(HYPERPARAMETERS)}")
     h = {**HYPERPARAMETERS, **hyper}
+    limits.check("ppo_envs", h["n_envs"], f"n_envs={h['n_envs']:,}")
+    limits.check("ppo_rollout", h["n_envs"] * h["n_steps"],
+                 f"n_envs={h['n_envs']:,} x n_steps={h['n_steps']:,}")
     part = prices.loc[:train_end]
     mean, std = normaliser(market_features(prices), train_end)
     config = {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
