@@ -82,6 +82,18 @@ def test_replay_feed_rejects_a_bad_bar_with_the_ingest_validator(prices):
         list(ReplayFeed(broken, "SYN", start="2023-01-03").bars())
     with pytest.raises(ValueError, match="speed"):
         ReplayFeed(prices, "SYN", speed=0)
+    for speed in (float("nan"), 1e-300, float("inf"), 0.5):  # refused before anything is journaled
+        with pytest.raises(ValueError, match=rf"speed={speed}: want a number >= 1"):
+            ReplayFeed(prices, "SYN", speed=speed)
+
+
+def test_runner_sizes_must_be_finite(tmp_path, prices):
+    for kw, shown in (({"size": float("inf")}, "size=inf"), ({"cash": float("nan")}, "cash=nan"),
+                      ({"fraction": float("inf")}, "fraction=inf"), ({"size": -1}, "size=-1")):
+        with pytest.raises(ValueError, match=rf"{shown}: must be a finite number > 0"):
+            Runner("sma", "SYN", PaperBroker("SYN"), SqliteJournal(tmp_path / "j.db"), params=SMA,
+                   **kw)
+    assert SqliteJournal(tmp_path / "j.db").events() == []
 
 
 def test_polling_feed_yields_each_new_bar_once_with_the_key_from_the_environment(monkeypatch):

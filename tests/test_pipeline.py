@@ -177,6 +177,19 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
     assert len(md.splitlines()) < 40
 
 
+def test_report_md_carries_no_raw_html_from_parameters_or_errors(tmp_path):
+    entries = {"1_Data/Explore.ipynb": {
+        "status": "failed", "seconds": 1.0,
+        "overrides": {"symbol": "<script>alert(1)</script>|x"},
+        "error": "failed: <img src=x onerror=alert(2)>\nsecond line"}}
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
+    report.write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "<script" not in md and "<img" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\|x" in md  # escaped, one table cell
+    assert "&lt;img src=x onerror=alert(2)&gt; second line" in md
+
+
 def test_cli_run_rejects_an_undeclared_parameter(capsys):
     assert main(["run", "--only", "Load_Hist", "-p", "sourc=csv"]) == 2
     err = capsys.readouterr().err.strip()

@@ -7,6 +7,7 @@ vendor stops the feed with the same DataError a bad file would.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import urllib.parse
@@ -69,8 +70,9 @@ class ReplayFeed:
     def __init__(self, prices: pd.DataFrame, symbol: str, start: str | None = None,
                  end: str | None = None, speed: float | None = None,
                  sleep: Callable[[float], None] = time.sleep):
-        if speed is not None and speed <= 0:
-            raise ValueError(f"speed={speed}: must be > 0")
+        if speed is not None and not 1 <= speed < math.inf:  # nan, 1e-300: a sleep that fails
+            raise ValueError(f"speed={speed}: want a number >= 1 (1: one trading day per day; "
+                             "86400: one per second), or none for no pause")
         prices = prices.loc[:end] if end is not None else prices
         first = pd.Timestamp(start) if start is not None else prices.index[0]
         self.symbol, self.speed, self._sleep = symbol, speed, sleep

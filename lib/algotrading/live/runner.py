@@ -32,6 +32,7 @@ the runner uses it, and the price collar's reference on the first bar is the his
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -64,8 +65,9 @@ class Runner:
         self.strategy = get(strategy)
         self.params = self.strategy.check(params or {})
         self.symbol, self.broker, self.journal = symbol, broker, journal
-        if size is not None and not size > 0 or not fraction > 0 or not cash > 0:
-            raise ValueError("size, fraction and cash must be > 0")
+        for name, value in (("size", size), ("fraction", fraction), ("cash", cash)):
+            if value is not None and not 0 < value < math.inf:  # inf reaches the journal's JSON
+                raise ValueError(f"{name}={value!r}: must be a finite number > 0")
         self.size, self.fraction, self.cash0 = size, fraction, float(cash)
         engine: Settings | None = getattr(broker, "settings", None)  # sizes at the fill
         self._at_fill = engine is not None and size is None
