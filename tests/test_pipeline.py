@@ -205,13 +205,17 @@ def test_cli_run_parameters_must_fit_the_declared_type(tmp_path, capsys):
     exec(f"symbol = {PythonTranslator.translate(ast.literal_eval(hostile))}", {})  # as -p parses it
     assert marker.exists()
     marker.unlink()
-    for value, kind in ((hostile, "give a string"), ("{1, 2}", "give a string"),
-                        ("1998", "give a string")):
-        assert main(["run", "--only", "Explore_Hist", "-p", f"symbol={value}"]) == 2
+    # a string parameter keeps the text given, whatever it looks like (no code, no number)
+    assert pipeline.string_parameters(["Explore_Hist"]) == {"symbol", "month"}
+    for value, kind in (("(1, 2)", "give a list like [50, 200]"), (hostile, "give a list like"),
+                        ("{1, 2}", "give a list like"), ("50", "give a list like")):
+        assert main(["run", "--only", "Explore_Hist", "-p", f"ma_windows={value}"]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "Explore_Hist_Data declares symbol = 'GSPC'" in err and kind in err
-    assert main(["run", "--only", "Explore_Hist", "-p", "ma_windows=(50, 200)"]) == 2
-    assert "give a list like [50, 200]" in capsys.readouterr().err
+        assert "\n" not in err and "Explore_Hist_Data declares ma_windows = [50, 200]" in err
+        assert kind in err
+    with pytest.raises(ValueError, match="Explore_Hist_Data declares symbol = 'GSPC'; give a string"):
+        pipeline.run(only=["Explore_Hist"], parameters={"symbol": ast.literal_eval(hostile)},
+                     out=tmp_path / "run")
     assert not marker.exists()
     assert pipeline.fits(10, 0.5) and pipeline.fits([1, 2], [50]) and pipeline.fits("a", None)
     assert not any((pipeline.fits(1.5, 10), pipeline.fits(True, 1), pipeline.fits(["a"], [50]),

@@ -323,6 +323,15 @@ def check_parameters(parameters: Mapping[str, object], todo: Sequence[Path], roo
 PLAIN = (bool, int, float, str, type(None))
 
 
+def string_parameters(only: Sequence[str] | None = None, root: Path | None = None) -> set[str]:
+    """Names the notebooks `only` selects declare with a string default: the command line keeps
+    their text as it is (`-p month=2014-01` is the string, not the number 2013)."""
+    root = root or project_root()
+    todo = [nb for nb in notebooks(root) if not only or any(s in str(nb) for s in only)]
+    return {name for nb in todo for name, default in declared(root / nb).items()
+            if isinstance(default, str)}
+
+
 def fits(value: object, default: object) -> bool:
     """Whether `value` may replace a notebook parameter declared as `default`: the same kind of
     literal (an int where a float is declared; any plain value or list of them where None is).
