@@ -90,8 +90,9 @@ class Runner:
         self.orders_on: dict[str, int] = {}  # client order ids used per day
         self.sent_on: dict[str, int] = {}  # orders that passed the checks per day
         self.killed = self.stopped = False
-        # the collar's reference on the first bar is the history's last close
-        self._prev_close: float | None = self._rows["close"][-1] if self._rows["close"] else None
+        self._prev_close: float | None = None
+        # the collar's reference: the last close seen, the history's on the first bar
+        self._collar_ref: float | None = self._rows["close"][-1] if self._rows["close"] else None
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
@@ -171,7 +172,7 @@ class Runner:
         if live:
             log_metrics(self.journal.run, self.symbol, dt, {
                 "equity": self.equity, "pnl": pnl, "drawdown": drawdown, "position": self.shares})
-        self._prev_close, self._prev_equity = close, self.equity
+        self._prev_close, self._prev_equity, self._collar_ref = close, self.equity, close
         if self.killed and not self.shares and not self.open:
             self._record("stop", "stop", dt, {"reason": "killed and flat"})
             self.stopped = True
@@ -207,7 +208,7 @@ class Runner:
         coid = f"{self.journal.run}-{self.symbol}-{dt.replace('-', '')}-{n}"
         if why == "signal":
             held = self.shares + sum(o.qty for o in self.open.values())
-            reason = self.limits.check(qty, price, held, self._prev_close,
+            reason = self.limits.check(qty, price, held, self._collar_ref,
                                        self.sent_on.get(dt, 0), day_pnl)
             if reason:
                 self._record("rejection", f"rejection:{coid}", dt, {
