@@ -5,6 +5,8 @@ half-applied ingest."""
 from __future__ import annotations
 
 import errno
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +134,83 @@ def test_a_symlink_out_of_the_lake_is_refused(tmp_path):
     with pytest.raises(DataError, match="outside the lake"):
         lake.write(_bars(["AAA"], 3), lake=str(tmp_path / "lake"))
     assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_file_leaving_the_lake_is_invisible_to_sql_and_readers(tmp_path, caplog):
+    from algotrading import query
+
+    lake.write(_bars(["AAA"], 3), lake=str(tmp_path / "lake"))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("dt,sym,open,high,low,close,vol\n2020-01-01,EVIL,1,1,1,1,1\n")
+    link = tmp_path / "lake" / "hist_data_daily" / "EVIL.csv"
+    link.symlink_to(secret)
+    (tmp_path / "lake" / "hist_data_daily" / "SAME.csv").symlink_to(link.with_name("AAA.csv"))
+    where = str(tmp_path / "lake")
+    assert lake.symbols(lake=where) == ["AAA", "SAME"]  # a link within the lake is kept
+    assert "outside the lake; ignored" in caplog.text and str(link) in caplog.text
+    table = query.sql("SELECT DISTINCT sym FROM algo_data.hist_data_daily ORDER BY sym", lake=where)
+    assert table["sym"].tolist() == ["AAA"]  # SAME.csv holds AAA's rows; EVIL's are not read
+    for text in (f"SELECT * FROM read_text('{link}')", f"SELECT * FROM read_csv('{link}')"):
+        with pytest.raises(DataError, match="Permission Error"):
+            query.sql(text, lake=where)
+    with pytest.raises(DataError, match="outside the lake"):
+        query.load_prices("EVIL", lake=where)
+    with pytest.raises(DataError, match="outside the lake"):
+        lake.read("EVIL", lake=where)
+
+
+def test_a_journal_that_no_ingest_wrote_is_named_and_moves_nothing(tmp_path):
+    where = str(tmp_path / "lake")
+    lake.write(_bars(["AAA", "BBB"], 3), lake=where)
+    store = LocalStore(where)
+    bbb = store.get(lake.key("BBB"))
+    staged = f"{STAGING}/0123456789ab/{lake.key('AAA')}"
+    cases = {
+        b"": "not JSON",
+        b"garbage": "not JSON",
+        b"[]": "want {",
+        b'{"txid": "../../x", "moves": []}': "want {",
+        # the crafted one: AAA's staged file onto BBB's lake file
+        json.dumps({"txid": "0123456789ab", "moves": [[staged, lake.key("BBB")]]}).encode():
+            "is not a staged file onto its symbol's lake file",
+        json.dumps({"txid": "0123456789ab", "moves": [[staged, "../outside.csv"]]}).encode():
+            "is not a staged file onto its symbol's lake file",
+        json.dumps({"txid": "0123456789ab", "moves": [["a", "b", "c"]]}).encode():
+            "is not a [staged, lake file] pair",
+    }
+    for text, why in cases.items():
+        store.put(staged, store.get(lake.key("AAA")))
+        store.put(JOURNAL, text)
+        for call in (lambda: lake.read("BBB", lake=where),
+                     lambda: lake.write(_bars(["CCC"], 3), lake=where)):
+            with pytest.raises(OSError, match=rf"journal.json: not an ingest journal \(.*{re.escape(why)}"):
+                call()
+        assert store.get(lake.key("BBB")) == bbb
+    store.delete(JOURNAL)
+    assert lake.symbols(lake=where) == ["AAA", "BBB"]  # the fix the message names
+
+
+def test_a_reader_waiting_for_the_lock_says_what_it_waits_for(tmp_path, monkeypatch, caplog):
+    import fcntl
+    import os
+
+    where = str(tmp_path / "lake")
+    lake.write(_bars(["AAA"], 3), lake=where)
+    monkeypatch.setattr(lake, "LOCK_NOTICE", 0.0)
+    monkeypatch.setenv("ALGO_LOCK_TIMEOUT", "0.3")
+    fd = os.open(tmp_path / "lake" / lake.LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # an ingest holding the lake
+        with pytest.raises(DataError, match=r"locked by another ingest for more than 0.3 s "
+                                            r"\(ALGO_LOCK_TIMEOUT sets the wait\)"):
+            lake.read("AAA", lake=where)
+    finally:
+        os.close(fd)
+    assert "waiting for the ingest to finish (another process is ingesting into this lake) to " \
+           "read, up to 0.3 s (ALGO_LOCK_TIMEOUT sets the wait)" in caplog.text
+    monkeypatch.setenv("ALGO_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="ALGO_LOCK_TIMEOUT='soon': want a positive number"):
+        lake.write(_bars(["AAA"], 3), lake=where)
 
 
 def test_lake_keys_only_take_normal_symbols(tmp_path):

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,18 @@ def test_replay_feed_rejects_a_bad_bar_with_the_ingest_validator(prices):
         list(ReplayFeed(broken, "SYN", start="2023-01-03").bars())
     with pytest.raises(ValueError, match="speed"):
         ReplayFeed(prices, "SYN", speed=0)
+    for speed in (float("nan"), 1e-300, float("inf"), 0.5):  # refused before anything is journaled
+        with pytest.raises(ValueError, match=rf"speed={speed}: want a number >= 1"):
+            ReplayFeed(prices, "SYN", speed=speed)
+
+
+def test_runner_sizes_must_be_finite(tmp_path, prices):
+    for kw, shown in (({"size": float("inf")}, "size=inf"), ({"cash": float("nan")}, "cash=nan"),
+                      ({"fraction": float("inf")}, "fraction=inf"), ({"size": -1}, "size=-1")):
+        with pytest.raises(ValueError, match=rf"{shown}: must be a finite number > 0"):
+            Runner("sma", "SYN", PaperBroker("SYN"), SqliteJournal(tmp_path / "j.db"), params=SMA,
+                   **kw)
+    assert SqliteJournal(tmp_path / "j.db").events() == []
 
 
 def test_polling_feed_yields_each_new_bar_once_with_the_key_from_the_environment(monkeypatch):
@@ -163,6 +176,19 @@ def test_alpaca_adapter_speaks_the_documented_endpoints(alpaca_env):
         assert broker.positions() == {"SYN": 10}
 
 
+def test_alpaca_order_sends_exactly_the_quantity_that_was_checked(alpaca_env):
+    fake = FakeAlpaca(price=10.0)
+    with serve(fake.handler()) as server:
+        broker = AlpacaBroker(f"http://127.0.0.1:{server.server_port}")
+        for i, qty in enumerate((1_234_567, -0.1234567, 30, 1e-7, 123456789012.5)):
+            filled = broker.submit(Order(f"c{i}", "SYN", qty, "2024-01-02"))
+            assert float(fake.bodies[-1]["qty"]) == abs(qty) and "e" not in fake.bodies[-1]["qty"]
+            assert filled.filled_qty == qty
+        assert [b["qty"] for b in fake.bodies[:2]] == ["1234567", "0.1234567"]
+        with pytest.raises(AlpacaError, match="order quantity inf is not a finite number"):
+            broker.submit(Order("c9", "SYN", float("inf"), "2024-01-02"))
+
+
 def test_alpaca_keys_come_only_from_the_environment(monkeypatch):
     monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
     monkeypatch.setenv("APCA_API_SECRET_KEY", "x")
@@ -172,6 +198,140 @@ def test_alpaca_keys_come_only_from_the_environment(monkeypatch):
     with serve(FakeAlpaca().handler()) as server:
         with pytest.raises(AlpacaError, match="HTTP 401"):
             AlpacaBroker(f"http://127.0.0.1:{server.server_port}").cash()
+
+
+@pytest.fixture
+def elsewhere():
+    """A second origin that records the headers it receives, and a first one that redirects every
+    request there (302, also for the POST): what a hijacked or misconfigured base URL does."""
+    seen: list[dict[str, str]] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            body = b'{"cash": "1", "bars": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+    with serve(Other) as other:
+        target = f"http://localhost:{other.server_port}"
+
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(302)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        with serve(Redirect) as first:
+            yield f"http://127.0.0.1:{first.server_port}", seen
+
+
+def test_alpaca_keys_are_not_sent_to_another_origin_on_a_redirect(alpaca_env, elsewhere):
+    base, seen = elsewhere
+    broker = AlpacaBroker(base)
+    for call in (lambda: broker.status("c1"), broker.cash,
+                 lambda: broker.submit(Order("c2", "SYN", 5, "2024-01-02"))):
+        with pytest.raises(AlpacaError, match=r"redirected \(HTTP 302\) to another origin "
+                                              r"\(localhost:\d+\); not followed"):
+            call()
+    assert seen == []  # the other server received nothing, keys or otherwise
+
+
+def test_polling_feed_key_is_not_sent_to_another_origin_on_a_redirect(monkeypatch, elsewhere):
+    base, seen = elsewhere
+    monkeypatch.setenv("VENDOR_KEY", "k-123")
+    keyed = PollingFeed(VendorConfig(base + "/bars/{symbol}", headers={"X-Key": "VENDOR_KEY"}),
+                        "AAPL", "2024-01-05")
+    with pytest.raises(DataError, match="redirected .* to another origin"):
+        keyed.poll()
+    assert seen == []
+    # without a key, following the redirect leaks nothing: it is followed
+    assert PollingFeed(VendorConfig(base + "/bars/{symbol}"), "AAPL", "2024-01-05").poll() == []
+    assert len(seen) == 1 and "X-Key" not in seen[0]
+
+
+def test_cleartext_broker_and_feed_urls_are_refused_except_loopback(alpaca_env):
+    for url in ("http://paper-api.alpaca.markets", "http://10.0.0.5:8080", "ftp://x", "api.example"):
+        with pytest.raises(AlpacaError, match="is not an https URL .*127.0.0.1, ::1 or localhost"):
+            AlpacaBroker(url)
+    with pytest.raises(ValueError, match=r"feed config: url: 'http://data.example.com/\{symbol\}' is "
+                                         "not an https URL"):
+        VendorConfig.load({"url": "http://data.example.com/{symbol}"})
+    assert VendorConfig.load({"url": "https://data.example.com/{symbol}"}).url.startswith("https")
+    AlpacaBroker("http://[::1]:9")  # loopback: accepted (tests and local fakes)
+    AlpacaBroker("http://localhost:9")
+
+
+@pytest.fixture
+def hostile_vendor():
+    """A vendor that drips one byte every 0.1 s (/drip), announces 100 MB (/huge), streams
+    without a length past any cap (/endless), or closes early (/short: 10 of 100 bytes)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            if self.path.startswith("/drip"):
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            elif self.path.startswith("/huge"):
+                self.send_header("Content-Length", str(100 * 2**20))
+                self.end_headers()
+            elif self.path.startswith("/endless"):
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for _ in range(64):
+                    self.wfile.write(b" " * 2**16)
+            else:
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b'{"bars": []')
+            self.close_connection = True
+
+    with serve(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+def test_feed_calls_have_a_deadline_a_size_cap_and_name_a_truncated_answer(hostile_vendor,
+                                                                           monkeypatch):
+    def poll(path):
+        return PollingFeed(VendorConfig(hostile_vendor + path + "/{symbol}"), "AAPL", "2024-01-05",
+                           timeout=2).poll()
+
+    monkeypatch.setenv("ALGO_HTTP_DEADLINE", "1")
+    with pytest.raises(DataError, match=r"drip/AAPL: .*no complete response within 1 s "
+                                        r"\(ALGO_HTTP_DEADLINE raises the deadline\)"):
+        poll("/drip")  # every byte arrives inside the 2 s socket timeout; the deadline cuts it
+    monkeypatch.setenv("ALGO_HTTP_MAX_BYTES", str(2**20))
+    with pytest.raises(DataError, match=r"huge/AAPL: response of 104,857,600 bytes is over the limit "
+                                        r"of 1,048,576 \(ALGO_HTTP_MAX_BYTES raises it\)"):
+        poll("/huge")
+    with pytest.raises(DataError, match=r"endless/AAPL: response over the limit of 1,048,576 bytes"):
+        poll("/endless")
+    with pytest.raises(DataError, match=r"short/AAPL: connection closed 89 bytes before the end of "
+                                        r"the response \(IncompleteRead\)"):
+        poll("/short")
 
 
 # --- risk checks ----------------------------------------------------------------------------------
@@ -216,6 +376,44 @@ def test_sqlite_journal_is_append_only_and_idempotent(tmp_path):
     assert [e["kind"] for e in journal.events()] == ["bar"]
     journal.reload()
     assert [e["kind"] for e in journal.events()] == ["bar", "kill_request"]
+
+
+def test_sqlite_journal_refuses_replace_an_emptied_file_and_a_second_writer(tmp_path, prices):
+    path = tmp_path / "j.db"
+    journal = SqliteJournal(path, run="r1")
+    journal.append("bar", "bar:2024-01-02", "2024-01-02", {"close": 1.5})
+    db = sqlite3.connect(path)
+    for sql in ("INSERT OR REPLACE INTO events VALUES ('r1', 1, 'bar', 'bar:2024-01-02', "
+                "'2024-01-02', '{\"close\": 9}')",
+                "REPLACE INTO events VALUES ('r1', 1, 'bar', 'bar:x', '2024-01-02', '{}')",
+                "INSERT OR IGNORE INTO events VALUES ('r1', 1, 'kill', 'kill', '', '{}')"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(sql)
+    db.close()
+    assert [e["data"] for e in SqliteJournal(path, run="r1").events()] == [{"close": 1.5}]
+    # two runners on one run: the second writer's append is named, not "UNIQUE constraint failed"
+    second = SqliteJournal(path, run="r1")
+    second.append("bar", "bar:2024-01-03", "2024-01-03", {"close": 1.6})
+    with pytest.raises(JournalError, match=r"bar:2024-01-04 \(event 2\) was written by another "
+                                           r"writer: one runner per run"):
+        journal.append("bar", "bar:2024-01-04", "2024-01-04", {"close": 1.7})
+    journal.close()
+    second.close()
+    # a journal emptied to 0 bytes is not a fresh run
+    for name in ("j.db-wal", "j.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    path.write_bytes(b"")
+    with pytest.raises(JournalError, match=r"j.db is an empty file \(0 bytes\)"):
+        SqliteJournal(path, run="r1")
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE notes (x)")
+    db.close()
+    with pytest.raises(JournalError, match="without the journal's events table"):
+        SqliteJournal(other)
+    (tmp_path / "text.db").write_text("not sqlite at all, longer than a header would be" * 200)
+    with pytest.raises(JournalError, match="not a SQLite journal"):
+        SqliteJournal(tmp_path / "text.db")
 
 
 # --- the runner ---------------------------------------------------------------------------------
@@ -287,6 +485,61 @@ def test_risk_rejections_kill_switch_and_alert_are_journaled(tmp_path, prices, c
     assert len(kill_order) == 1 and kill_order[0]["data"]["qty"] == -held
     assert journal.events("stop")[0]["dt"] == bars[41].dt  # filled at the next open, then stopped
     assert len(journal.events("bar")) == 42
+
+
+def test_the_collar_sees_the_history_last_close_on_the_first_bar(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    last = float(feed.history["close"].iloc[-1])
+    first = list(feed.bars())[0]
+    bad = Bar("SYN", first.dt, last / 100, last / 100, last / 100, last / 100, first.vol)
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    fraction=1.0, limits=Limits(collar=0.1))
+    assert runner.target() != 0  # the strategy wants a position at once: the first bar orders
+    runner.run([bad])
+    assert journal.events("order") == []
+    (rejection,) = journal.events("rejection")
+    assert rejection["dt"] == first.dt and rejection["data"]["by"] == "risk"
+    assert rejection["data"]["reason"] == (f"price {last / 100:g} is 99.0% from the last close "
+                                           f"{last:g}, outside the 10.0% collar")
+
+
+def test_bars_of_a_custom_feed_pass_the_validator(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    good = list(feed.bars())[:3]
+    negative = Bar("SYN", good[1].dt, 10.0, 10.0, -5.0, -5.0, 1.0)
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    size=100, limits=Limits(max_order_notional=50_000))
+    with pytest.raises(DataError, match=rf"feed of SYN: symbol SYN: row 1 \({good[1].dt}\): "):
+        runner.run(iter([good[0], negative, good[2]]))  # any iterable of bars
+    assert [e["dt"] for e in journal.events("bar")] == [good[0].dt]  # stopped before using it
+    assert all(o["dt"] == good[0].dt for o in journal.events("order"))
+    with pytest.raises(DataError, match="feed of SYN: not a Bar: dict"):
+        runner.run([good[1].to_dict()])
+
+
+def test_a_kill_cancels_the_open_order_before_it_fills(tmp_path, prices):
+    feed = ReplayFeed(prices, "SYN", start="2023-03-01")
+    bars = list(feed.bars())
+    journal = SqliteJournal(tmp_path / "j.db")
+    runner = Runner("sma", "SYN", PaperBroker("SYN"), journal, params=SMA, history=feed.history,
+                    size=100)
+    orders = 0
+    for i, bar in enumerate(bars):  # stop at the first bar whose close sent an order
+        runner.run([bar])
+        if len(journal.events("order")) > orders and runner.open:
+            rest = bars[i + 1:]
+            break
+        orders = len(journal.events("order"))
+    held, (coid,) = runner.shares, list(runner.open)
+    live_runner.request_kill(journal, "test")
+    summary = runner.run(rest)
+    assert [c["data"]["client_order_id"] for c in journal.events("cancel")] == [coid]
+    assert coid not in {f["data"]["client_order_id"] for f in journal.events("fill")}
+    kill_orders = [o["data"]["qty"] for o in journal.events("order") if o["data"]["why"] == "kill"]
+    assert kill_orders == ([-held] if held else [])  # flattens what was held, no reversal first
+    assert summary["killed"] and summary["shares"] == 0
 
 
 def test_a_restarted_runner_refuses_another_configuration(tmp_path, prices):
@@ -410,11 +663,23 @@ def test_cli_live_replay_status_flatten(tmp_path, monkeypatch, capsys):
     assert state["equity"] == pytest.approx(result.metrics["final_value"], rel=1e-12)
     assert main(["live", "flatten", "--journal", journal, "--reason", "test"]) == 0
     assert "kill request recorded" in capsys.readouterr().out
+    for command in ("flatten", "status"):  # a mistyped run name is refused, not "recorded"
+        assert main(["live", command, "--journal", journal, "--run", "papr"]) == 2
+        assert f"journal {journal} has no run 'papr'" in capsys.readouterr().err
+    assert len(query_journal(journal, "papr")) == 0
     assert main(["live", "replay", "nope", "--symbol", "GSPC", "--from", "2018-06-01",
                  "--journal", journal]) == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err
     assert main(["live", "status", "--journal", str(tmp_path / "none.db")]) == 2
     assert "no journal at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+def query_journal(path: str, run: str) -> list:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT key FROM events WHERE run = ?", (run,)).fetchall()
+    finally:
+        db.close()
 
 
 # --- the container entry point ----------------------------------------------------------------------

@@ -225,3 +225,47 @@ def test_train_model_dispatch_refuses_incomplete_settings(gspc, tmp_path):
         train.train_model(gspc, FAST, "gpu", model_dir=tmp_path)
     model, where = train.train_model(gspc, FAST, "local", model_dir=tmp_path / "m")
     assert where == str(tmp_path / "m") and forecast.load(where).meta["metrics"] == model.meta["metrics"]
+
+
+def _untrained(folder: Path) -> Path:
+    """A forecaster artifact without training: an initialised network and an identity scaler."""
+    n = 31
+    meta = {"format": forecast.ARTIFACT_FORMAT, "config": asdict(forecast.Config()),
+            "features": [f"f{i}" for i in range(n)]}
+    model = forecast.Forecaster(forecast.Net(n, 0.2), forecast.Scaler(np.zeros(n, np.float32),
+                                                                      np.ones(n, np.float32)), meta)
+    return forecast.save(model, folder)
+
+
+def test_model_tar_gz_is_capped_by_its_declared_sizes_and_a_broken_config_is_named(
+        tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    folder = _untrained(tmp_path / "model")
+    packed = forecast.pack(folder, tmp_path / "model.tar.gz")
+    assert forecast.load(packed).meta["features"][0] == "f0"
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:  # 20 MB of zeros: a few kB compressed
+        big = tarfile.TarInfo("padding.bin")
+        big.size = 20 * 2**20
+        tar.addfile(big, io.BytesIO(bytes(big.size)))
+        for item in folder.iterdir():
+            tar.add(item, arcname=item.name)
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setenv("ALGO_MODEL_MAX_BYTES", str(10 * 2**20))
+    with pytest.raises(ValueError, match=r"bomb.tar.gz \(up to padding.bin\): 20,971,520 bytes is "
+                                         r"over the limit of 10,485,760 \(a forecaster's "
+                                         r"model.tar.gz, unpacked .*ALGO_MODEL_MAX_BYTES raises it\)"):
+        forecast.load(bomb)
+    monkeypatch.setenv("ALGO_MODEL_MAX_BYTES", str(30 * 2**20))
+    assert forecast.load(bomb).meta["format"] == forecast.ARTIFACT_FORMAT  # raised: it loads
+    # a config without the key the network needs is named, not "'dropout'"
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["config"]["dropout"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model.json: lacks or mistypes 'dropout'"):
+        forecast.load(folder)
+    (folder / "model.json").write_text("{")
+    with pytest.raises(ValueError, match=r"model.json: not JSON"):
+        forecast.load(folder)

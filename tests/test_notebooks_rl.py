@@ -27,10 +27,10 @@ def test_ppo_notebooks_train_and_evaluate_every_seed(run_dir):  # noqa: F811
     assert set(trained["train_seconds"]) == {"0", "1"} and len(trained["fingerprint"]) == 64
     assert set(trained["weights_sha256"]) == {"0", "1"}
     assert trained["weights_sha256"]["0"] != trained["weights_sha256"]["1"]
-    assert (run_dir / "models" / "ppo" / "GSPC-seed1" / "model.zip").is_file()
+    assert (run_dir / "models" / "ppo" / "GSPC-seed1" / "policy.pt").is_file()
     with pytest.raises(NotebookFailed) as missing:  # seed 2 was not trained
         execute("2_Strategies/Strategy_PPO.ipynb", run_dir, seeds=[0, 2])
-    assert ("MissingArtifact: Strategy_PPO needs <run dir>/models/ppo/GSPC-seed2/model.zip and 1 more "
+    assert ("MissingArtifact: Strategy_PPO needs <run dir>/models/ppo/GSPC-seed2/policy.pt and 1 more "
             "(from 3_Models/Train_Model_PPO.ipynb): run 3_Models/Train_Model_PPO.ipynb first") in str(
         missing.value)
     strategy = execute("2_Strategies/Strategy_PPO.ipynb", run_dir, seeds=[0, 1], level=0.9)

@@ -4,6 +4,7 @@ Notebook executions are in test_notebooks.py."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -176,10 +177,49 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
     assert len(md.splitlines()) < 40
 
 
+def test_report_md_carries_no_raw_html_from_parameters_or_errors(tmp_path):
+    entries = {"1_Data/Explore.ipynb": {
+        "status": "failed", "seconds": 1.0,
+        "overrides": {"symbol": "<script>alert(1)</script>|x"},
+        "error": "failed: <img src=x onerror=alert(2)>\nsecond line"}}
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
+    report.write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "<script" not in md and "<img" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\|x" in md  # escaped, one table cell
+    assert "&lt;img src=x onerror=alert(2)&gt; second line" in md
+
+
 def test_cli_run_rejects_an_undeclared_parameter(capsys):
     assert main(["run", "--only", "Load_Hist", "-p", "sourc=csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "sourc" in err and "source, path, symbols" in err
+
+
+def test_cli_run_parameters_must_fit_the_declared_type(tmp_path, capsys):
+    from papermill.translators import PythonTranslator
+
+    marker = tmp_path / "marker"
+    hostile = f"""('x"; open("{marker}", "w"); y="',)"""
+    # what papermill would have written into the parameters cell: code that creates the marker
+    exec(f"symbol = {PythonTranslator.translate(ast.literal_eval(hostile))}", {})  # as -p parses it
+    assert marker.exists()
+    marker.unlink()
+    # a string parameter keeps the text given, whatever it looks like (no code, no number)
+    assert pipeline.string_parameters(["Explore_Hist"]) == {"symbol", "month"}
+    for value, kind in (("(1, 2)", "give a list like [50, 200]"), (hostile, "give a list like"),
+                        ("{1, 2}", "give a list like"), ("50", "give a list like")):
+        assert main(["run", "--only", "Explore_Hist", "-p", f"ma_windows={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Explore_Hist_Data declares ma_windows = [50, 200]" in err
+        assert kind in err
+    with pytest.raises(ValueError, match="Explore_Hist_Data declares symbol = 'GSPC'; give a string"):
+        pipeline.run(only=["Explore_Hist"], parameters={"symbol": ast.literal_eval(hostile)},
+                     out=tmp_path / "run")
+    assert not marker.exists()
+    assert pipeline.fits(10, 0.5) and pipeline.fits([1, 2], [50]) and pipeline.fits("a", None)
+    assert not any((pipeline.fits(1.5, 10), pipeline.fits(True, 1), pipeline.fits(["a"], [50]),
+                    pipeline.fits((1,), None), pipeline.fits({"a": 1}, None)))
 
 
 def test_run_outside_the_checkout_says_where_to_run(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from algotrading import lake, sources
+from algotrading import lake, query, sources
 from algotrading.config import settings
 from algotrading.query import load_prices, prices_sql, sql
 
@@ -76,3 +76,44 @@ def test_load_prices_reads_only_the_symbols_file(cfg, tmp_path):
     pd.testing.assert_frame_equal(load_prices("gspc", cfg=local), expected)
     with pytest.raises(ValueError, match="query: .*IXIC.csv"):
         sql("SELECT count(*) FROM algo_data.hist_data_daily", local)
+
+
+@pytest.mark.parametrize("name", ["algo_data.x; COPY (SELECT 1) TO '{tmp}/pwned.csv'; --",
+                                  "x' OR 1", "1abc", "", "a" * 256, "algo-data"])
+def test_algo_database_is_a_name_not_sql(tmp_path, monkeypatch, capsys, name):
+    from algotrading.cli import main
+    from algotrading.errors import ParameterError
+
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "IXIC"]) == 0
+    monkeypatch.setenv("ALGO_DATABASE", name.format(tmp=tmp_path))
+    with pytest.raises(ParameterError, match="ALGO_DATABASE .*want a database name of letters"):
+        query.load_prices("IXIC")
+    capsys.readouterr()
+    assert main(["query", "SELECT 1 AS one"]) == 2
+    assert "ALGO_DATABASE" in capsys.readouterr().err
+    assert not (tmp_path / "pwned.csv").exists()
+    monkeypatch.setenv("ALGO_DATABASE", "My_Db_2")
+    assert len(query.load_prices("IXIC")) > 1000
+
+
+def test_a_query_past_the_row_limit_is_refused_with_the_limit_named(cfg, monkeypatch, capsys):
+    from algotrading.cli import main
+
+    with pytest.raises(ValueError, match=r"query \(add a WHERE or a LIMIT\): more than 5,000,000 "
+                                         r"rows, the limit \(rows one SQL query returns; "
+                                         r"ALGO_QUERY_MAX_ROWS raises it\)"):
+        sql("SELECT * FROM range(1000000000)", cfg)
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "10062")  # the sample lake's rows: exactly the cap
+    everything = sql("SELECT * FROM algo_data.hist_data_daily ORDER BY dt DESC, sym", cfg)
+    assert len(everything) == 10062 and everything["dt"].is_monotonic_decreasing
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "10061")
+    with pytest.raises(ValueError, match="more than 10,061 rows"):
+        sql("SELECT * FROM algo_data.hist_data_daily", cfg)
+    monkeypatch.setenv("ALGO_LAKE", cfg.lake)
+    capsys.readouterr()
+    assert main(["query", "SELECT * FROM algo_data.hist_data_daily"]) == 2
+    assert "ALGO_QUERY_MAX_ROWS raises it" in capsys.readouterr().err
+    monkeypatch.setenv("ALGO_QUERY_MAX_ROWS", "lots")
+    with pytest.raises(ValueError, match="ALGO_QUERY_MAX_ROWS='lots': want a positive number"):
+        sql("SELECT 1", cfg)

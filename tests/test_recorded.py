@@ -152,7 +152,7 @@ def test_run_only_refuses_up_front_naming_the_notebook_to_run_first(tmp_path, mo
     assert "\n" not in message
     assert message.startswith("Strategy_ML_Forecast needs <run dir>/models/forecast-GSPC/model.pt and 1 "
                               "more (from 3_Models/Train_Model_Forecast.ipynb)")
-    assert ("Strategy_PPO needs <run dir>/models/ppo/GSPC-seed0/model.zip and 3 more (from "
+    assert ("Strategy_PPO needs <run dir>/models/ppo/GSPC-seed0/policy.pt and 3 more (from "
             "3_Models/Train_Model_PPO.ipynb): run 3_Models/Train_Model_PPO.ipynb first "
             "(`algotrading run --only Train_Model_PPO`)") in message
     assert not out.exists()  # refused before anything ran
@@ -174,11 +174,11 @@ def test_require_and_prerequisites_follow_the_needs(tmp_path, monkeypatch):
         "3_Models/Train_Model_PPO.ipynb", "2_Strategies/Strategy_ML_Forecast.ipynb"]
     lake.write(sources.read("sample").frame)
     for seed in range(5):
-        for name in ("model.zip", "config.json"):
+        for name in ("policy.pt", "config.json"):
             (out / "models" / "ppo" / f"GSPC-seed{seed}").mkdir(parents=True, exist_ok=True)
             (out / "models" / "ppo" / f"GSPC-seed{seed}" / name).touch()
     pipeline.require("Strategy_PPO", symbol="GSPC", seeds=[0, 1, 2, 3, 4])  # all there
-    with pytest.raises(pipeline.MissingArtifact, match=r"GSPC-seed5/model.zip .*Train_Model_PPO"):
+    with pytest.raises(pipeline.MissingArtifact, match=r"GSPC-seed5/policy.pt .*Train_Model_PPO"):
         pipeline.require("Strategy_PPO", symbol="GSPC", seeds=[4, 5])
     # the optional ML forecast (a row of Strategy_PPO's default table) is still produced for nbval
     assert [nb.stem for nb in pipeline.prerequisites("Strategy_PPO", out, ROOT)] == [

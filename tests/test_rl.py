@@ -3,6 +3,8 @@ LSTM behaves like nn.LSTM (and equals it without normalisation); the policy trai
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +171,82 @@ def test_policy_uses_the_layer_normalised_lstm_and_resets_on_episode_start(price
     _, reset = policy.predict(obs, state=state, episode_start=np.ones(2), deterministic=True)
     np.testing.assert_allclose(reset[0], state[0], rtol=1e-6)  # a start forgets the state
     assert not np.allclose(carried[0], state[0])
+
+
+def _untrained_artifact(folder):
+    """A PPO artifact written by `train.save` from an untrained policy (no training needed)."""
+    import gymnasium as gym
+
+    from algotrading.rl import train
+    from algotrading.rl.policy import LnLstmPolicy
+
+    policy = LnLstmPolicy(gym.spaces.Box(-5, 5, (12,), np.float32), gym.spaces.Discrete(len(ACTIONS)),
+                          lambda _: 0.0, lstm_hidden_size=8, layer_norm=True, shared_lstm=True,
+                          enable_critic_lstm=False)
+    hyper = {**train.HYPERPARAMETERS, "lstm_hidden_size": 8}
+    train.save(train.Trained(train.Policy(policy), {"hyperparameters": hyper}), folder)
+    return policy
+
+
+class _Marker:
+    """Unpickling this creates a file: what a crafted artifact would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_ppo_artifact_is_weights_and_json_and_a_pickle_is_refused_without_running(tmp_path):
+    import zipfile
+
+    from algotrading.rl import train
+
+    folder = tmp_path / "ppo"
+    policy = _untrained_artifact(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "policy.pt"]
+    back = train.load(folder)
+    for key, value in policy.state_dict().items():
+        assert torch.equal(value, back.model.policy.state_dict()[key])
+    obs = np.linspace(-1, 1, 12, dtype=np.float32)[None]
+    assert back.model.predict(obs, episode_start=np.ones(1), deterministic=True)[0] == \
+        policy.predict(obs, episode_start=np.ones(1), deterministic=True)[0]
+
+    marker = tmp_path / "ran"
+    # policy.pt whose pickle would create a file: the weights-only loader refuses it
+    torch.save({"w": _Marker(marker)}, folder / "policy.pt")
+    with pytest.raises(train.ArtifactError,
+                       match=r"policy.pt: not this policy's weights, or not weights only"):
+        train.load(folder)
+    assert not marker.exists()
+    # sb3's model.zip (its `data` entry is unpickled by sb3's loader) is refused unread
+    with zipfile.ZipFile(folder / "model.zip", "w") as z:
+        z.writestr("data", '{"policy_class": {":serialized:": "gASV"}}')
+    with pytest.raises(train.ArtifactError, match=r"model.zip: an sb3 model.zip unpickles code on load"):
+        train.load(folder)
+    # a config without the policy's spaces, or of another format
+    (folder / "model.zip").unlink()
+    _untrained_artifact(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format": 1}))
+    with pytest.raises(train.ArtifactError, match="artifact format 1, expected 2"):
+        train.load(folder)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(train.ArtifactError, match=r"config.json: not a PPO artifact's config \(KeyError"):
+        train.load(folder)
+
+
+def test_ppo_environments_and_rollout_over_their_limits_are_refused_before_training(
+        prices, monkeypatch):
+    from algotrading.rl import train
+
+    with pytest.raises(ValueError, match=r"n_envs=1,000,000: 1,000,000 environments is over the "
+                                         r"limit of 64 \(PPO's n_envs; ALGO_PPO_MAX_ENVS raises it\)"):
+        train.train(prices, "2011-12-30", n_envs=1_000_000)
+    with pytest.raises(ValueError, match=r"n_envs=64 x n_steps=100,000: 6,400,000 steps is over the "
+                                         r"limit of 262,144 .*ALGO_PPO_MAX_ROLLOUT raises it"):
+        train.train(prices, "2011-12-30", n_envs=64, n_steps=100_000)
+    monkeypatch.setenv("ALGO_PPO_MAX_ENVS", "1")
+    with pytest.raises(ValueError, match="over the limit of 1 "):
+        train.train(prices, "2011-12-30", n_envs=2)

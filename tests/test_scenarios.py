@@ -129,3 +129,21 @@ def test_whatif_cli_prints_the_distribution(tmp_path, monkeypatch, capsys):
     assert main(args) == 0 and capsys.readouterr().out.splitlines() == out  # seeded
     assert main(["whatif", "sma", "--symbol", "GSPC", "--paths", "0"]) == 2
     assert "paths=0: want at least 1" in capsys.readouterr().err
+
+
+def test_whatif_over_the_cell_limit_is_refused_before_simulating(prices, monkeypatch, capsys,
+                                                                 tmp_path):
+    with pytest.raises(ValueError, match=r"paths=1,000,000 x bars=5,000: 5,000,000,000 path-bars is "
+                                         r"over the limit of 20,000,000 \(paths x bars one what-if "
+                                         r"simulation holds; ALGO_WHATIF_MAX_CELLS raises it\)"):
+        scenarios.simulate(prices, "garch", paths=1_000_000, bars=5000)
+    monkeypatch.setenv("ALGO_WHATIF_MAX_CELLS", "1000")
+    with pytest.raises(ValueError, match="over the limit of 1,000"):
+        scenarios.simulate(prices, "gbm", paths=11, bars=100)
+    assert scenarios.simulate(prices, "gbm", paths=10, bars=100).close.shape == (10, 100)
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+    capsys.readouterr()
+    assert main(["whatif", "sma", "--symbol", "GSPC", "--paths", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ALGO_WHATIF_MAX_CELLS raises it" in err

@@ -282,16 +282,67 @@ def test_public_unknown_symbol_lists_the_symbols():
 
 def test_public_offline_names_the_url_and_ALGO_PUBLIC_DATA(tmp_path, monkeypatch):
     import urllib.error
-    import urllib.request
+
+    from algotrading import web
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.delenv("ALGO_PUBLIC_DATA", raising=False)
     monkeypatch.setenv("ALGO_CACHE", str(tmp_path))
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(web, "opener", lambda credentials: offline)
     with pytest.raises(DataError) as err:
         sources.read("public")
     text = str(err.value)
     assert sources.PUBLIC_URL in text and "could not download" in text
     assert "set ALGO_PUBLIC_DATA" in text
+
+
+def test_a_file_over_the_ingest_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, capsys):
+    from algotrading.cli import main
+
+    path = tmp_path / "big.csv"
+    path.write_text("dt,sym,open,high,low,close,vol\n" + "2020-01-02,AAA,1,1,1,1,1\n" * 2000)
+    size = path.stat().st_size
+    monkeypatch.setenv("ALGO_INGEST_MAX_BYTES", str(size - 1))
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    with pytest.raises(ValueError, match=rf"big.csv: {size:,} bytes is over the limit of "
+                                         rf"{size - 1:,} \(one file ingested \(csv, adx\); "
+                                         r"ALGO_INGEST_MAX_BYTES raises it\)"):
+        sources.read("csv", str(path))
+    capsys.readouterr()
+    assert main(["ingest", "csv", str(path)]) == 2
+    assert "ALGO_INGEST_MAX_BYTES raises it" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_download_is_streamed_under_its_size_limit_and_needs_https(tmp_path, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(3 * 2**20))
+            self.end_headers()
+            self.wfile.write(b"\0" * (3 * 2**20))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/stocks.h5"
+        monkeypatch.setenv("ALGO_DOWNLOAD_MAX_BYTES", str(2**20))
+        with pytest.raises(DataError, match=r"could not download it \(.*3,145,728 bytes is over the "
+                                            r"limit of 1,048,576 \(ALGO_DOWNLOAD_MAX_BYTES raises"):
+            sources.fetch(url, cache=tmp_path)
+        assert list(tmp_path.iterdir()) == []  # nothing partial is kept
+        monkeypatch.setenv("ALGO_DOWNLOAD_MAX_BYTES", str(4 * 2**20))
+        assert sources.fetch(url, cache=tmp_path).stat().st_size == 3 * 2**20
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(DataError, match="is not an https URL"):
+        sources.fetch("http://example.com/stocks.h5", cache=tmp_path / "other")

@@ -256,7 +256,9 @@ def _train_ppo(args: argparse.Namespace, params: dict[str, object]) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from algotrading import pipeline
 
-    params = {k: _value(v) for k, v in _pairs(args.parameter, "-p").items()}
+    texts = _pairs(args.parameter, "-p")
+    strings = pipeline.string_parameters(args.only) if texts else set()
+    params = {k: v if k in strings else _value(v) for k, v in texts.items()}
     pipeline.run(only=args.only, parameters=params, update_notebooks=args.update_notebooks)
 
 

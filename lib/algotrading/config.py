@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from algotrading.errors import ParameterError
+
 BACKENDS = ("local", "aws")
+DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # CloudFormation output key -> (Settings field, the ALGO_* variable that wins over it)
 STACK_OUTPUTS: dict[str, tuple[str, str]] = {
     "BucketName": ("lake", "ALGO_LAKE"),
@@ -46,6 +50,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"ALGO_BACKEND must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.database, str) or not DATABASE_NAME.fullmatch(self.database):
+            # it is written into SQL (the view, the queries' FROM) before the lockdown
+            raise ParameterError(f"ALGO_DATABASE {self.database!r}: want a database name of "
+                                 "letters, digits and underscores (1-255, not starting with a "
+                                 "digit), as Glue and Athena name them")
 
     @property
     def lake_is_s3(self) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algotrading import limits
 from algotrading.errors import LakeError
 from algotrading.schema import NAMES, NUMERIC, TABLE, DataError, check_symbol, validate
 
@@ -39,7 +40,8 @@ META = ".algotrading"
 JOURNAL = f"{META}/journal.json"
 STAGING = f"{META}/staging"
 LOCK = f"{META}/lock"
-LOCK_TIMEOUT = 600.0  # seconds a writer waits for another writer
+LOCK_TIMEOUT = 600.0  # seconds the S3 lock waits (locally: limits "lock_seconds")
+LOCK_NOTICE = 1.0  # seconds of waiting before it says what it waits for
 S3_LOCK_STALE = 900.0  # an S3 lock object older than this is taken to be from a dead writer
 
 
@@ -108,8 +110,18 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def _inside(self, path: Path) -> bool:
+        """A file whose real path is in the lake: a symlink leaving it is ignored (logged), so
+        neither SQL (the view, `read_text`, `read_csv`) nor a reader follows it out."""
+        if path.resolve().is_relative_to(self.root.resolve()):
+            return True
+        logging.getLogger(__name__).warning("%s: a link to %s, outside the lake; ignored", path,
+                                            path.resolve())
+        return False
+
     def keys(self, prefix: str = "") -> list[str]:
-        """Files below `prefix`, skipping hidden files and folders (temporaries, metadata)."""
+        """Files below `prefix`, skipping hidden files and folders (temporaries, metadata) and
+        links that leave the lake."""
         base = self._path(prefix)
         if base.is_file():
             return [prefix]
@@ -119,16 +131,18 @@ class LocalStore:
         for p in base.rglob("*"):
             rel = p.relative_to(self.root).as_posix()
             if p.is_file() and not any(part.startswith(".") for part in
-                                       p.relative_to(base).parts):
+                                       p.relative_to(base).parts) and self._inside(p):
                 out.append(rel)
         return sorted(out)
 
     def all_keys(self, prefix: str) -> list[str]:
-        """Every file below `prefix`, hidden ones included (for cleaning up temporaries)."""
+        """Every file below `prefix`, hidden ones included (for cleaning up temporaries), but no
+        link leaving the lake."""
         base = self._path(prefix)
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and self._inside(p))
 
     def remove_tree(self, prefix: str) -> None:
         import shutil
@@ -165,8 +179,11 @@ class LocalStore:
             yield  # a read-only lake nobody can write to: nothing to serialise with
             return
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
+            timeout = limits.value("lock_seconds")
+            env = limits.LIMITS["lock_seconds"].env
+            deadline = time.monotonic() + timeout
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            said = False
             while True:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -174,7 +191,15 @@ class LocalStore:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise DataError(str(path), f"the lake is locked by another ingest for "
-                                                   f"more than {LOCK_TIMEOUT:.0f} s") from None
+                                                   f"more than {timeout:g} s ({env} sets the "
+                                                   "wait)") from None
+                    if not said and time.monotonic() > deadline - timeout + LOCK_NOTICE:
+                        said = True  # once, so a wait is never silent
+                        logging.getLogger(__name__).warning(
+                            "%s: waiting for %s (another process is ingesting into this lake) "
+                            "to %s, up to %g s (%s sets the wait)", path,
+                            "its lock" if exclusive else "the ingest to finish",
+                            "write" if exclusive else "read", timeout, env)
                     time.sleep(0.05)
             yield
         finally:
@@ -369,6 +394,39 @@ def parse_lake_csv(data: bytes, origin: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- transactions and recovery
 
 
+def journal_moves(store: Store, data: bytes) -> list[tuple[str, str]]:
+    """The moves of an ingest journal, checked to be what `write` writes: staged files of one
+    transaction moved onto the lake files of the same symbols (nothing else is ever moved)."""
+    where = store.describe(JOURNAL)
+
+    def bad(why: str) -> LakeError:
+        return LakeError(f"{where}: not an ingest journal ({why}); nothing was moved. If no "
+                         f"ingest wrote it, delete it and {store.describe(STAGING)}")
+
+    try:
+        journal = json.loads(data)
+    except ValueError as exc:
+        raise bad(f"not JSON: {exc}") from None
+    if not isinstance(journal, dict) or not isinstance(journal.get("txid"), str) \
+            or not re.fullmatch(r"[0-9a-f]{12}", journal["txid"]) \
+            or not isinstance(journal.get("moves"), list):
+        raise bad("want {\"txid\": 12 hex digits, \"moves\": [[staged, lake file], ...]}")
+    moves = []
+    for move in journal["moves"]:
+        if not (isinstance(move, list) and len(move) == 2 and all(isinstance(m, str) for m in move)):
+            raise bad(f"move {move!r} is not a [staged, lake file] pair")
+        src, dst = move
+        match = re.fullmatch(rf"{TABLE}/([^/]+)\.csv", dst)
+        try:
+            ok = match is not None and key(match[1]) == dst
+        except DataError:
+            ok = False
+        if not ok or src != f"{STAGING}/{journal['txid']}/{dst}":
+            raise bad(f"move {src!r} -> {dst!r} is not a staged file onto its symbol's lake file")
+        moves.append((src, dst))
+    return moves
+
+
 def recover(store: Store) -> str | None:
     """Finish an interrupted commit (journal present: redo its remaining moves) and remove
     staged files of an ingest that never committed. Call with the writer lock held.
@@ -376,7 +434,7 @@ def recover(store: Store) -> str | None:
     done = None
     data = store.get(JOURNAL)
     if data is not None:
-        moves = json.loads(data)["moves"]
+        moves = journal_moves(store, data)
         for src, dst in moves:
             if store.has(src):
                 store.move(src, dst)

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import string
 import subprocess
 import time
@@ -35,10 +36,11 @@ from pathlib import Path
 import nbformat
 
 from algotrading.config import project_root, settings
-from algotrading.errors import AlgotradingError
+from algotrading.errors import AlgotradingError, ParameterError
 from algotrading.runs import MANIFEST, RESULTS, load_manifest, write_atomic
 from algotrading.runs import record as record  # notebooks call pipeline.record
 
+LOCK = ".run.lock"  # serialises manifest updates of concurrent runs into one folder
 STAGES = ("1_Data", "3_Models", "2_Strategies")  # the workshop's folder numbers, run in data order
 # Within a stage, notebooks that feed others come first; the rest follow alphabetically.
 FIRST = {
@@ -123,7 +125,7 @@ NEEDS: dict[str, tuple[Need, ...]] = {
     ),
     "2_Strategies/Strategy_PPO.ipynb": (
         PRICES,
-        Need("3_Models/Train_Model_PPO.ipynb", files=("models/ppo/{symbol}-seed{seeds}/model.zip",
+        Need("3_Models/Train_Model_PPO.ipynb", files=("models/ppo/{symbol}-seed{seeds}/policy.pt",
                                                       "models/ppo/{symbol}-seed{seeds}/config.json")),
         # the ML strategy's choice, traded beside PPO with the same costs
         Need("2_Strategies/Strategy_ML_Forecast.ipynb", optional=True,
@@ -309,7 +311,54 @@ def check_parameters(parameters: Mapping[str, object], todo: Sequence[Path], roo
         names = "; ".join(f"{nb.stem}: {', '.join(d) or '-'}" for nb, d in defaults.items())
         raise ValueError(f"parameter(s) {', '.join(unknown)} not declared by the notebooks run "
                          f"({names})")
+    for name, value in parameters.items():
+        for nb, declared_ in defaults.items():
+            if name in declared_ and not fits(value, declared_[name]):
+                raise ParameterError(
+                    f"parameter {name}={value!r}: {nb.stem} declares {name} = "
+                    f"{declared_[name]!r}; give a {_kind(declared_[name])}")
     return defaults
+
+
+PLAIN = (bool, int, float, str, type(None))
+
+
+def string_parameters(only: Sequence[str] | None = None, root: Path | None = None) -> set[str]:
+    """Names the notebooks `only` selects declare with a string default: the command line keeps
+    their text as it is (`-p month=2014-01` is the string, not the number 2013)."""
+    root = root or project_root()
+    todo = [nb for nb in notebooks(root) if not only or any(s in str(nb) for s in only)]
+    return {name for nb in todo for name, default in declared(root / nb).items()
+            if isinstance(default, str)}
+
+
+def fits(value: object, default: object) -> bool:
+    """Whether `value` may replace a notebook parameter declared as `default`: the same kind of
+    literal (an int where a float is declared; any plain value or list of them where None is).
+    papermill writes any other type (a tuple, a set) into the notebook's code unescaped."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and (isinstance(default, bool) or default is None)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return isinstance(value, int | float) and (isinstance(default, float)
+                                                   or isinstance(value, int))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list) and all(
+            fits(v, default[0]) if default else isinstance(v, PLAIN) for v in value)
+    if default is None:
+        return isinstance(value, PLAIN) or (isinstance(value, list)
+                                            and all(isinstance(v, PLAIN) for v in value))
+    return False  # dicts and other declared types take no override from the command line
+
+
+def _kind(default: object) -> str:
+    if isinstance(default, list):
+        return f"list like {default!r}"
+    if default is None:
+        return "number, string, true/false or a list of them"
+    return {bool: "true or false", int: "whole number", float: "number", str: "string"}.get(
+        type(default), type(default).__name__)
 
 
 def data_fingerprint() -> dict[str, object]:
@@ -346,14 +395,45 @@ def provenance(root: Path) -> dict[str, object]:
     return {"version": pkg, "commit": commit, "dirty": bool(status) if commit else None}
 
 
-def _save(out: Path, entries: Mapping[str, dict], root: Path) -> None:
-    order = [nb.as_posix() for nb in notebooks(root)]
-    ranked = sorted(entries, key=lambda k: order.index(k) if k in order else len(order))
-    write_atomic(out / MANIFEST, json.dumps({"notebooks": {k: entries[k] for k in ranked}},
-                                             indent=2) + "\n")
-    from algotrading import report
+def _save(out: Path, changes: Mapping[str, dict | None], root: Path, fresh: bool = False) -> None:
+    """Merge `changes` (None: drop the entry) into the manifest on disk under a lock, so two
+    `run --only` into one folder keep each other's entries; `fresh` starts from none."""
+    import fcntl
 
-    report.write(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = {} if fresh else load_manifest(out)
+        for key, entry in changes.items():
+            if entry is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = entry
+        order = [nb.as_posix() for nb in notebooks(root)]
+        ranked = sorted(entries, key=lambda k: order.index(k) if k in order else len(order))
+        write_atomic(out / MANIFEST, json.dumps({"notebooks": {k: entries[k] for k in ranked}},
+                                                 indent=2) + "\n")
+        from algotrading import report
+
+        report.write(out)
+
+
+def _ours(out: Path, stems: Sequence[str]) -> list[Path]:
+    """The results files the pipeline writes for notebooks `stems` (`record`: <stem>.json and
+    <stem>.<table>.csv): the only files a run deletes from a run folder."""
+    folder = out / RESULTS
+    return sorted(p for stem in stems for pattern in (f"{stem}.json", f"{stem}.*.csv")
+                  for p in folder.glob(pattern) if p.is_file())
+
+
+def check_run_folder(out: Path) -> None:
+    """`out` is new, empty or a run folder (it has run.json): `algotrading run` writes and
+    replaces files there, so a user's own folder is refused."""
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ValueError(f"run folder {out} (ALGO_RUN_DIR) exists, is not empty and is not a run "
+                         f"folder (no {MANIFEST}); point ALGO_RUN_DIR at a new or empty folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run folder {out} (ALGO_RUN_DIR) is a file, not a folder")
 
 
 def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | None = None,
@@ -363,11 +443,14 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
 
     `only` keeps notebooks whose path contains one of the strings and updates just their entries
     (results, executed notebook, manifest) in `out`; a full run starts the folder's entries
-    afresh. `parameters` go to the notebooks that declare them; one that none declares is an
-    error. A notebook whose needs (`NEEDS`: another notebook's model, a symbol in the lake) are
-    neither in `out` nor made by a notebook that runs before it stops the run before anything
-    executes, with one line naming the notebook to run first. `update_notebooks` copies the
-    executed notebooks back over the committed ones (the outputs nbval compares against) and
+    afresh. `out` must be new, empty or a run folder (run.json), and a run deletes only the
+    results files it writes (`<notebook>.json`, `<notebook>.<table>.csv`); concurrent runs into
+    one folder merge their manifest entries; an interrupted notebook (Ctrl-C) leaves its previous
+    entry and results in place. `parameters` go to the notebooks that declare them; one that none
+    declares is an error. A notebook whose needs (`NEEDS`: another notebook's model, a symbol in
+    the lake) are neither in `out` nor made by a notebook that runs before it stops the run before
+    anything executes, with one line naming the notebook to run first. `update_notebooks` copies
+    the executed notebooks back over the committed ones (the outputs nbval compares against) and
     their results into `results/` at the project root (the committed run tests/test_recorded.py
     compares against); it needs default parameters.
     """
@@ -391,9 +474,10 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
                if (needs := unmet(nb, {**defaults[nb], **given[nb]}, out, earlier=todo[:i]))]
     if blocked:
         raise MissingArtifact("; ".join(blocked))
-    entries = load_manifest(out) if only else {}
-    if not only:
-        for stale in (out / RESULTS).glob("*"):
+    check_run_folder(out)
+    _save(out, {}, root, fresh=not only)  # run.json from the start marks the run folder
+    if not only:  # a full run starts the folder afresh: only what earlier runs wrote goes
+        for stale in _ours(out, [nb.stem for nb in every]):
             stale.unlink()
     stamp = provenance(root)
     previous = os.environ.get("ALGO_RUN_DIR")
@@ -401,8 +485,12 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
     try:
         for i, nb in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {nb} ...", end=" ", flush=True)
-            for stale in (out / RESULTS).glob(f"{nb.stem}.*"):  # never show old results
-                stale.unlink()
+            before = load_manifest(out).get(nb.as_posix())
+            aside = out / RESULTS / f".previous-{nb.stem}"  # back if the run is interrupted
+            shutil.rmtree(aside, ignore_errors=True)
+            for stale in _ours(out, [nb.stem]):  # never show old results as this run's
+                aside.mkdir(parents=True, exist_ok=True)
+                stale.replace(aside / stale.name)
             entry = {"status": "running", "parameters": {**defaults[nb], **given[nb]},
                      "overrides": given[nb], **stamp}
             start = time.perf_counter()
@@ -412,15 +500,24 @@ def run(only: Sequence[str] | None = None, parameters: Mapping[str, object] | No
                 print("FAILED")
                 entry.update(status="failed", error=str(exc))
                 raise
+            except BaseException:  # Ctrl-C, a kill: the folder keeps the previous state
+                print("INTERRUPTED")
+                for partial in _ours(out, [nb.stem]):
+                    partial.unlink()
+                for kept in aside.glob("*") if aside.is_dir() else ():
+                    kept.replace(out / RESULTS / kept.name)
+                entry = before
+                raise
             else:
                 entry["status"] = "ok"
                 print(f"ok ({time.perf_counter() - start:.1f} s)")
             finally:
-                entry.update(seconds=round(time.perf_counter() - start, 1),
-                             finished=datetime.now(UTC).isoformat(timespec="seconds"),
-                             data=data_fingerprint())
-                entries[nb.as_posix()] = entry
-                _save(out, entries, root)
+                shutil.rmtree(aside, ignore_errors=True)
+                if entry is not before:  # this run's outcome, ok or failed
+                    entry.update(seconds=round(time.perf_counter() - start, 1),
+                                 finished=datetime.now(UTC).isoformat(timespec="seconds"),
+                                 data=data_fingerprint())
+                _save(out, {nb.as_posix(): entry}, root)  # interrupted: the previous entry
             if update_notebooks:
                 nbformat.write(_strip(nbformat.read(out / nb, as_version=4)), root / nb)
                 recorded = out / RESULTS / f"{nb.stem}.json"

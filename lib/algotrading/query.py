@@ -10,6 +10,7 @@ from datetime import date
 
 import pandas as pd
 
+from algotrading import limits
 from algotrading.config import Settings, settings
 from algotrading.schema import COLUMNS, NUMERIC, TABLE, DataError, check_symbol
 
@@ -99,7 +100,10 @@ def sql(text: str, cfg: Settings | None = None, lake: str | None = None,
         con = _duckdb(cfg, store, only)
         try:
             _one_select(con, text)
-            return con.execute(text).df()
+            cap = int(limits.value("query_rows"))
+            rows = con.sql(text).limit(cap + 1).df()  # at most one row past the cap is built
+            limits.check("query_rows", len(rows), "query (add a WHERE or a LIMIT)", more=True)
+            return rows
         except Exception as exc:
             import duckdb
 

@@ -251,9 +251,9 @@ def write(folder: Path) -> Path:
     md = ["# algotrading run", "", "Full report with charts: [report.html](report.html)", "",
           "| notebook | status | seconds | parameters given | data sha256 |", "|---|---|---|---|---|"]
     md += [f"| [{nb}]({nb}) | {e['status']} | {_fmt(e.get('seconds'))} | "
-           f"{_fmt(e.get('overrides')) or 'defaults'} | {e.get('data', {}).get('sha256', '')[:12]} |"
-           for nb, e in entries.items()]
-    md += [f"\n{nb}: {e['error']}" for nb, e in entries.items() if e.get("error")]
+           f"{_md(_fmt(e.get('overrides')) or 'defaults')} | "
+           f"{e.get('data', {}).get('sha256', '')[:12]} |" for nb, e in entries.items()]
+    md += [f"\n{nb}: {_md(e['error'])}" for nb, e in entries.items() if e.get("error")]
     if not board.empty:
         md += ["", "## Leaderboard (test period, with costs)", "",
                "| | symbol | total return | Sharpe | max drawdown | trades |", "|---|---|---|---|---|---|"]
@@ -265,6 +265,12 @@ def write(folder: Path) -> Path:
             md += ["", f"## {name}", "", r["conclusion"]]
     write_atomic(folder / "report.md", "\n".join(md) + "\n")
     return out
+
+
+def _md(text: str) -> str:
+    """User-given text (parameters, errors) as inert Markdown: HTML escaped (a viewer renders
+    raw HTML, e.g. <script>), one line, no table cell break."""
+    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
 def _first(entries: Mapping[str, dict], key: str) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading import metrics, numerics
+from algotrading import limits, metrics, numerics
 
 MODELS = ("gbm", "garch", "bootstrap")
 EWMA_ALPHA = 0.06  # RiskMetrics' lambda = 0.94: the historical volatility that scales bar shapes
@@ -125,6 +125,7 @@ def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: 
     bars = len(prices) if bars is None else bars
     if bars < 2:
         raise ValueError(f"bars={bars}: want at least 2")
+    limits.check("whatif_cells", paths * bars, f"paths={paths:,} x bars={bars:,}")
     params = fit(prices, model, block)
     rng = np.random.default_rng(seed)
     r_hist = log_returns(prices)

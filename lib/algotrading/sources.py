@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algotrading import limits, web
 from algotrading.schema import NAMES, NUMERIC, DataError, check_symbol, validate
 
 SOURCES = ("sample", "adx", "public", "csv")
@@ -133,9 +133,16 @@ def _text(data: bytes, origin: str) -> bytes:
 
 
 def _open(store: object, name: str) -> bytes | Path:
-    """A local file's path (pyarrow reads it without a copy in memory), else its bytes."""
+    """A local file's path (pyarrow reads it without a copy in memory), else its bytes; a file
+    over the ingest cap (limits: ALGO_INGEST_MAX_BYTES) is refused before it is read (an S3
+    object once fetched)."""
     path = getattr(store, "local_path", lambda _: None)(name)
-    return path if path is not None else store.get(name)
+    if path is not None:
+        limits.check("ingest_bytes", path.stat().st_size, str(path))
+        return path
+    data = store.get(name)
+    limits.check("ingest_bytes", len(data or b""), store.describe(name))
+    return data
 
 
 def _csv(data: bytes | Path, origin: str, columns: Mapping[str, str] | None = None,
@@ -254,17 +261,21 @@ def fetch(url_or_path: str, sha256: str | None = None, cache: Path | None = None
     if not target.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
-        try:
-            with urllib.request.urlopen(url_or_path, timeout=60) as resp, open(tmp, "wb") as out:
-                out.write(resp.read())
-        except OSError as exc:  # URLError, timeouts, DNS failures are all OSErrors
+        try:  # streamed to disk under a size cap and a deadline (web.request)
+            with open(tmp, "wb") as out:
+                web.request(url_or_path, timeout=60, into=out,
+                            caps=("download_bytes", "download_seconds"))
+        except OSError as exc:  # web.HttpError: refused URL, HTTP status, timeout, DNS, cap
             tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", exc)
-            raise DataError(url_or_path, f"could not download it ({reason}); give a local path "
-                                         "instead") from exc
+            raise DataError(url_or_path, f"could not download it ({exc}); give a local path "
+                                         "instead") from None
         tmp.replace(target)
     if sha256:
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        with target.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest = digest.hexdigest()
         if digest != sha256:
             target.unlink()
             raise DataError(url_or_path, f"sha256 mismatch: got {digest}, want {sha256}")

@@ -8,14 +8,14 @@ just before a crash is found, not sent twice.
 from __future__ import annotations
 
 import json
+import math
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Protocol
 
-from algotrading import rules
+from algotrading import rules, web
 from algotrading.backtest import Broker, Settings
 from algotrading.errors import AlgotradingError
 from algotrading.live.feeds import Bar
@@ -201,6 +201,16 @@ class PaperBroker:
                                                           reason="not filled")
 
 
+def _decimal(qty: float) -> str:
+    """`qty` as a plain decimal string that reads back to the same float (the number the risk
+    checks saw): repr's shortest round-trip digits, never an exponent (`:g` sent 1,234,567 as
+    1.23457e+06)."""
+    if not math.isfinite(qty):
+        raise AlpacaError(f"order quantity {qty!r} is not a finite number")
+    text = format(Decimal(repr(qty)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 class AlpacaError(AlgotradingError, RuntimeError):
     """An Alpaca API call failed (HTTP status and the API's message)."""
 
@@ -215,6 +225,10 @@ class AlpacaBroker:
 
     def __init__(self, base_url: str | None = None, timeout: float = 30.0):
         self.base = (base_url or os.environ.get("APCA_API_BASE_URL") or self.PAPER).rstrip("/")
+        try:
+            web.check_url(self.base, "Alpaca base URL (base_url or APCA_API_BASE_URL)")
+        except web.HttpError as exc:
+            raise AlpacaError(str(exc)) from None
         missing = [k for k in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY") if not os.environ.get(k)]
         if missing:
             raise ValueError(f"Alpaca needs environment variable(s) {', '.join(missing)}")
@@ -225,20 +239,22 @@ class AlpacaBroker:
 
     def _call(self, method: str, path: str, body: dict | None = None,
               missing_ok: bool = False) -> Any:
+        """One API call (keys sent only to the base URL's origin: no redirect elsewhere)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == 404:
+            text = web.request(self.base + path, method=method, data=data, headers=self._headers,
+                               credentials=True, timeout=self._timeout)
+        except web.HttpError as exc:
+            if missing_ok and exc.status == 404:
                 return None
-            detail = exc.read().decode(errors="replace")[:200]
-            raise AlpacaError(f"Alpaca {method} {path}: HTTP {exc.code} {detail}") from None
-        except OSError as exc:
+            if exc.status is not None:
+                raise AlpacaError(f"Alpaca {method} {path}: HTTP {exc.status} {exc.detail}") from None
             raise AlpacaError(f"Alpaca {method} {path}: {exc}") from None
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            raise AlpacaError(f"Alpaca {method} {path}: the answer is not JSON "
+                              f"({text[:80]!r})") from None
 
     @staticmethod
     def _status(o: dict[str, Any]) -> OrderStatus:
@@ -251,7 +267,7 @@ class AlpacaBroker:
                            o["status"] if state in ("canceled", "rejected") else "")
 
     def submit(self, order: Order) -> OrderStatus:
-        body = {"symbol": order.symbol, "qty": f"{abs(order.qty):g}",
+        body = {"symbol": order.symbol, "qty": _decimal(abs(order.qty)),
                 "side": "buy" if order.qty > 0 else "sell", "type": "market",
                 "time_in_force": "day", "client_order_id": order.client_order_id}
         return self._status(self._call("POST", "/v2/orders", body))

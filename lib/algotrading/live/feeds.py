@@ -7,10 +7,10 @@ vendor stops the feed with the same DataError a bad file would.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from algotrading import web
 from algotrading.schema import NAMES, DataError, validate
 
 DAY_SECONDS = 86_400.0
@@ -69,8 +70,9 @@ class ReplayFeed:
     def __init__(self, prices: pd.DataFrame, symbol: str, start: str | None = None,
                  end: str | None = None, speed: float | None = None,
                  sleep: Callable[[float], None] = time.sleep):
-        if speed is not None and speed <= 0:
-            raise ValueError(f"speed={speed}: must be > 0")
+        if speed is not None and not 1 <= speed < math.inf:  # nan, 1e-300: a sleep that fails
+            raise ValueError(f"speed={speed}: want a number >= 1 (1: one trading day per day; "
+                             "86400: one per second), or none for no pause")
         prices = prices.loc[:end] if end is not None else prices
         first = pd.Timestamp(start) if start is not None else prices.index[0]
         self.symbol, self.speed, self._sleep = symbol, speed, sleep
@@ -127,6 +129,10 @@ class VendorConfig:
             missing = sorted(set(NAMES) - {"sym"} - set(source["fields"]))
             if missing:
                 raise ValueError(f"feed config: fields lacks {missing}")
+        try:
+            web.check_url(str(source["url"]), "feed config: url")
+        except web.HttpError as exc:
+            raise ValueError(str(exc)) from None
         return cls(**source)
 
 
@@ -157,10 +163,9 @@ class PollingFeed:
             if not os.environ.get(env):
                 raise ValueError(f"feed config: header {header} needs environment variable {env}")
             headers[header] = os.environ[env]
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as resp:
-                body = json.loads(resp.read())
+        try:  # keys (headers) go only to the URL's origin: no redirect elsewhere
+            body = json.loads(web.request(url, headers=headers, credentials=bool(headers),
+                                          timeout=self._timeout))
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(url, f"feed request failed: {exc}") from None
         records = body.get(self.config.records) if isinstance(body, dict) else None

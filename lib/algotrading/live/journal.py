@@ -95,12 +95,29 @@ class SqliteJournal(_Cached):
         BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
     CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
-    """
+    CREATE TRIGGER IF NOT EXISTS events_no_replace BEFORE INSERT ON events
+        WHEN EXISTS (SELECT 1 FROM events WHERE run = NEW.run AND (key = NEW.key OR seq = NEW.seq))
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+    """  # events_no_replace: INSERT OR REPLACE deletes without firing the DELETE trigger
 
     def __init__(self, path: str | Path, run: str = "paper"):
         self.path, self.run = Path(path), run
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size == 0:  # SQLite would start afresh
+            raise JournalError(f"journal {self.path} is an empty file (0 bytes): a journal is "
+                               "never empty once opened; restore it, or give a new path for a "
+                               "new run")
+        existed = self.path.exists()
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit per statement
+        try:
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise JournalError(f"journal {self.path}: not a SQLite journal ({exc})") from None
+        if existed and "events" not in tables:
+            self._db.close()
+            raise JournalError(f"journal {self.path}: an existing file without the journal's "
+                               "events table; give a new path for a new run")
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL: a committed append survives the process being killed
         # (the case the runner's restart handles); only a power cut may lose the last ones.
@@ -117,8 +134,12 @@ class SqliteJournal(_Cached):
                     for s, k, key, dt, d in rows])
 
     def _write(self, seq: int, kind: str, key: str, dt: str, text: str) -> None:
-        self._db.execute("INSERT INTO events (run, seq, kind, key, dt, data) VALUES (?,?,?,?,?,?)",
-                         (self.run, seq, kind, key, dt, text))
+        try:
+            self._db.execute("INSERT INTO events (run, seq, kind, key, dt, data) "
+                             "VALUES (?,?,?,?,?,?)", (self.run, seq, kind, key, dt, text))
+        except sqlite3.IntegrityError:
+            raise JournalError(f"journal {self.path} run {self.run}: {key} (event {seq}) was "
+                               "written by another writer: one runner per run") from None
 
     def close(self) -> None:
         self._db.close()

@@ -21,13 +21,18 @@ its client order id (`status`) instead of being sent again; an order journaled b
 sent. The paper broker, which lives in memory, is rebuilt by the same replay. Then the feed
 continues after the last journaled bar.
 
-Kill switch: `request_kill` (CLI `algotrading live flatten`) records a request; at its next bar
-the runner cancels open orders, sends orders that flatten the position (risk checks skipped),
+Kill switch: `request_kill` (CLI `algotrading live flatten`) records a request; at its next bar,
+before the broker sees that bar (so an open order cannot fill at its open), the runner cancels
+open orders; at the close it sends orders that flatten the position (risk checks skipped),
 accepts no more strategy orders, and stops once flat.
+
+Every bar of the feed, a custom iterable of `Bar`s included, passes the ingest validator before
+the runner uses it, and the price collar's reference on the first bar is the history's last close.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,10 +42,11 @@ from algotrading import rules
 from algotrading.backtest import Settings
 from algotrading.live.alerts import Notifier, Thresholds, log_metrics
 from algotrading.live.brokers import PARTLY_REFUSED, BrokerAdapter, Order, OrderStatus
-from algotrading.live.feeds import Bar, Feed
+from algotrading.live.feeds import Bar, Feed, to_bars
 from algotrading.live.journal import Journal, JournalError
 from algotrading.live.risk import Limits
 from algotrading.params import CASH
+from algotrading.schema import NAMES, DataError
 from algotrading.strategies import Strategy, get
 
 
@@ -61,8 +67,9 @@ class Runner:
         self.strategy = get(strategy)
         self.params = self.strategy.check(params or {})
         self.symbol, self.broker, self.journal = symbol, broker, journal
-        if size is not None and not size > 0 or not fraction > 0 or not cash > 0:
-            raise ValueError("size, fraction and cash must be > 0")
+        for name, value in (("size", size), ("fraction", fraction), ("cash", cash)):
+            if value is not None and not 0 < value < math.inf:  # inf reaches the journal's JSON
+                raise ValueError(f"{name}={value!r}: must be a finite number > 0")
         self.size, self.fraction, self.cash0 = size, fraction, float(cash)
         engine: Settings | None = getattr(broker, "settings", None)  # sizes at the fill
         self._at_fill = engine is not None and size is None
@@ -86,6 +93,8 @@ class Runner:
         self.sent_on: dict[str, int] = {}  # orders that passed the checks per day
         self.killed = self.stopped = False
         self._prev_close: float | None = None
+        # the collar's reference: the last close seen, the history's on the first bar
+        self._collar_ref: float | None = self._rows["close"][-1] if self._rows["close"] else None
         self._prev_equity = self.cash0
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
@@ -121,6 +130,7 @@ class Runner:
         for bar in bars:
             if self.stopped:
                 break
+            bar = checked(bar, f"feed of {self.symbol}")
             if bar.dt <= self.last:
                 continue
             if bar.sym != self.symbol:
@@ -133,6 +143,12 @@ class Runner:
         self._record("bar", f"bar:{dt}", dt, bar.to_dict())
         if self._prev_close is not None:  # the night's interest and borrow fee, as the engine
             self.cash += rules.carry(self.cash, self.shares, self._prev_close, self.sizing.rules)
+        if live:
+            self.journal.reload()  # a kill request may have come from another process
+        for req in self.journal.events("kill_request"):  # before the open fills an open order
+            if req["key"] not in self._honoured and req["data"]["after"] < dt:
+                self._honoured.add(req["key"])
+                self.kill(dt, req["data"]["reason"])
         self.broker.on_bar(bar)
         self._settle(dt)
         self._dates.append(pd.Timestamp(dt))
@@ -143,12 +159,6 @@ class Runner:
         self.peak = max(self.peak, self.equity)
         drawdown = 1.0 - self.equity / self.peak if self.peak > 0 else 0.0
         pnl, day_pnl = self.equity - self.cash0, self.equity - self._prev_equity
-        if live:
-            self.journal.reload()  # a kill request may have come from another process
-        for req in self.journal.events("kill_request"):
-            if req["key"] not in self._honoured and req["data"]["after"] < dt:
-                self._honoured.add(req["key"])
-                self.kill(dt, req["data"]["reason"])
         if self.killed:
             self._flatten(dt, close)
         else:
@@ -166,7 +176,7 @@ class Runner:
         if live:
             log_metrics(self.journal.run, self.symbol, dt, {
                 "equity": self.equity, "pnl": pnl, "drawdown": drawdown, "position": self.shares})
-        self._prev_close, self._prev_equity = close, self.equity
+        self._prev_close, self._prev_equity, self._collar_ref = close, self.equity, close
         if self.killed and not self.shares and not self.open:
             self._record("stop", "stop", dt, {"reason": "killed and flat"})
             self.stopped = True
@@ -202,7 +212,7 @@ class Runner:
         coid = f"{self.journal.run}-{self.symbol}-{dt.replace('-', '')}-{n}"
         if why == "signal":
             held = self.shares + sum(o.qty for o in self.open.values())
-            reason = self.limits.check(qty, price, held, self._prev_close,
+            reason = self.limits.check(qty, price, held, self._collar_ref,
                                        self.sent_on.get(dt, 0), day_pnl)
             if reason:
                 self._record("rejection", f"rejection:{coid}", dt, {
@@ -271,6 +281,16 @@ class Runner:
     def summary(self) -> dict[str, Any]:
         """Where the run stands (the book as of the last bar)."""
         return status(self.journal)
+
+
+def checked(bar: Bar, origin: str) -> Bar:
+    """`bar` if it passes the ingest validator (`schema.validate`, as `feeds.to_bars`), which
+    every bar of a feed meets, custom iterables included; else its DataError."""
+    if not isinstance(bar, Bar):
+        raise DataError(origin, f"not a Bar: {type(bar).__name__}")
+    rows = pd.DataFrame([bar.to_dict()]).loc[:, list(NAMES)]
+    clean = to_bars(rows, origin)[0]
+    return bar if clean == bar else clean
 
 
 def _costs(engine: Settings | None) -> dict[str, Any]:

@@ -31,7 +31,10 @@ def journal(location: str | None = None, run: str = "paper", must_exist: bool = 
                                                               / "journal.db")
     if must_exist and not where.startswith("dynamodb://") and not os.path.isfile(where):
         raise ValueError(f"no journal at {where} (run `algotrading live replay` first)")
-    return open_journal(where, run)
+    opened = open_journal(where, run)
+    if must_exist and opened.get("start") is None:  # a kill request there would stop nothing
+        raise ValueError(f"journal {where} has no run {run!r} (--run names a run that was started)")
+    return opened
 
 
 def notifier() -> Notifier:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from algotrading import features, numerics
+from algotrading import features, limits, numerics
 from algotrading.params import build, check, param
 
 ARTIFACT_FORMAT = 1
@@ -361,7 +361,9 @@ def load(path: str | Path) -> Forecaster:
         from algotrading import aws
 
         bucket, _, key = text[5:].partition("/")
-        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        cap = int(limits.value("model_bytes"))
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read(cap + 1)
+        limits.check("model_bytes", len(body), text)
         return _from_tar(io.BytesIO(body), text)
     path = Path(path)
     if path.is_file() and path.name.endswith(".tar.gz"):
@@ -370,27 +372,45 @@ def load(path: str | Path) -> Forecaster:
     if not (path / META).is_file():
         raise FileNotFoundError(f"{path}: no {META} here; train the model first "
                                 "(3_Models/Train_Model_Forecast.ipynb or `algotrading train forecast`)")
-    meta = json.loads((path / META).read_text())
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{path}: artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT}")
-    scaler = Scaler(np.asarray(meta["scaler"]["mean"], np.float32),
-                    np.asarray(meta["scaler"]["std"], np.float32))
-    net = Net(len(meta["features"]), meta["config"]["dropout"])
+    try:
+        meta = json.loads((path / META).read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path / META}: not JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: artifact format {found!r}, expected {ARTIFACT_FORMAT}")
+    try:
+        scaler = Scaler(np.asarray(meta["scaler"]["mean"], np.float32),
+                        np.asarray(meta["scaler"]["std"], np.float32))
+        net = Net(len(meta["features"]), meta["config"]["dropout"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path / META}: lacks or mistypes {exc} (the scaler, the features and "
+                         "the config's dropout build the network); retrain to rewrite it") from None
     net.load_state_dict(torch.load(path / WEIGHTS, weights_only=True))
     net.eval()
     return Forecaster(net, scaler, meta)
 
 
 def _from_tar(handle: Any, origin: str) -> Forecaster:
+    """Only the two artifact files, copied flat out of the archive; refused as soon as the sizes
+    its headers declare pass the cap (a small gzip can declare a huge member)."""
     with tempfile.TemporaryDirectory(prefix="algotrading-model-") as tmp, \
             tarfile.open(fileobj=handle, mode="r:gz") as tar:
-        names = {Path(m.name).name for m in tar.getmembers()}
-        if not {META, WEIGHTS} <= names:
+        total, found = 0, {}
+        for member in tar:  # headers in order: stops at the first one past the cap
+            total += member.size
+            limits.check("model_bytes", total, f"{origin} (up to {member.name})")
+            if member.isfile() and Path(member.name).name in (META, WEIGHTS):
+                found[Path(member.name).name] = member
+        if set(found) != {META, WEIGHTS}:
             raise ValueError(f"{origin}: a model.tar.gz with {META} and {WEIGHTS} expected, "
-                             f"found {sorted(names)}")
-        tar.extractall(tmp, filter="data")
-        found = next(Path(tmp).rglob(META)).parent
-        return load(found)
+                             f"found {sorted(found)}")
+        for name, member in found.items():
+            source = tar.extractfile(member)
+            with open(Path(tmp) / name, "wb") as out:
+                for block in iter(lambda source=source: source.read(1 << 20), b""):
+                    out.write(block)
+        return load(tmp)
 
 
 def pack(folder: str | Path, target: str | Path) -> Path:

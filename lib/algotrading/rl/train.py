@@ -5,10 +5,13 @@ scaling is fitted on it. Evaluation replays the trained policy deterministically
 period in one episode, and sends the positions it chose through `backtest.run`, so its metrics,
 trades and charts are every other strategy's (and equal the environment's own equity).
 
-The artifact is a folder: `model.zip` (sb3's format) and `config.json` (hyperparameters, seed,
-observation config: feature columns, window, scaling; engine settings; the training period and a
-sha256 fingerprint of the bars it saw). `python -m algotrading.rl.train` is the SageMaker entry
-(`algotrading.jobs` contract): prices from the `training` channel, artifact into the model dir.
+The artifact is a folder: `policy.pt` (the policy's state_dict, read back with torch's weights-only
+loader) and `config.json` (format, hyperparameters, seed, the policy's spaces, observation config:
+feature columns, window, scaling; engine settings; the training period and a sha256 fingerprint of
+the bars it saw). No pickle: sb3's own `model.zip` unpickles its `data` entries on load, so a
+crafted file runs code; loading refuses a folder holding one. `python -m algotrading.rl.train` is
+the SageMaker entry (`algotrading.jobs` contract): prices from the `training` channel, artifact
+into the model dir.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from algotrading import jobs, numerics
+from algotrading import jobs, limits, numerics
+from algotrading.errors import AlgotradingError
 from algotrading.params import build, check, defaults, param
 from algotrading.rl.env import TradingEnv, market_features, normaliser
 
@@ -65,9 +69,27 @@ def hyperparameters(given: Mapping[str, Any]) -> dict[str, Any]:
 ENTRY = "algotrading.rl.train"
 CHANNEL = "training"
 JOB_METRICS = ("train_seconds", "episode_reward")
+ARTIFACT_FORMAT = 2  # 1 was sb3's pickled model.zip, no longer read
+WEIGHTS, CONFIG, LEGACY = "policy.pt", "config.json", "model.zip"
 # What the job's container installs besides the PyTorch image (jobs.REQUIREMENTS + the RL stack).
 REQUIREMENTS = (*jobs.REQUIREMENTS, "gymnasium>=1.0,<2", "stable-baselines3>=2.4,<3",
                 "sb3-contrib>=2.4,<3")
+
+
+class ArtifactError(AlgotradingError, ValueError):
+    """A PPO artifact that cannot be read safely (a pickle, a missing piece, an unknown format)."""
+
+
+class Policy:
+    """A loaded policy with RecurrentPPO's `predict` (what `positions` calls) and its `policy`."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> Any:
+        return self.policy.predict(observation, state=state, episode_start=episode_start,
+                                   deterministic=deterministic)
 
 
 @dataclass
@@ -105,6 +127,9 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
     from algotrading.rl.policy import LnLstmPolicy
 
     h = hyperparameters(hyper)
+    limits.check("ppo_envs", h["n_envs"], f"n_envs={h['n_envs']:,}")
+    limits.check("ppo_rollout", h["n_envs"] * h["n_steps"],
+                 f"n_envs={h['n_envs']:,} x n_steps={h['n_steps']:,}")
     part = prices.loc[:train_end]
     mean, std = normaliser(market_features(prices), train_end)
     config = {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
@@ -161,24 +186,63 @@ def _Progress(total: int, show: bool) -> Any:
     return Progress()
 
 
+POLICY_KWARGS = ("lstm_hidden_size", "layer_norm")
+
+
 def save(trained: Trained, folder: str | Path) -> Path:
-    """Write the artifact (model.zip, config.json) into `folder`."""
+    """Write the artifact (policy.pt: the policy's tensors; config.json) into `folder`."""
+    import torch
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    trained.model.save(folder / "model.zip")
-    (folder / "config.json").write_text(json.dumps(trained.config, indent=2, sort_keys=True) + "\n")
+    policy = trained.model.policy
+    space = policy.observation_space
+    config = {**trained.config, "format": ARTIFACT_FORMAT,
+              "policy": {"observation_low": space.low.tolist(), "observation_high": space.high.tolist(),
+                         "actions": int(policy.action_space.n)}}
+    (folder / LEGACY).unlink(missing_ok=True)  # an older artifact's pickle must not sit beside it
+    torch.save(policy.state_dict(), folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
 
 
 def load(folder: str | Path) -> Trained:
-    """Read an artifact written by `save`."""
-    from sb3_contrib import RecurrentPPO
+    """Read an artifact written by `save`: config.json and the weights through torch's
+    weights-only loader (tensors and plain containers; anything else is refused, never run)."""
+    import gymnasium as gym
+    import torch
+
+    from algotrading.rl.policy import LnLstmPolicy
 
     folder = Path(folder)
-    if not (folder / "model.zip").is_file() or not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a PPO artifact (want model.zip and config.json)")
-    config = json.loads((folder / "config.json").read_text())
-    return Trained(RecurrentPPO.load(folder / "model.zip", device="cpu"), config)
+    if (folder / LEGACY).exists():
+        raise ArtifactError(f"{folder / LEGACY}: an sb3 model.zip unpickles code on load, so it is "
+                            f"not read; retrain (3_Models/Train_Model_PPO.ipynb) to write {WEIGHTS}")
+    if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
+        raise FileNotFoundError(f"{folder}: not a PPO artifact (want {WEIGHTS} and {CONFIG})")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        spec = config["policy"]
+        hyper = {k: config["hyperparameters"][k] for k in POLICY_KWARGS}
+        low, high = (np.asarray(spec[k], np.float32) for k in ("observation_low", "observation_high"))
+        actions = int(spec["actions"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{folder / CONFIG}: not a PPO artifact's config ({type(exc).__name__}: "
+                            f"{exc})") from None
+    if config.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{folder / CONFIG}: artifact format {config.get('format')!r}, "
+                            f"expected {ARTIFACT_FORMAT}")
+    policy = LnLstmPolicy(gym.spaces.Box(low, high, dtype=np.float32), gym.spaces.Discrete(actions),
+                          lambda _: 0.0, lstm_hidden_size=hyper["lstm_hidden_size"],
+                          layer_norm=hyper["layer_norm"], shared_lstm=True, enable_critic_lstm=False)
+    try:
+        state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+        policy.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, zip errors
+        raise ArtifactError(f"{folder / WEIGHTS}: not this policy's weights, or not weights only "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    policy.set_training_mode(False)
+    return Trained(Policy(policy), config)
 
 
 def positions(trained: Trained, prices: pd.DataFrame, start: str, end: str | None = None
