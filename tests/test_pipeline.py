@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import backtest, pipeline, plots, report, study
+from algotrading import backtest, metrics, pipeline, plots, report, study
 from algotrading.cli import main
 from algotrading.metrics import to_json
 
@@ -37,8 +37,9 @@ def done() -> study.Study:
     s = study.Study("sma", prices, "2002-12-31", "2004-06-30", symbol="X",
                     rule=dict(fast_period=10, slow_period=30, size=10),
                     costs=dict(commission_per_share=0.01, slippage_bps=2.0))
-    s.test_run()
+    s.rule_check()
     s.choose({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]})
+    s.test_run()
     s.walk_forward({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]}, train_bars=400,
                    test_bars=200)
     return s
@@ -53,12 +54,100 @@ def test_choice_is_made_on_train_only_and_keeps_integer_types(done):
     # the choice table's train column is the chosen row of the train sweep, and every period
     # carries buy-and-hold of the same days
     assert c.table.loc["sharpe", "train"] == pytest.approx(best_row["sharpe"])
-    test = done.run("test", **done.fixed(c.grid), **c.chosen)
+    test = backtest.run_period("sma", done.prices, done.bounds["test"], **done.fixed(c.grid),
+                               **c.chosen)
     assert c.table.loc["sharpe", "test buy-and-hold"] == pytest.approx(test.metrics["benchmark"]["sharpe"])
     assert c.train["hold_sharpe"].to_numpy() == pytest.approx(c.table.loc["sharpe", "train buy-and-hold"])
     top = c.top(3)
     assert list(top["sharpe_train"]) == sorted(c.train["sharpe"], reverse=True)[:3]
     assert "hold_sharpe_validation" in top
+
+
+def test_test_run_scores_only_the_choice_and_every_look_is_logged(done):
+    c, t = done.choice, done.test
+    assert t.params == c.chosen and t.basis == "chosen on train by sharpe"
+    # the test curve is the chosen combination's own backtest on the test period
+    start, end = done.bounds["test"]
+    own = backtest.run("sma", done.prices.loc[:end], start=start, **done.fixed(c.grid), **c.chosen)
+    assert t.with_costs.equity.to_numpy() == pytest.approx(own.equity.to_numpy())
+    assert c.table.loc["total_return", "test"] == pytest.approx(own.metrics["total_return"])
+    # two looks: the choice's test run, and walk-forward windows on test bars
+    assert [a["what"].split(":")[0] for a in done.accesses] == ["test_run", "walk_forward"]
+    assert done.accesses[0]["bars"] == len(done.prices.loc[start:end])
+    assert all(a["when"].endswith("+00:00") for a in done.accesses)
+    assert "The test period was looked at 2 times: test_run" in done.conclusion()
+    assert done.summary()["test_accesses"] == done.accesses
+    done.run("test", **c.chosen)  # any other run on test is a look too
+    assert len(done.accesses) == 3 and done.accesses[-1]["what"].startswith("run('test'")
+    done.accesses.pop()
+    assert "(chosen on train by sharpe) and costs returned" in done.conclusion().splitlines()[0]
+
+
+def test_hand_set_rule_is_shown_on_train_and_validation_only(done):
+    hand = done.hand
+    assert list(hand.columns) == ["train (hand-set rule (fast_period=10, slow_period=30, size=10))",
+                                  "train buy-and-hold",
+                                  "validation (hand-set rule (fast_period=10, slow_period=30, "
+                                  "size=10))", "validation buy-and-hold"]
+    start, end = done.bounds["validation"]
+    own = backtest.run("sma", done.prices.loc[:end], start=start, **done.rule, **done.costs)
+    assert hand.iloc[:, 2]["sharpe"] == pytest.approx(own.metrics["sharpe"])
+    assert "Set by hand, sma with fast_period=10, slow_period=30, size=10 had a Sharpe of" in \
+        done.conclusion() and "it is not scored on test" in done.conclusion()
+
+
+def test_a_test_run_without_a_choice_is_labelled_set_by_hand():
+    s = study.Study("sma", trending(900), "2001-06-29", "2002-06-28",
+                    rule=dict(fast_period=10, slow_period=30))
+    s.test_run()
+    assert s.test.basis == "set by hand" and len(s.accesses) == 1
+    assert " sma with fast_period=10, slow_period=30 (set by hand) and no costs returned " in \
+        s.conclusion()
+    s.choose({"fast_period": [5, 10], "slow_period": [30, 60]})
+    assert "scored a rule set by hand, not the protocol's choice" in s.conclusion()
+    s.test_run()
+    assert s.test.basis.startswith("chosen on train") and len(s.accesses) == 2
+    assert "looked at 2 times" in s.conclusion()
+
+
+def test_every_combination_counts_in_the_deflated_sharpe_even_those_that_never_trade(done):
+    chosen = done.choice.runs["train"]
+    with_idle = study.deflated_sharpe([0.5, -0.2, float("nan"), float("nan")], chosen)
+    as_zero = study.deflated_sharpe([0.5, -0.2, 0.0, 0.0], chosen)
+    assert with_idle["trials"] == 4 and with_idle == as_zero
+    luck = done.choice.luck
+    assert luck["trials"] == len(done.choice.train) == 9
+    assert 1 <= luck["effective_trials"] <= luck["trials"]
+    # fewer independent tries set a lower bar, so the effective count's DSR is never lower
+    assert luck["expected_max_sharpe_effective"] <= luck["expected_max_sharpe"]
+    assert luck["dsr_effective"] >= luck["dsr"]
+    text = done.conclusion()
+    assert f"counting all {luck['trials']} tries on train as independent" in text
+    assert f"counted as the {luck['effective_trials']} independent tries" in text
+
+
+def test_effective_trials_counts_the_independent_factors():
+    rng = np.random.default_rng(3)
+    factors = rng.standard_normal((3, 2000))
+    # 30 trials, ten noisy copies of each of 3 independent return series, plus 4 flat ones
+    copies = np.repeat(factors, 10, axis=0) + 0.05 * rng.standard_normal((30, 2000))
+    assert metrics.effective_trials(copies) == 3
+    assert metrics.effective_trials(np.vstack([copies, np.zeros((4, 2000))])) == 4
+    # independent trials: each eigenvalue is about 1, so 90 % of 5 needs all 5
+    assert metrics.effective_trials(rng.standard_normal((5, 5000))) == 5
+    assert metrics.effective_trials(rng.standard_normal((5, 5000)), share=0.5) == 3
+    with pytest.raises(ValueError, match="share"):
+        metrics.effective_trials(copies, share=0)
+
+
+def test_curves_rows_are_each_combinations_backtest():
+    prices = trending(700)
+    grid = {"fast_period": [5, 10], "slow_period": [30, 60]}
+    combos, equity = backtest.curves("sma", prices, grid, start=prices.index[100], size=10)
+    assert equity.shape == (4, 600) and list(combos.columns) == list(grid)
+    for i, row in combos.iterrows():
+        own = backtest.run("sma", prices, start=prices.index[100], size=10, **row.to_dict())
+        assert equity[i] == pytest.approx(own.equity.to_numpy())
 
 
 def test_edges_flag_the_grid_ends_of_numeric_parameters():

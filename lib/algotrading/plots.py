@@ -233,9 +233,11 @@ def _label(value: object) -> str:
 
 
 def sweep_heatmaps(panels: Mapping[str, pd.DataFrame], x: str, y: str, value: str,
-                   chosen: Mapping[str, object] | None = None) -> Figure:
+                   chosen: Mapping[str, object] | None = None, chosen_on: str = "train"
+                   ) -> Figure:
     """One heatmap of `value` over the (x, y) grid per panel (e.g. in-sample, out-of-sample), on
-    one colour scale centred on zero, with the chosen parameters circled. Each grid value is one
+    one colour scale centred on zero, with the chosen parameters circled (chosen on the period
+    `chosen_on` names, which the titles say). Each grid value is one
     cell (categorical axes), so booleans and uneven steps plot as what they are."""
     grids = {name: t.pivot_table(index=y, columns=x, values=value) for name, t in panels.items()}
     both = np.concatenate([g.to_numpy().ravel() for g in grids.values()])
@@ -254,7 +256,7 @@ def sweep_heatmaps(panels: Mapping[str, pd.DataFrame], x: str, y: str, value: st
                        clip_on=False)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
-        ax.set_title(f"{name}: {value}" + (" (circle: chosen on train)" if chosen is not None else ""))
+        ax.set_title(f"{name}: {value}" + (f" (circle: chosen on {chosen_on})" if chosen is not None else ""))
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
