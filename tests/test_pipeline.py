@@ -5,6 +5,7 @@ Notebook executions are in test_notebooks.py."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 
@@ -257,8 +258,13 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
     assert page.count("data:image/png;base64,") == 2  # equity/drawdown and monthly returns
     assert 'href="2_Strategies/Strategy_X.ipynb"' in page and "failed in cell 3" in page
     for words in ("Leaderboard", "buy and hold (X)", "volatility", "alpha", "beta",
-                  "Trade durations", "Monthly returns", done.conclusion().splitlines()[0][:60]):
+                  "Trade durations", "Monthly returns", done.conclusion().splitlines()[0][:60],
+                  "Looks at the test period (2)", "deflated Sharpe (effective tries)",
+                  html.escape(done.accesses[0]["what"])):
         assert words in page
+    # the ML notebook records its thresholds' deflated Sharpe under `validation`
+    assert report.deflated({"validation": {"deflated_sharpe": {"dsr": 0.13}}}) == {"dsr": 0.13}
+    assert report.deflated({"sweep": {"deflated_sharpe": done.choice.luck}}) == done.choice.luck
     md = (tmp_path / "report.md").read_text()
     assert "[report.html](report.html)" in md and "| Strategy_X | X |" in md
     assert "| Train_Model_X |" not in md and "Train_Model_X" in page

@@ -122,6 +122,11 @@ def _strategy_section(name: str, result: dict, folder: Path) -> str:
     parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
     if result.get("conclusion"):
         parts.append(f'<div class="conclusion">{html.escape(result["conclusion"])}</div>')
+    looks = result.get("test_accesses")
+    if looks:
+        parts.append(f"<h3>Looks at the test period ({len(looks)})</h3>"
+                     + _table(pd.DataFrame(looks, index=range(1, len(looks) + 1))
+                              .reindex(columns=["what", "when", "bars"])))
     test = result["test"]
     rows = {"with costs": dict(test["with_costs"]), "no costs": dict(test["no_costs"]),
             "buy and hold": dict(test["buy_and_hold"])}
@@ -167,8 +172,9 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
         curves = folder / f"{name}.equity.csv"
         if curves.is_file():
             row.update(tearsheet_stats(pd.read_csv(curves, index_col=0, parse_dates=True), "strategy"))
-        sweep = r.get("sweep", {})
-        row["deflated_sharpe"] = sweep.get("deflated_sharpe", {}).get("dsr")
+        luck = deflated(r)
+        row["deflated_sharpe"] = luck.get("dsr")
+        row["deflated_sharpe_effective"] = luck.get("dsr_effective")
         row["walk_forward_return"] = r.get("walk_forward", {}).get("oos", {}).get("total_return")
         rows[name] = row
         h = r["test"]["buy_and_hold"]
@@ -182,14 +188,27 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
         return pd.DataFrame()
     board = pd.DataFrame({**rows, **holds}).T
     order = ["symbol", "total_return", "cagr", "volatility", "sharpe", "max_drawdown", "alpha",
-             "beta", "trades_closed", "deflated_sharpe", "walk_forward_return"]
+             "beta", "trades_closed", "deflated_sharpe", "deflated_sharpe_effective",
+             "walk_forward_return"]
     board = board.reindex(columns=order)
     return board.sort_values("sharpe", ascending=False, key=lambda s: s.astype(float).fillna(-1e9))
 
 
+def deflated(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The deflated Sharpe of a strategy notebook's choice: a study's sweep on train, or a
+    selection the notebook records under `validation` (the ML thresholds)."""
+    for step in ("sweep", "validation"):
+        luck = result.get(step, {})
+        if isinstance(luck, Mapping) and isinstance(luck.get("deflated_sharpe"), Mapping):
+            return dict(luck["deflated_sharpe"])
+    return {}
+
+
 BOARD_LABELS = {"total_return": "total return", "cagr": "CAGR", "volatility": "volatility",
                 "max_drawdown": "max drawdown", "trades_closed": "trades",
-                "deflated_sharpe": "deflated Sharpe", "walk_forward_return": "walk-forward return",
+                "deflated_sharpe": "deflated Sharpe (every try)",
+                "deflated_sharpe_effective": "deflated Sharpe (effective tries)",
+                "walk_forward_return": "walk-forward return",
                 "sharpe": "Sharpe"}
 
 
@@ -220,8 +239,10 @@ def write(folder: Path) -> Path:
                                                        "max_drawdown", "alpha", "walk_forward_return")}
         body += ["<h2>Leaderboard (test period, with costs)</h2>",
                  "<p>Sorted by Sharpe; alpha and beta are against buy-and-hold of the same symbol "
-                 "and days; the deflated Sharpe ratio says how likely the sweep's choice beats luck "
-                 "(0.95 and above is evidence of skill).</p>",
+                 "and days; the deflated Sharpe ratio says how likely the choice beats luck "
+                 "(0.95 and above is evidence of skill), counting every combination tried as an "
+                 "independent try and, beside it, the effective number of independent tries "
+                 "(principal components explaining 90 % of the variance of the tries' returns).</p>",
                  _table(board.rename(columns=BOARD_LABELS), kinds, by_row=False)]
     rows = []
     for nb, e in entries.items():
