@@ -284,3 +284,20 @@ def test_run_outside_the_checkout_says_where_to_run(tmp_path, monkeypatch, capsy
     assert main(["run"]) == 2
     err = capsys.readouterr().err
     assert "inside the project checkout" in err and "no notebook matches" not in err
+
+
+def test_one_colour_per_role_and_trade_charts_shade_what_their_titles_promise():
+    roles = plots.role_colors(["PPO seed 0", "PPO seed 1", "buy and hold", "SMA 50/200",
+                               "strategy (with costs)", "Buy-and-hold (X)"])
+    assert roles[2] == (plots.COLORS["hold"], "-") and roles[5][0] == plots.COLORS["hold"]
+    assert roles[0][0] == roles[1][0] != plots.COLORS["hold"] and roles[0][1] != roles[1][1]
+    assert roles[3][0] == plots.ROLES["sma"] and roles[4][0] == plots.COLORS["strategy"]
+    prices = trending(600)
+    busy = backtest.run("breakout", prices, period=3, size=10)
+    fig = plots.trades_on_price(prices, {}, busy.trades, "busy")  # no positions given
+    ax = fig.axes[0]
+    assert "trades: held periods shaded" in ax.get_title()
+    assert "held long" in ax.get_legend_handles_labels()[1]
+    held = plots.positions_from_trades(prices.index, busy.trades)
+    # the shading is the backtest's own positions at each close (entry bar .. bar before exit)
+    np.testing.assert_array_equal(np.sign(held.to_numpy()), np.sign(busy.positions.to_numpy()))
