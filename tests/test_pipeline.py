@@ -301,3 +301,45 @@ def test_one_colour_per_role_and_trade_charts_shade_what_their_titles_promise():
     held = plots.positions_from_trades(prices.index, busy.trades)
     # the shading is the backtest's own positions at each close (entry bar .. bar before exit)
     np.testing.assert_array_equal(np.sign(held.to_numpy()), np.sign(busy.positions.to_numpy()))
+
+
+def test_report_gives_every_strategy_notebook_its_section(done, tmp_path, monkeypatch):
+    """A strategy without a no-costs run (PPO's mean of seeds) and the what-if notebook get
+    their sections: conclusion, charts, metrics, what-if odds, volatility check and fan chart."""
+    monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path))
+    days = pd.bdate_range("2013-01-02", periods=300)
+    rng = np.random.default_rng(0)
+    curve = 100_000 * np.cumprod(1 + 0.01 * rng.standard_normal(300))
+    hold = 100_000 * np.cumprod(1 + 0.01 * rng.standard_normal(300))
+    mean_run = {"total_return": curve[-1] / 1e5 - 1, "sharpe": 0.1, "max_drawdown": 0.2,
+                "cagr": 0.01, "trades_closed": 12.4}
+    pipeline.record("Strategy_PPO", {
+        "symbol": "X", "strategy": "ppo", "conclusion": "PPO loses to buy-and-hold.",
+        "test": {"params": {"seeds": "0/1"}, "basis": "mean of 2 seeds, none chosen",
+                 "with_costs": mean_run, "buy_and_hold": {**mean_run, "trades_closed": 0}}},
+        {"equity": pd.DataFrame({"strategy": curve, "buy_and_hold": hold}, index=days)})
+    quantiles = plots.fan_quantiles(100_000 * np.cumprod(1 + 0.01 * rng.standard_normal((50, 300)),
+                                                         axis=1))
+    fan = pd.DataFrame(quantiles.T, index=days, columns=["5%", "25%", "50%", "75%", "95%"])
+    check = {"covers": False, "explosive": False, "history min": 0.067, "history max": 0.41}
+    pipeline.record("Strategy_WhatIfScenarios", {
+        "symbol": "X", "strategy": "sma", "conclusion": "sma on paths.", "rule": {"fast_period": 50},
+        "paths": 50, "bars": 300,
+        "models": {"garch": {"p_loss": 0.5, "p_beat_buy_and_hold": 0.2, "bankrupt": 6,
+                             "median_total_return": -0.1, "median_sharpe": 0.06,
+                             "median_max_drawdown": 0.6, "vol_check": check}}},
+        {"fan_garch": fan.assign(**{"real history": curve})})
+    entries = {f"2_Strategies/{n}.ipynb": {"status": "ok"} for n in ("Strategy_PPO",
+                                                                     "Strategy_WhatIfScenarios")}
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
+    page = report.write(tmp_path).read_text()
+    ppo = page[page.index('<h2 id="Strategy_PPO">'):page.index('<h2 id="Strategy_WhatIfScenarios">')]
+    assert "PPO loses to buy-and-hold." in ppo and "Monthly returns" in ppo
+    assert ppo.count("data:image/png;base64,") == 2 and "no costs" not in ppo
+    whatif = page[page.index('<h2 id="Strategy_WhatIfScenarios">'):]
+    for words in ("sma on paths.", "Outcomes over the paths", "Path-year volatility", "bankrupt",
+                  "41.0%"):
+        assert words in whatif
+    assert whatif.count("data:image/png;base64,") == 1  # the fan chart
+    board = page[page.index("Leaderboard"):page.index("<h2>Notebooks")]
+    assert "Strategy_PPO" in board and "Strategy_WhatIfScenarios" not in board

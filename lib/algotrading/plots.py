@@ -341,11 +341,17 @@ def scenario_fit(history: np.ndarray, simulated: np.ndarray, title: str = "", la
     return fig
 
 
+def fan_quantiles(equity: np.ndarray) -> np.ndarray:
+    """The 5, 25, 50, 75 and 95 % quantiles of many equity paths (paths x bars) at each bar."""
+    return np.quantile(equity, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+
+
 def fan_chart(equity: np.ndarray, index: pd.DatetimeIndex, title: str = "",
-              lines: dict[str, pd.Series] | None = None) -> Figure:
-    """Quantile bands (5-95 %, 25-75 %) and the median of many equity paths, plus `lines`."""
+              lines: dict[str, pd.Series] | None = None, quantiles: bool = False) -> Figure:
+    """Quantile bands (5-95 %, 25-75 %) and the median of many equity paths, plus `lines`;
+    with `quantiles`, `equity` already holds those five quantile rows (as `fan_quantiles`)."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    q = np.quantile(equity, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    q = equity if quantiles else fan_quantiles(equity)
     ax.fill_between(index, q[0], q[4], alpha=0.2, color="tab:blue", label="5-95 %")
     ax.fill_between(index, q[1], q[3], alpha=0.35, color="tab:blue", label="25-75 %")
     ax.plot(index, q[2], color="tab:blue", label="median")

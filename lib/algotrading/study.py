@@ -476,24 +476,9 @@ def conclusion(study: Study) -> str:
     validation, luck (both trial counts), grid edges, walk-forward, and the looks at test."""
     lines = []
     if study.test is not None:
-        t = study.test.table
-        s, h, f = t.loc["with costs"], t.loc["buy and hold"], t.loc["no costs"]
         days = study.test.with_costs.equity.index
-        start, end = days[0].date(), days[-1].date()
-        better_return = s["total_return"] > h["total_return"]
-        better_sharpe = s["sharpe"] > h["sharpe"]
-        verdict = ("beat buy-and-hold on return and on Sharpe" if better_return and better_sharpe
-                   else "beat buy-and-hold on Sharpe but not on return" if better_sharpe
-                   else "beat buy-and-hold on return but not on Sharpe" if better_return
-                   else "did not beat buy-and-hold")
-        lines.append(
-            f"On the test period ({start}..{end}) {_who(study)} returned "
-            f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
-            f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
-            f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
-            f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
-            f"{verdict}." + (f" Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
-                             "percentage points of return." if study.costs else ""))
+        lines.append(test_sentence(_who(study), study.test.table, days[0].date(), days[-1].date(),
+                                   bool(study.costs)))
         if study.choice is not None and study.test.basis == "set by hand":
             lines.append("The test period scored a rule set by hand, not the protocol's choice: "
                          "run test_run() after choose().")
@@ -536,6 +521,25 @@ def conclusion(study: Study) -> str:
         lines.append(f"The test period was looked at {n} time{'s' if n > 1 else ''}: "
                      + "; ".join(a["what"] for a in study.accesses) + ".")
     return "\n".join(lines)
+
+
+def test_sentence(who: str, table: pd.DataFrame, start: Any, end: Any, costs: bool = True) -> str:
+    """The test-period verdict in words: `who` ("sma with ... and costs") over start..end, from
+    `table`'s rows "with costs", "no costs" and "buy and hold" (`metrics.compare`'s columns)."""
+    s, h, f = table.loc["with costs"], table.loc["buy and hold"], table.loc["no costs"]
+    better_return = s["total_return"] > h["total_return"]
+    better_sharpe = s["sharpe"] > h["sharpe"]
+    verdict = ("beat buy-and-hold on return and on Sharpe" if better_return and better_sharpe
+               else "beat buy-and-hold on Sharpe but not on return" if better_sharpe
+               else "beat buy-and-hold on return but not on Sharpe" if better_return
+               else "did not beat buy-and-hold")
+    return (f"On the test period ({start}..{end}) {who} returned "
+            f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
+            f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
+            f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
+            f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
+            f"{verdict}." + (f" Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
+                             "percentage points of return." if costs else ""))
 
 
 def luck_sentence(luck: Mapping[str, Any], chosen_on: str = "train") -> str:
