@@ -288,3 +288,26 @@ def test_backtest_exports_trades_and_equity(lake_dir, tmp_path, capsys):
     assert list(curve.columns) == ["equity", "position"]
     assert curve["equity"].iloc[-1] == pytest.approx(out["metrics"]["final_value"])
     assert out["metrics"]["gross_exposure"] > 0.5 and out["metrics"]["orders_rejected"] == 0
+
+
+def test_ingest_refuses_an_unexplained_gap_in_one_line_and_accepts_or_corrects_it(lake_dir, tmp_path,
+                                                                                 capsys):
+    gap = tmp_path / "gap.csv"
+    gap.write_text("dt,sym,open,high,low,close,vol\n2020-01-02,GAP,50,51,49,50,100\n"
+                   "2020-01-03,GAP,25,26,24,25.5,100\n")
+    capsys.readouterr()
+    assert main(["ingest", "csv", str(gap)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "GAP 2020-01-03: open 25.00 is -50.0% from the previous close 50.00" in err
+    assert main(["ingest", "csv", str(gap), "--jump", "0.6"]) == 0
+    assert main(["ingest", "csv", str(gap), "--accept-jumps"]) == 0
+    assert "accepted GAP 2020-01-03: open 25.00 is -50.0%" in capsys.readouterr().out
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("sym,date,factor,note\nGAP,2020-01-03,0.5,2-for-1 split\n")
+    assert main(["ingest", "csv", str(gap), "--corrections", str(fixes), "--replace"]) == 0
+    assert "corrected GAP before 2020-01-03: prices x 0.5 (1 rows) - 2-for-1 split" in \
+        capsys.readouterr().out
+    from algotrading import lake
+
+    assert lake.read("GAP")["close"].iloc[0] == 25.0
+    assert lake.provenance("GAP")["corrections"][0]["note"] == "2-for-1 split"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import html
 import json
 import re
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import backtest, pipeline, plots, report, study
+from algotrading import backtest, metrics, pipeline, plots, report, study
 from algotrading.cli import main
 from algotrading.metrics import to_json
 
@@ -38,8 +39,9 @@ def done() -> study.Study:
     s = study.Study("sma", prices, "2002-12-31", "2004-06-30", symbol="X",
                     rule=dict(fast_period=10, slow_period=30, size=10),
                     costs=dict(commission_per_share=0.01, slippage_bps=2.0))
-    s.test_run()
+    s.rule_check()
     s.choose({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]})
+    s.test_run()
     s.walk_forward({"fast_period": [5, 10, 20], "slow_period": [30, 60, 90]}, train_bars=400,
                    test_bars=200)
     return s
@@ -54,12 +56,100 @@ def test_choice_is_made_on_train_only_and_keeps_integer_types(done):
     # the choice table's train column is the chosen row of the train sweep, and every period
     # carries buy-and-hold of the same days
     assert c.table.loc["sharpe", "train"] == pytest.approx(best_row["sharpe"])
-    test = done.run("test", **done.fixed(c.grid), **c.chosen)
+    test = backtest.run_period("sma", done.prices, done.bounds["test"], **done.fixed(c.grid),
+                               **c.chosen)
     assert c.table.loc["sharpe", "test buy-and-hold"] == pytest.approx(test.metrics["benchmark"]["sharpe"])
     assert c.train["hold_sharpe"].to_numpy() == pytest.approx(c.table.loc["sharpe", "train buy-and-hold"])
     top = c.top(3)
     assert list(top["sharpe_train"]) == sorted(c.train["sharpe"], reverse=True)[:3]
     assert "hold_sharpe_validation" in top
+
+
+def test_test_run_scores_only_the_choice_and_every_look_is_logged(done):
+    c, t = done.choice, done.test
+    assert t.params == c.chosen and t.basis == "chosen on train by sharpe"
+    # the test curve is the chosen combination's own backtest on the test period
+    start, end = done.bounds["test"]
+    own = backtest.run("sma", done.prices.loc[:end], start=start, **done.fixed(c.grid), **c.chosen)
+    assert t.with_costs.equity.to_numpy() == pytest.approx(own.equity.to_numpy())
+    assert c.table.loc["total_return", "test"] == pytest.approx(own.metrics["total_return"])
+    # two looks: the choice's test run, and walk-forward windows on test bars
+    assert [a["what"].split(":")[0] for a in done.accesses] == ["test_run", "walk_forward"]
+    assert done.accesses[0]["bars"] == len(done.prices.loc[start:end])
+    assert all(a["when"].endswith("+00:00") for a in done.accesses)
+    assert "The test period was looked at 2 times: test_run" in done.conclusion()
+    assert done.summary()["test_accesses"] == done.accesses
+    done.run("test", **c.chosen)  # any other run on test is a look too
+    assert len(done.accesses) == 3 and done.accesses[-1]["what"].startswith("run('test'")
+    done.accesses.pop()
+    assert "(chosen on train by sharpe) and costs returned" in done.conclusion().splitlines()[0]
+
+
+def test_hand_set_rule_is_shown_on_train_and_validation_only(done):
+    hand = done.hand
+    assert list(hand.columns) == ["train (hand-set rule (fast_period=10, slow_period=30, size=10))",
+                                  "train buy-and-hold",
+                                  "validation (hand-set rule (fast_period=10, slow_period=30, "
+                                  "size=10))", "validation buy-and-hold"]
+    start, end = done.bounds["validation"]
+    own = backtest.run("sma", done.prices.loc[:end], start=start, **done.rule, **done.costs)
+    assert hand.iloc[:, 2]["sharpe"] == pytest.approx(own.metrics["sharpe"])
+    assert "Set by hand, sma with fast_period=10, slow_period=30, size=10 had a Sharpe of" in \
+        done.conclusion() and "it is not scored on test" in done.conclusion()
+
+
+def test_a_test_run_without_a_choice_is_labelled_set_by_hand():
+    s = study.Study("sma", trending(900), "2001-06-29", "2002-06-28",
+                    rule=dict(fast_period=10, slow_period=30))
+    s.test_run()
+    assert s.test.basis == "set by hand" and len(s.accesses) == 1
+    assert " sma with fast_period=10, slow_period=30 (set by hand) and no costs returned " in \
+        s.conclusion()
+    s.choose({"fast_period": [5, 10], "slow_period": [30, 60]})
+    assert "scored a rule set by hand, not the protocol's choice" in s.conclusion()
+    s.test_run()
+    assert s.test.basis.startswith("chosen on train") and len(s.accesses) == 2
+    assert "looked at 2 times" in s.conclusion()
+
+
+def test_every_combination_counts_in_the_deflated_sharpe_even_those_that_never_trade(done):
+    chosen = done.choice.runs["train"]
+    with_idle = study.deflated_sharpe([0.5, -0.2, float("nan"), float("nan")], chosen)
+    as_zero = study.deflated_sharpe([0.5, -0.2, 0.0, 0.0], chosen)
+    assert with_idle["trials"] == 4 and with_idle == as_zero
+    luck = done.choice.luck
+    assert luck["trials"] == len(done.choice.train) == 9
+    assert 1 <= luck["effective_trials"] <= luck["trials"]
+    # fewer independent tries set a lower bar, so the effective count's DSR is never lower
+    assert luck["expected_max_sharpe_effective"] <= luck["expected_max_sharpe"]
+    assert luck["dsr_effective"] >= luck["dsr"]
+    text = done.conclusion()
+    assert f"counting all {luck['trials']} tries on train as independent" in text
+    assert f"counted as the {luck['effective_trials']} independent tries" in text
+
+
+def test_effective_trials_counts_the_independent_factors():
+    rng = np.random.default_rng(3)
+    factors = rng.standard_normal((3, 2000))
+    # 30 trials, ten noisy copies of each of 3 independent return series, plus 4 flat ones
+    copies = np.repeat(factors, 10, axis=0) + 0.05 * rng.standard_normal((30, 2000))
+    assert metrics.effective_trials(copies) == 3
+    assert metrics.effective_trials(np.vstack([copies, np.zeros((4, 2000))])) == 4
+    # independent trials: each eigenvalue is about 1, so 90 % of 5 needs all 5
+    assert metrics.effective_trials(rng.standard_normal((5, 5000))) == 5
+    assert metrics.effective_trials(rng.standard_normal((5, 5000)), share=0.5) == 3
+    with pytest.raises(ValueError, match="share"):
+        metrics.effective_trials(copies, share=0)
+
+
+def test_curves_rows_are_each_combinations_backtest():
+    prices = trending(700)
+    grid = {"fast_period": [5, 10], "slow_period": [30, 60]}
+    combos, equity = backtest.curves("sma", prices, grid, start=prices.index[100], size=10)
+    assert equity.shape == (4, 600) and list(combos.columns) == list(grid)
+    for i, row in combos.iterrows():
+        own = backtest.run("sma", prices, start=prices.index[100], size=10, **row.to_dict())
+        assert equity[i] == pytest.approx(own.equity.to_numpy())
 
 
 def test_edges_flag_the_grid_ends_of_numeric_parameters():
@@ -169,8 +259,13 @@ def test_report_is_one_offline_page_with_inline_charts(done, tmp_path, monkeypat
     assert page.count("data:image/png;base64,") == 2  # equity/drawdown and monthly returns
     assert 'href="2_Strategies/Strategy_X.ipynb"' in page and "failed in cell 3" in page
     for words in ("Leaderboard", "buy and hold (X)", "volatility", "alpha", "beta",
-                  "Trade durations", "Monthly returns", done.conclusion().splitlines()[0][:60]):
+                  "Trade durations", "Monthly returns", done.conclusion().splitlines()[0][:60],
+                  "Looks at the test period (2)", "deflated Sharpe (effective tries)",
+                  html.escape(done.accesses[0]["what"])):
         assert words in page
+    # the ML notebook records its thresholds' deflated Sharpe under `validation`
+    assert report.deflated({"validation": {"deflated_sharpe": {"dsr": 0.13}}}) == {"dsr": 0.13}
+    assert report.deflated({"sweep": {"deflated_sharpe": done.choice.luck}}) == done.choice.luck
     md = (tmp_path / "report.md").read_text()
     assert "[report.html](report.html)" in md and "| Strategy_X | X |" in md
     assert "| Train_Model_X |" not in md and "Train_Model_X" in page
@@ -229,3 +324,62 @@ def test_run_outside_the_checkout_says_where_to_run(tmp_path, monkeypatch, capsy
     assert main(["run"]) == 2
     err = capsys.readouterr().err
     assert "inside the project checkout" in err and "no notebook matches" not in err
+
+
+def test_one_colour_per_role_and_trade_charts_shade_what_their_titles_promise():
+    roles = plots.role_colors(["PPO seed 0", "PPO seed 1", "buy and hold", "SMA 50/200",
+                               "strategy (with costs)", "Buy-and-hold (X)"])
+    assert roles[2] == (plots.COLORS["hold"], "-") and roles[5][0] == plots.COLORS["hold"]
+    assert roles[0][0] == roles[1][0] != plots.COLORS["hold"] and roles[0][1] != roles[1][1]
+    assert roles[3][0] == plots.ROLES["sma"] and roles[4][0] == plots.COLORS["strategy"]
+    prices = trending(600)
+    busy = backtest.run("breakout", prices, period=3, size=10)
+    fig = plots.trades_on_price(prices, {}, busy.trades, "busy")  # no positions given
+    ax = fig.axes[0]
+    assert "trades: held periods shaded" in ax.get_title()
+    assert "held long" in ax.get_legend_handles_labels()[1]
+    held = plots.positions_from_trades(prices.index, busy.trades)
+    # the shading is the backtest's own positions at each close (entry bar .. bar before exit)
+    np.testing.assert_array_equal(np.sign(held.to_numpy()), np.sign(busy.positions.to_numpy()))
+
+
+def test_report_gives_every_strategy_notebook_its_section(done, tmp_path, monkeypatch):
+    """A strategy without a no-costs run (PPO's mean of seeds) and the what-if notebook get
+    their sections: conclusion, charts, metrics, what-if odds, volatility check and fan chart."""
+    monkeypatch.setenv("ALGO_RUN_DIR", str(tmp_path))
+    days = pd.bdate_range("2013-01-02", periods=300)
+    rng = np.random.default_rng(0)
+    curve = 100_000 * np.cumprod(1 + 0.01 * rng.standard_normal(300))
+    hold = 100_000 * np.cumprod(1 + 0.01 * rng.standard_normal(300))
+    mean_run = {"total_return": curve[-1] / 1e5 - 1, "sharpe": 0.1, "max_drawdown": 0.2,
+                "cagr": 0.01, "trades_closed": 12.4}
+    pipeline.record("Strategy_PPO", {
+        "symbol": "X", "strategy": "ppo", "conclusion": "PPO loses to buy-and-hold.",
+        "test": {"params": {"seeds": "0/1"}, "basis": "mean of 2 seeds, none chosen",
+                 "with_costs": mean_run, "buy_and_hold": {**mean_run, "trades_closed": 0}}},
+        {"equity": pd.DataFrame({"strategy": curve, "buy_and_hold": hold}, index=days)})
+    quantiles = plots.fan_quantiles(100_000 * np.cumprod(1 + 0.01 * rng.standard_normal((50, 300)),
+                                                         axis=1))
+    fan = pd.DataFrame(quantiles.T, index=days, columns=["5%", "25%", "50%", "75%", "95%"])
+    check = {"covers": False, "explosive": False, "history min": 0.067, "history max": 0.41}
+    pipeline.record("Strategy_WhatIfScenarios", {
+        "symbol": "X", "strategy": "sma", "conclusion": "sma on paths.", "rule": {"fast_period": 50},
+        "paths": 50, "bars": 300,
+        "models": {"garch": {"p_loss": 0.5, "p_beat_buy_and_hold": 0.2, "bankrupt": 6,
+                             "median_total_return": -0.1, "median_sharpe": 0.06,
+                             "median_max_drawdown": 0.6, "vol_check": check}}},
+        {"fan_garch": fan.assign(**{"real history": curve})})
+    entries = {f"2_Strategies/{n}.ipynb": {"status": "ok"} for n in ("Strategy_PPO",
+                                                                     "Strategy_WhatIfScenarios")}
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": entries}))
+    page = report.write(tmp_path).read_text()
+    ppo = page[page.index('<h2 id="Strategy_PPO">'):page.index('<h2 id="Strategy_WhatIfScenarios">')]
+    assert "PPO loses to buy-and-hold." in ppo and "Monthly returns" in ppo
+    assert ppo.count("data:image/png;base64,") == 2 and "no costs" not in ppo
+    whatif = page[page.index('<h2 id="Strategy_WhatIfScenarios">'):]
+    for words in ("sma on paths.", "Outcomes over the paths", "Path-year volatility", "bankrupt",
+                  "41.0%"):
+        assert words in whatif
+    assert whatif.count("data:image/png;base64,") == 1  # the fan chart
+    board = page[page.index("Leaderboard"):page.index("<h2>Notebooks")]
+    assert "Strategy_PPO" in board and "Strategy_WhatIfScenarios" not in board

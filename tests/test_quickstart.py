@@ -81,7 +81,7 @@ def test_every_block_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
     best = namespace["table"].iloc[0]
     assert (best["period"], best["low"]) == (25, 30)
     assert namespace["rsi_study"].conclusion().startswith("On the test period (2017-01-03..2018-12-31) rsi "
-                                                          "with its defaults (period=14, low=30, high=70)")
+                                                          "with period=25, low=30 (chosen on train")
     assert len(shell) == 4 and "ingested" in shell[0] and "final_value" in shell[1]
     top = shell[2].splitlines()[1].split()
     assert top[:2] == ["25", "30"] and float(top[6]) == pytest.approx(best["sharpe"], abs=1e-6)

@@ -95,7 +95,9 @@ def test_outcomes_are_the_engines_backtests(prices):
         assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"])
         assert row["buy_and_hold_return"] == pytest.approx(result.metrics["benchmark"]["total_return"])
         np.testing.assert_allclose(outcome.equity[i], result.equity.to_numpy())
+        assert bool(outcome.bankrupt[i]) == bool(result.metrics["bankrupt"])
     odds = scenarios.probabilities(outcome)
+    assert odds["bankrupt"] == int(outcome.bankrupt.sum())
     t = outcome.table
     assert odds["p_loss"] == (t["total_return"] < 0).mean()
     assert odds["p_beat_buy_and_hold"] == (t["total_return"] > t["buy_and_hold_return"]).mean()
@@ -147,3 +149,53 @@ def test_whatif_over_the_cell_limit_is_refused_before_simulating(prices, monkeyp
     assert main(["whatif", "sma", "--symbol", "GSPC", "--paths", "100000"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ALGO_WHATIF_MAX_CELLS raises it" in err
+
+
+def test_garch_is_variance_targeted_with_capped_persistence(prices):
+    fitted = scenarios.fit(prices, "garch")
+    r = scenarios.log_returns(prices)
+    assert fitted["persistence"] == pytest.approx(fitted["alpha"] + fitted["beta"])
+    assert fitted["persistence"] <= scenarios.PERSISTENCE_CAP + 1e-12
+    assert fitted["persistence"] == pytest.approx(min(fitted["fitted_persistence"],
+                                                      scenarios.PERSISTENCE_CAP))
+    # variance targeting: the long-run variance omega / (1 - persistence) is the history's
+    assert fitted["omega"] / (1 - fitted["persistence"]) == pytest.approx(r.var(ddof=1))
+    assert fitted["long_run_vol"] == pytest.approx(r.std(ddof=1) * np.sqrt(252))
+    assert 0.5 ** (1 / fitted["half_life_days"]) == pytest.approx(fitted["persistence"])
+    # a near-integrated history (alpha + beta = 0.9995) is capped, not simulated as fitted
+    rng = np.random.default_rng(11)
+    var, x = 1e-4, np.empty(3000)
+    for t in range(3000):
+        x[t] = np.sqrt(var) * rng.standard_normal()
+        var = 5e-9 + 0.08 * x[t] ** 2 + 0.9195 * var
+    close = 100 * np.exp(np.cumsum(x))
+    wild = pd.DataFrame({"open": close, "high": close * 1.001, "low": close * 0.999,
+                         "close": close}, index=pd.bdate_range("2000-01-03", periods=3000))
+    capped = scenarios.fit(wild, "garch")
+    assert capped["fitted_persistence"] > scenarios.PERSISTENCE_CAP
+    assert capped["persistence"] == pytest.approx(scenarios.PERSISTENCE_CAP)
+
+
+@pytest.mark.parametrize("model", ["gbm", "garch"])
+def test_simulated_bars_have_the_historys_mean_range(prices, model):
+    paths = scenarios.simulate(prices, model, paths=200, bars=1000, seed=1)
+    real = np.log(prices["high"] / prices["low"]).mean()
+    sim = np.log(paths.high / paths.low).mean()
+    assert sim == pytest.approx(real, rel=0.03)
+
+
+def test_vol_check_compares_path_years_with_calendar_years(prices):
+    paths = scenarios.simulate(prices, "bootstrap", paths=100, bars=1260, seed=0)
+    check = scenarios.vol_check(prices, paths)
+    r = pd.Series(np.diff(np.log(prices["close"].to_numpy())), index=prices.index[1:])
+    years = r.groupby(r.index.year)
+    own = years.std()[years.size() >= 200] * np.sqrt(252)
+    assert check["history max"] == pytest.approx(own.max())
+    assert check["history min"] == pytest.approx(own.min())
+    first_year = np.diff(np.log(paths.close[3, :253])).std(ddof=1) * np.sqrt(252)
+    assert first_year == pytest.approx(scenarios.annual_vols(paths.returns())[3 * 4])
+    assert check["simulated 1%"] <= check["simulated median"] <= check["simulated 99%"]
+    assert check["covers"] == (check["simulated 1%"] <= check["history min"]
+                               and check["simulated 99%"] >= check["history max"])
+    calm = scenarios.simulate(prices, "gbm", paths=50, bars=1260, seed=0)
+    assert not scenarios.vol_check(prices, calm)["covers"]  # constant volatility cannot

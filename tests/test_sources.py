@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import sources
+from algotrading import lake, sources
 from algotrading.schema import NAMES, DataError, validate
 
 from helpers import adx_rows, write_adx
@@ -346,3 +346,81 @@ def test_a_download_is_streamed_under_its_size_limit_and_needs_https(tmp_path, m
         server.server_close()
     with pytest.raises(DataError, match="is not an https URL"):
         sources.fetch("http://example.com/stocks.h5", cache=tmp_path / "other")
+
+
+SPINOFF = ("dt,sym,open,high,low,close,vol\n"
+           "2015-07-15,EBAY,66.0,67.0,65.5,66.5,100\n2015-07-16,EBAY,66.5,66.9,65.9,66.0,100\n"
+           "2015-07-17,EBAY,66.0,66.6,65.8,66.29,100\n2015-07-20,EBAY,26.89,28.9,26.5,28.57,100\n"
+           "2015-07-21,EBAY,28.6,29.0,28.1,28.8,100\n")
+
+
+def test_an_unexplained_overnight_move_is_refused_naming_symbol_date_and_prices(tmp_path):
+    path = tmp_path / "ebay.csv"
+    path.write_text(SPINOFF)
+    with pytest.raises(DataError, match=r"1 overnight move\(s\) above 30% that no correction explains: "
+                                        r"EBAY 2015-07-20: open 26.89 is -59.4% from the previous "
+                                        r"close 66.29\. .*--corrections.*--accept-jumps"):
+        sources.read("csv", str(path))
+    assert len(sources.read("csv", str(path), jump=0.6).frame) == 5  # the user's threshold
+    accepted = sources.read("csv", str(path), accept_jumps=True)
+    assert [(j["sym"], j["date"]) for j in accepted.jumps] == [("EBAY", "2015-07-20")]
+    assert accepted.frame["close"].iloc[2] == 66.29  # accepted, not changed
+
+
+def test_a_correction_back_adjusts_the_prices_before_its_date_and_is_recorded(tmp_path):
+    path = tmp_path / "ebay.csv"
+    path.write_text(SPINOFF)
+    fixes = tmp_path / "corrections.csv"
+    fixes.write_text("sym,date,factor,note,source\n"
+                     "ebay,2015-07-20,0.40564,PayPal spin-off,open/previous close of the file\n")
+    batch = sources.read("csv", str(path), corrections=str(fixes))
+    raw = pd.read_csv(path)
+    got = batch.frame.set_index("dt")
+    for col in ("open", "high", "low", "close"):
+        assert list(got[col].iloc[:3]) == pytest.approx(list(raw[col].iloc[:3] * 0.40564))
+        assert list(got[col].iloc[3:]) == list(raw[col].iloc[3:])
+    assert list(got["vol"]) == list(raw["vol"])  # volume is left as traded
+    assert batch.corrections == [{"sym": "EBAY", "date": "2015-07-20", "factor": 0.40564,
+                                  "note": "PayPal spin-off", "source": "open/previous close of the file",
+                                  "rows": 3}]
+    lake_dir = tmp_path / "lake"
+    lake.write(batch.frame, lake=str(lake_dir), provenance=batch.provenance())
+    assert lake.provenance("EBAY", lake=str(lake_dir))["corrections"] == batch.corrections
+    assert lake.symbols(lake=str(lake_dir)) == ["EBAY"]  # provenance is not a price table
+    # a note without a factor accepts the move as real
+    fixes.write_text("sym,date,factor,note\nEBAY,2015-07-20,,earnings gap, checked\n")
+    with pytest.raises(DataError, match="line 2"):  # an unquoted comma: 5 fields, not 4
+        sources.read("csv", str(path), corrections=str(fixes))
+    fixes.write_text('sym,date,factor,note\nEBAY,2015-07-20,,"checked: real"\n')
+    kept = sources.read("csv", str(path), corrections=str(fixes))
+    assert kept.frame["close"].iloc[2] == 66.29 and kept.corrections[0]["factor"] is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ("EBAY,2015-07-20,0.4,", "needs a note"),
+    ("EBAY,2015-07-20,-1,spin-off", "must be a finite number > 0"),
+    ("EBAY,20150720,0.4,spin-off", "is not YYYY-MM-DD"),
+    ("EBAY,2015-07-20,half,spin-off", "is not a number"),
+])
+def test_corrections_file_errors_name_the_line(tmp_path, line, message):
+    fixes = tmp_path / "c.csv"
+    fixes.write_text("sym,date,factor,note\n" + line + "\n")
+    with pytest.raises(DataError, match=message) as err:
+        sources.read_corrections(str(fixes))
+    assert "line 2" in str(err.value)
+
+
+def test_the_public_source_ships_the_ebay_spinoff_correction():
+    (fix,) = sources.PUBLIC_CORRECTIONS
+    assert (fix.sym, fix.date) == ("EBAY", "2015-07-20") and fix.factor == pytest.approx(26.89 / 66.29)
+    assert "PayPal" in fix.note and "26.89 / 66.29" in fix.source
+
+
+@needs_public
+def test_the_public_ebay_gap_is_caught_without_and_corrected_with_the_shipped_correction():
+    raw = sources.read_public(PUBLIC, ["EBAY"])
+    with pytest.raises(DataError, match="EBAY 2015-07-20: open 26.89 is -59.4%"):
+        sources.checked_jumps(raw, sources.JUMP, False)
+    batch = sources.read("public", PUBLIC, ["EBAY"])
+    assert batch.corrections[0]["rows"] == 736 and not batch.jumps
+    assert sources.overnight_jumps(batch.frame).empty

@@ -172,16 +172,20 @@ def test_study_names_the_function_and_reads_well(gspc):
     s = study.Study(rsi, gspc, "2014-12-31", "2016-12-30", symbol="GSPC",
                     costs={"commission_bps": 5})
     assert s.name == "rsi"
-    s.test_run()
+    s.test_run()  # before any choice: the strategy's defaults, said to be set by hand
+    assert s.conclusion().startswith("On the test period (2017-01-03..2018-12-31) rsi with its "
+                                     "defaults (period=14, low=30, high=70) and costs returned ")
     choice = s.choose({"period": [5, 10, 20], "low": [25, 30]})
     assert set(choice.chosen) == {"period", "low"} and all(type(v) is int for v in choice.chosen.values())
+    s.test_run()
     first = s.conclusion().splitlines()[0]
-    assert first.startswith("On the test period (2017-01-03..2018-12-31) rsi with its defaults "
-                            "(period=14, low=30, high=70) and costs returned ")
+    assert first.startswith("On the test period (2017-01-03..2018-12-31) rsi with "
+                            f"period={choice.chosen['period']}, low={choice.chosen['low']} "
+                            "(chosen on train by sharpe) and costs returned ")
     assert "Costs took" in first and f"among {len(choice.train)} combinations" in s.conclusion()
     ruled = study.Study(rsi, gspc, "2014-12-31", "2016-12-30", rule={"period": 10})
     ruled.test_run()
-    assert " rsi with period=10 and no costs returned " in ruled.conclusion()
+    assert " rsi with period=10 (set by hand) and no costs returned " in ruled.conclusion()
     assert "Costs took" not in ruled.conclusion()
     assert study.Study(lambda p: p["close"] * 0, gspc, "2014-12-31", "2016-12-30").name == "strategy"
 

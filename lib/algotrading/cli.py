@@ -79,8 +79,10 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from algotrading import lake, sources
 
     columns = _pairs(",".join(args.columns).split(",") if args.columns else None, "--columns")
-    batch = sources.read(args.source, args.path, args.symbols, columns)
-    report = lake.write(batch.frame, lake=args.lake, replace=args.replace, restate=batch.restate)
+    batch = sources.read(args.source, args.path, args.symbols, columns, corrections=args.corrections,
+                         jump=args.jump, accept_jumps=args.accept_jumps)
+    report = lake.write(batch.frame, lake=args.lake, replace=args.replace, restate=batch.restate,
+                        provenance=batch.provenance())
     table = batch.summary().drop(columns="rows").join(report)
     with pd.option_context("display.max_rows", 200, "display.width", 200):
         print(table.to_string())
@@ -88,6 +90,12 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     if restated:
         print(f"re-adjusted history replaced for: {' '.join(restated)} (the export's prices "
               "differ on days the lake already had)")
+    for c in batch.corrections:
+        print(f"corrected {c['sym']} before {c['date']}: " + (f"prices x {c['factor']:.6g} "
+              f"({c['rows']} rows)" if c["factor"] else "move accepted") + f" - {c['note']}")
+    for j in batch.jumps:
+        print(f"accepted {j['sym']} {j['date']}: open {j['open']:.2f} is {j['move']:+.1%} from "
+              f"the previous close {j['prev_close']:.2f}")
     print(f"ingested {len(batch.frame)} rows for {len(report)} symbol(s): "
           f"{int(report['added'].sum())} added, {int(report['changed'].sum())} changed, "
           f"{int(report['kept'].sum())} kept, {int(report['removed'].sum())} removed")
@@ -311,6 +319,14 @@ def parser() -> argparse.ArgumentParser:
                    help="replace each ingested symbol's history instead of merging by date")
     s.add_argument("--columns", action="append", metavar="NAME=CANONICAL,...",
                    help="csv: map your column names, e.g. Date=dt,Close=close,Volume=vol")
+    s.add_argument("--corrections", metavar="CSV",
+                   help="corrections file: sym,date,factor,note[,source] (factor multiplies the "
+                        "prices before date; empty factor accepts the move as real)")
+    s.add_argument("--jump", type=float, default=0.3, metavar="FRACTION",
+                   help="refuse overnight moves |open/previous close - 1| above this that no "
+                        "correction explains (default 0.3)")
+    s.add_argument("--accept-jumps", action="store_true",
+                   help="keep unexplained overnight moves above --jump (listed in the output)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("query", help="run one SELECT on the lake (DuckDB or Athena)")

@@ -70,10 +70,13 @@ def _extra(prices: pd.DataFrame) -> pd.DataFrame:
     return out.fillna(0.0)
 
 
-def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: float,
-          slippage_bps: float = 0.0, partial: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def exits(prices: pd.DataFrame, side: int, horizon: int, target: float | np.ndarray,
+          stop: float | np.ndarray, slippage_bps: float = 0.0, partial: bool = False
+          ) -> tuple[np.ndarray, np.ndarray]:
     """For a trade decided at each bar t (filled at t+1's open, `side` +1 long / -1 short):
     the bar it ends on and how (TAKE_PROFIT, STOP_LOSS, or TIMEOUT after `horizon` bars).
+    `target` and `stop` are fractions of the entry, one for every bar or one per bar (as
+    `volatility_barriers` gives).
 
     Returns (exit_bar, outcome), both float arrays of len(prices); NaN where fewer than `horizon`
     bars follow t. A TIMEOUT's exit_bar is t + horizon (the engine sells at the next open).
@@ -91,18 +94,20 @@ def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: fl
     if rows <= 0:
         return np.full(n, np.nan), np.full(n, np.nan)
     o, h, lo = (np.ascontiguousarray(prices[k].to_numpy(float)) for k in ("open", "high", "low"))
-    bracket = rules.bracket(stop=stop, take=target, slip=slippage_bps / 1e4)
-    return _barrier_loop()(o, h, lo, float(side), horizon, bracket, rows)
+    stops, goals = (np.broadcast_to(np.asarray(v, float), (n,))[:rows].copy() for v in (stop, target))
+    return _barrier_loop()(o, h, lo, float(side), horizon, stops, goals, slippage_bps / 1e4, rows)
 
 
 def _barriers(o: np.ndarray, h: np.ndarray, lo: np.ndarray, side: float, horizon: int,
-              r: rules.Rules, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """`exits`' loop, compiled: each trade's fill and levels, then its bars through
-    rules.exit_hit until one hits, or a timeout once the whole horizon exists."""
+              stops: np.ndarray, goals: np.ndarray, slip: float, rows: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """`exits`' loop, compiled: each trade's fill and levels (row t's stop and target), then its
+    bars through rules.exit_hit until one hits, or a timeout once the whole horizon exists."""
     n = len(o)
     exit_bar = np.full(n, np.nan)
     outcome = np.full(n, np.nan)
     for t in range(rows):
+        r = rules.bracket(stops[t], goals[t], slip)
         entry = rules.fill_price(o[t + 1], side, r)
         for j in range(t + 1, min(t + horizon, n - 1) + 1):
             code = rules.exit_hit(o[j], h[j], lo[j], entry, side, r)[1]
@@ -122,8 +127,24 @@ def _barrier_loop() -> Callable:
     return rules.compiled(_barriers)
 
 
-def labels(prices: pd.DataFrame, horizon: int = 5, target: float = 0.02, stop: float = 0.015,
-           mode: str = "barrier") -> pd.DataFrame:
+def volatility_barriers(prices: pd.DataFrame, horizon: int = 5, target: float = 1.0,
+                        stop: float = 0.75, window: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and stops as multiples of recent volatility (the triple-barrier method's scaled
+    barriers): at bar t, `target` and `stop` times the standard deviation of the last `window`
+    daily log returns up to t, scaled to `horizon` bars (x sqrt(horizon)). With fixed
+    percentages a calm year rarely reaches a 2 % target and a wild one often does, so fixed
+    labels mostly say how volatile the bars are; scaled ones ask for a move of the usual size.
+    Bars before `window` returns exist get the first defined value."""
+    if not (target > 0 and stop > 0 and window > 1 and horizon >= 1):
+        raise ValueError(f"volatility_barriers: target={target}, stop={stop} must be > 0, "
+                         f"window={window} > 1 and horizon={horizon} >= 1")
+    sigma = np.log(prices["close"].astype(float)).diff().rolling(window).std().bfill()
+    scale = sigma.to_numpy(float) * np.sqrt(horizon)
+    return target * scale, stop * scale
+
+
+def labels(prices: pd.DataFrame, horizon: int = 5, target: float | np.ndarray = 0.02,
+           stop: float | np.ndarray = 0.015, mode: str = "barrier") -> pd.DataFrame:
     """`long` and `short` (1.0 / 0.0, NaN where fewer than `horizon` bars follow), indexed like
     `prices`.
 
@@ -135,8 +156,10 @@ def labels(prices: pd.DataFrame, horizon: int = 5, target: float = 0.02, stop: f
     """
     if mode not in LABEL_MODES:
         raise ValueError(f"mode must be one of {LABEL_MODES}, not {mode!r}")
-    if not (target > 0 and stop > 0):
+    if not (np.all(np.asarray(target) > 0) and np.all(np.asarray(stop) > 0)):
         raise ValueError(f"target and stop must be > 0 (fractions of the entry), got {target}, {stop}")
+    if mode != "barrier" and (np.ndim(target) or np.ndim(stop)):
+        raise ValueError(f"per-bar targets and stops need mode='barrier', not {mode!r}")
     if mode == "barrier":
         out = {name: exits(prices, side, horizon, target, stop)[1]
                for name, side in (("long", 1), ("short", -1))}

@@ -25,9 +25,10 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ META = ".algotrading"
 JOURNAL = f"{META}/journal.json"
 STAGING = f"{META}/staging"
 LOCK = f"{META}/lock"
+PROVENANCE = "provenance"
 LOCK_TIMEOUT = 600.0  # seconds the S3 lock waits (locally: limits "lock_seconds")
 LOCK_NOTICE = 1.0  # seconds of waiting before it says what it waits for
 S3_LOCK_STALE = 900.0  # an S3 lock object older than this is taken to be from a dead writer
@@ -480,8 +482,23 @@ def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
     return in_new, changed, added
 
 
+def provenance_key(sym: str) -> str:
+    """`provenance/<SYM>.json`: where the symbol's prices came from and what was corrected."""
+    return f"{PROVENANCE}/{key(sym).split('/')[-1][:-4]}.json"
+
+
+def provenance(sym: str, lake: str | None = None, store: Store | None = None) -> dict[str, Any]:
+    """What the last ingest of `sym` recorded: its origin, the corrections applied (symbol,
+    date, factor, note, source, rows changed) and the overnight jumps accepted; {} if none."""
+    store = store or lake_store(lake)
+    with reading(store):
+        data = store.get(provenance_key(sym))
+    return json.loads(data) if data else {}
+
+
 def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = None,
-          replace: bool = False, restate: bool = False) -> pd.DataFrame:
+          replace: bool = False, restate: bool = False,
+          provenance: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Merge `frame` into the lake, all symbols or none; returns one row per symbol:
     action, rows added / changed / kept / removed, rows after.
 
@@ -490,6 +507,8 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
     overlapping days differ (a new split or dividend re-adjusts every earlier bar) is replaced
     from `frame` instead of merged, and its action says so. Every merged series is validated
     before anything is staged; nothing in the lake changes until every new file is staged.
+    `provenance` (per symbol, e.g. `sources.Batch.provenance()`) is written beside the prices
+    in the same transaction (`provenance_key`).
     """
     store = store or lake_store(lake)
     if frame.empty:
@@ -525,6 +544,12 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
                         data = to_csv_bytes(merged)
                 row["rows"] = len(merged)
                 report.append(row)
+                if provenance and sym in provenance:
+                    note = json.dumps(provenance[sym], indent=1, sort_keys=True, default=str).encode()
+                    if store.get(provenance_key(sym)) != note:
+                        staged = f"{STAGING}/{txid}/{provenance_key(sym)}"
+                        store.put(staged, note, atomic=False)
+                        moves.append((staged, provenance_key(sym)))
                 if data == old_bytes:
                     continue
                 staged = f"{STAGING}/{txid}/{k}"

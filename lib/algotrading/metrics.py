@@ -300,3 +300,79 @@ def bootstrap_interval(values: Any, level: float = 0.95, resamples: int = 10_000
     means = data[rng.integers(0, data.size, size=(int(resamples), data.size))].mean(axis=1)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+EULER_GAMMA = 0.5772156649015329
+EFFECTIVE_SHARE = 0.9  # share of the trials' return variance the effective count explains
+
+
+def expected_max_sharpe(sharpe_std: float, trials: float) -> float:
+    """The Sharpe the best of `trials` independent tries with no skill would show, for tries
+    whose Sharpe ratios spread with standard deviation `sharpe_std` (Bailey and Lopez de Prado's
+    SR0, same unit as `sharpe_std`); 0 for a single try."""
+    if trials <= 1:
+        return 0.0
+    from scipy import stats
+
+    return float(sharpe_std * ((1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / trials)
+                               + EULER_GAMMA * stats.norm.ppf(1 - 1 / (trials * math.e))))
+
+
+def deflated_sharpe(trial_sharpes: Any, rets: np.ndarray, trials: float | None = None
+                    ) -> dict[str, float]:
+    """Bailey and Lopez de Prado's deflated Sharpe ratio of the chosen run's daily returns `rets`
+    among `trial_sharpes` (the annualised Sharpe ratio of every combination tried).
+
+    A combination whose Sharpe is undefined (it never traded: a flat curve) still counts as a
+    try, with Sharpe 0: dropping it would understate how many tries the choice was the best of.
+    `trials` overrides the count used for the expected maximum (an effective count, see
+    `effective_trials`); the spread of the Sharpe ratios always comes from every trial.
+    Returns annualised `sharpe` and `expected_max_sharpe` (SR0), `trials` and `dsr`, the
+    probability that the true Sharpe exceeds SR0 given the track's length, skew and kurtosis.
+    """
+    from scipy import stats
+
+    year = math.sqrt(YEAR)
+    srs = np.nan_to_num(np.asarray(trial_sharpes, float).ravel(), nan=0.0, posinf=0.0,
+                        neginf=0.0) / year
+    n = float(len(srs) if trials is None else trials)
+    rets = np.asarray(rets, float)
+    sd = float(np.std(rets, ddof=1)) if len(rets) > 1 else 0.0
+    sr = float(np.mean(rets) / sd) if sd > 0 else float("nan")
+    sr0 = expected_max_sharpe(float(np.std(srs, ddof=1)), n) if len(srs) > 1 else 0.0
+    skew = float(stats.skew(rets)) if sd > 0 else float("nan")
+    kurt = float(stats.kurtosis(rets, fisher=False)) if sd > 0 else float("nan")
+    denom = 1 - skew * sr + (kurt - 1) / 4 * sr * sr
+    ok = math.isfinite(sr) and denom > 0
+    dsr = float(stats.norm.cdf((sr - sr0) * math.sqrt(len(rets) - 1) / math.sqrt(denom))) if ok \
+        else float("nan")
+    return {"sharpe": sr * year, "expected_max_sharpe": sr0 * year,
+            "trials": int(n) if float(n).is_integer() else n, "dsr": dsr}
+
+
+def effective_trials(rets: np.ndarray, share: float = EFFECTIVE_SHARE, limit: int = 2_000,
+                     seed: int = 0) -> int:
+    """How many independent tries a set of correlated trials amounts to: the number of
+    principal components (eigenvalues of the correlation matrix of the trials' daily returns,
+    `rets` trials x bars, largest first) that explain `share` of their variance, plus one for
+    the trials whose returns never move (they never traded, and are all the same try).
+
+    Neighbouring grid points trade almost the same days, so counting each as independent
+    overstates the tries and makes the deflated Sharpe stricter than the search was; this count
+    is the other bound. Beyond `limit` trials a seeded random sample of `limit` of them is used
+    (the eigen-decomposition grows with the cube of the count)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be inside (0, 1], got {share}")
+    rets = np.nan_to_num(np.asarray(rets, float), nan=0.0, posinf=0.0, neginf=0.0)
+    if rets.ndim != 2 or rets.shape[0] == 0:
+        raise ValueError(f"effective_trials wants a (trials x bars) matrix, got shape {rets.shape}")
+    moving = rets.std(axis=1) > 0
+    flat = int(not moving.all())
+    live = rets[moving]
+    if len(live) > limit:
+        live = live[np.sort(np.random.default_rng(seed).choice(len(live), limit, replace=False))]
+    if len(live) < 2:
+        return len(live) + flat
+    values = np.sort(np.clip(np.linalg.eigvalsh(np.corrcoef(live)), 0, None))[::-1]
+    explained = np.cumsum(values) / values.sum()
+    return int(np.searchsorted(explained, share - 1e-12) + 1) + flat

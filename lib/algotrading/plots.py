@@ -17,6 +17,24 @@ from algotrading.params import CASH
 
 PERCENT = FuncFormatter(lambda v, _: f"{v:.0%}")
 COLORS = {"strategy": "tab:blue", "hold": "tab:gray", "long": "tab:green", "short": "tab:red"}
+# One colour per role in every chart: a curve whose name starts with a role (any case, "-" read
+# as " ") takes its colour; other curves take OTHERS in turn. Buy-and-hold is always grey.
+ROLES = {"buy and hold": COLORS["hold"], "sma": "tab:orange", "breakout": "tab:brown",
+         "ml forecast": "tab:purple", "ppo": "tab:olive", "real history": "black"}
+OTHERS = (COLORS["strategy"], "tab:cyan", "tab:pink", "tab:green", "tab:red")
+STYLES = ("-", "--", ":", "-.")
+
+
+def role_colors(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(colour, line style) per curve name: the role's colour (`ROLES`), else the next of
+    `OTHERS`; curves sharing a colour (several PPO seeds) differ by line style."""
+    out, used, spare = [], {}, iter(OTHERS * 4)
+    for name in names:
+        key = name.lower().replace("-", " ")
+        color = next((c for role, c in ROLES.items() if key.startswith(role)), None) or next(spare)
+        out.append((color, STYLES[used.get(color, 0) % len(STYLES)]))
+        used[color] = used.get(color, 0) + 1
+    return out
 
 
 def _millions(v: float, _: object) -> str:
@@ -110,6 +128,19 @@ def _shade_positions(ax: Any, positions: pd.Series) -> None:
                             alpha=0.12, lw=0, transform=ax.get_xaxis_transform(), label=f"held {label}")
 
 
+def positions_from_trades(index: pd.DatetimeIndex, trades: pd.DataFrame) -> pd.Series:
+    """+1 on the bars a long trade was held (entry bar to the bar before its exit), -1 for a
+    short, 0 flat; an open trade is held to the last bar."""
+    held = pd.Series(0.0, index=index)
+    for t in trades.itertuples():
+        end = t.exit_date if getattr(t, "status", "closed") == "closed" else index[-1]
+        days = (index >= pd.Timestamp(t.entry_date)) & (index < pd.Timestamp(end))
+        if getattr(t, "status", "closed") != "closed":
+            days |= index == index[-1]
+        held[days] = 1.0 if t.side == "long" else -1.0
+    return held
+
+
 def trades_on_price(prices: pd.DataFrame, lines: Mapping[str, pd.Series], trades: pd.DataFrame,
                     title: str = "", positions: pd.Series | None = None, max_markers: int = 40,
                     ax: Any = None) -> Figure:
@@ -121,6 +152,8 @@ def trades_on_price(prices: pd.DataFrame, lines: Mapping[str, pd.Series], trades
     ax.plot(prices.index, prices["close"], lw=1, color="black", label="close")
     for name, line in lines.items():
         ax.plot(line.index, line, lw=1, label=name)
+    if positions is None and len(trades) > max_markers:  # the title promises shaded periods
+        positions = positions_from_trades(prices.index, trades)
     if positions is not None:
         _shade_positions(ax, positions)
     if len(trades) <= max_markers:
@@ -148,13 +181,12 @@ def equity_and_drawdown(curves: Mapping[str, pd.Series], title: str = "",
         fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
                                  gridspec_kw={"height_ratios": [2, 1]})
     top, bottom = axes
-    palette = [COLORS["strategy"], COLORS["hold"], "tab:orange", "tab:purple", "tab:brown"]
-    for i, (name, equity) in enumerate(curves.items()):
-        color = palette[i % len(palette)]
+    for i, ((name, equity), (color, style)) in enumerate(zip(curves.items(),
+                                                             role_colors(list(curves)), strict=True)):
         z = 3 if i == 0 else 2  # the first curve (the strategy) stays visible where they overlap
-        top.plot(equity.index, equity, lw=1.2, color=color, label=name, zorder=z)
+        top.plot(equity.index, equity, lw=1.2, color=color, ls=style, label=name, zorder=z)
         dd = drawdown(equity)
-        bottom.plot(dd.index, dd, lw=1, color=color, label=name, zorder=z)
+        bottom.plot(dd.index, dd, lw=1, color=color, ls=style, label=name, zorder=z)
         if i == 0:
             bottom.fill_between(dd.index, dd, 0, color=color, alpha=0.2, lw=0)
     for ax in (top, bottom):
@@ -234,9 +266,11 @@ def _label(value: object) -> str:
 
 
 def sweep_heatmaps(panels: Mapping[str, pd.DataFrame], x: str, y: str, value: str,
-                   chosen: Mapping[str, object] | None = None) -> Figure:
+                   chosen: Mapping[str, object] | None = None, chosen_on: str = "train"
+                   ) -> Figure:
     """One heatmap of `value` over the (x, y) grid per panel (e.g. in-sample, out-of-sample), on
-    one colour scale centred on zero, with the chosen parameters circled. Each grid value is one
+    one colour scale centred on zero, with the chosen parameters circled (chosen on the period
+    `chosen_on` names, which the titles say). Each grid value is one
     cell (categorical axes), so booleans and uneven steps plot as what they are."""
     grids = {name: t.pivot_table(index=y, columns=x, values=value) for name, t in panels.items()}
     both = np.concatenate([g.to_numpy().ravel() for g in grids.values()])
@@ -255,7 +289,7 @@ def sweep_heatmaps(panels: Mapping[str, pd.DataFrame], x: str, y: str, value: st
                        clip_on=False)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
-        ax.set_title(f"{name}: {value}" + (" (circle: chosen on train)" if chosen is not None else ""))
+        ax.set_title(f"{name}: {value}" + (f" (circle: chosen on {chosen_on})" if chosen is not None else ""))
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
@@ -308,16 +342,23 @@ def scenario_fit(history: np.ndarray, simulated: np.ndarray, title: str = "", la
     return fig
 
 
+def fan_quantiles(equity: np.ndarray) -> np.ndarray:
+    """The 5, 25, 50, 75 and 95 % quantiles of many equity paths (paths x bars) at each bar."""
+    return np.quantile(equity, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+
+
 def fan_chart(equity: np.ndarray, index: pd.DatetimeIndex, title: str = "",
-              lines: dict[str, pd.Series] | None = None) -> Figure:
-    """Quantile bands (5-95 %, 25-75 %) and the median of many equity paths, plus `lines`."""
+              lines: dict[str, pd.Series] | None = None, quantiles: bool = False) -> Figure:
+    """Quantile bands (5-95 %, 25-75 %) and the median of many equity paths, plus `lines`;
+    with `quantiles`, `equity` already holds those five quantile rows (as `fan_quantiles`)."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    q = np.quantile(equity, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    q = equity if quantiles else fan_quantiles(equity)
     ax.fill_between(index, q[0], q[4], alpha=0.2, color="tab:blue", label="5-95 %")
     ax.fill_between(index, q[1], q[3], alpha=0.35, color="tab:blue", label="25-75 %")
     ax.plot(index, q[2], color="tab:blue", label="median")
-    for name, line in (lines or {}).items():
-        ax.plot(line.index, line.to_numpy(), label=name)
+    for (name, line), (color, _) in zip((lines or {}).items(), role_colors(list(lines or {})),
+                                        strict=True):  # real history: black, dashed
+        ax.plot(line.index, line.to_numpy(), color=color, ls="--", lw=1.4, label=name)
     ax.set_yscale("log")
     ax.set_ylabel("equity")
     ax.set_title(title)

@@ -122,29 +122,95 @@ def _strategy_section(name: str, result: dict, folder: Path) -> str:
     parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
     if result.get("conclusion"):
         parts.append(f'<div class="conclusion">{html.escape(result["conclusion"])}</div>')
+    looks = result.get("test_accesses")
+    if looks:
+        parts.append(f"<h3>Looks at the test period ({len(looks)})</h3>"
+                     + _table(pd.DataFrame(looks, index=range(1, len(looks) + 1))
+                              .reindex(columns=["what", "when", "bars"])))
     test = result["test"]
-    rows = {"with costs": dict(test["with_costs"]), "no costs": dict(test["no_costs"]),
-            "buy and hold": dict(test["buy_and_hold"])}
+    rows = {label: dict(test[key]) for label, key in (("with costs", "with_costs"),
+                                                       ("no costs", "no_costs"),
+                                                       ("buy and hold", "buy_and_hold"))
+            if isinstance(test.get(key), Mapping)}
+    luck = deflated(result)
+    if luck:
+        rows["with costs"]["deflated_sharpe"] = luck.get("dsr")
+        rows["with costs"]["deflated_sharpe_effective"] = luck.get("dsr_effective")
     if curves_path.is_file():
         curves = pd.read_csv(curves_path, index_col=0, parse_dates=True)
         for label, col in (("with costs", "strategy"), ("no costs", "no_costs"),
                            ("buy and hold", "buy_and_hold")):
-            rows[label].update(tearsheet_stats(curves, col))
+            if label in rows and col in curves:
+                rows[label].update(tearsheet_stats(curves, col))
         parts.append(_png(plots.equity_and_drawdown(
             {"strategy (with costs)": curves["strategy"], "buy and hold": curves["buy_and_hold"]},
-            f"{result.get('symbol', '')} test period: equity and drawdown")))
+            f"{result.get('symbol', '')} {chosen_label(result)}: test period, equity and "
+            "drawdown against buy-and-hold")))
         parts.append("<h3>Monthly returns</h3>")
         parts.append(_png(plots.monthly_returns_heatmap(curves["strategy"],
                                                         "Monthly returns of the strategy (with costs)")))
     shown = ["final_value", "total_return", "cagr", "volatility", "sharpe", "sortino",
-             "max_drawdown", "calmar", "alpha", "beta", "exposure", "turnover", "trades_closed",
-             "win_rate", "profit_factor", "sqn"]
+             "max_drawdown", "calmar", "alpha", "beta", "deflated_sharpe",
+             "deflated_sharpe_effective", "exposure", "turnover", "trades_closed", "win_rate",
+             "profit_factor", "sqn"]
     table = pd.DataFrame(rows).reindex(shown)
     parts.append("<h3>Key metrics, test period</h3>" + _table(table, KINDS))
     if trades_path.is_file():
         trades = pd.read_csv(trades_path)
         if len(trades):
             parts.append("<h3>Trade durations (bars held)</h3>" + _table(trade_durations(trades)))
+    return "\n".join(parts)
+
+
+def chosen_label(result: Mapping[str, Any]) -> str:
+    """What the test period scored, as the strategy notebook recorded it: "breakout period=195,
+    go_short=False (chosen on train by sharpe)"; "" when it did not say."""
+    test = result.get("test", {})
+    params = test.get("params") if isinstance(test, Mapping) else None
+    basis = test.get("basis", "") if isinstance(test, Mapping) else ""
+    what = ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, Mapping) else ""
+    name = result.get("strategy", "")
+    return " ".join(x for x in (name, what, f"({basis})" if basis else "") if x)
+
+
+def is_whatif(result: Mapping[str, Any]) -> bool:
+    """A what-if notebook's results: per generator, the rule's outcome odds on its paths."""
+    models = result.get("models")
+    return isinstance(models, Mapping) and all(
+        isinstance(m, Mapping) and "p_loss" in m for m in models.values()) and bool(models)
+
+
+def _whatif_section(name: str, result: dict, folder: Path) -> str:
+    """The what-if notebook's distribution table, volatility check and fan charts."""
+    parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
+    if result.get("conclusion"):
+        parts.append(f'<div class="conclusion">{html.escape(result["conclusion"])}</div>')
+    rule = result.get("rule", {})
+    parts.append(f"<p>{html.escape(str(result.get('symbol', '')))}: the rule "
+                 f"{html.escape(_fmt(rule))} with fixed parameters on {_fmt(result.get('paths'))} "
+                 f"paths of {_fmt(result.get('bars'))} bars per generator, beside buy-and-hold on "
+                 "the same path.</p>")
+    keys = ["p_loss", "p_beat_buy_and_hold", "bankrupt", "median_total_return", "median_sharpe",
+            "median_max_drawdown"]
+    models = result["models"]
+    table = pd.DataFrame({m: {k: v.get(k) for k in keys} for m, v in models.items()}).T
+    parts.append("<h3>Outcomes over the paths</h3>" + _table(
+        table, {"p_loss": "%", "p_beat_buy_and_hold": "%", "median_total_return": "%",
+                "median_max_drawdown": "%"}, by_row=False))
+    checks = {m: v["vol_check"] for m, v in models.items() if isinstance(v.get("vol_check"), Mapping)}
+    if checks:
+        parts.append("<h3>Path-year volatility against the history's years</h3>"
+                     + _table(pd.DataFrame(checks), {k: "%" for k in next(iter(checks.values()))
+                                                     if k not in ("covers", "explosive")}))
+    for m in models:
+        fan = folder / f"{name}.fan_{m}.csv"
+        if fan.is_file():
+            q = pd.read_csv(fan, index_col=0, parse_dates=True)
+            parts.append(_png(plots.fan_chart(q[["5%", "25%", "50%", "75%", "95%"]].to_numpy().T,
+                                              q.index, f"{_fmt(rule)} on {m} paths: equity "
+                                              "quantiles against the real history",
+                                              {"real history": q["real history"].dropna()},
+                                              quantiles=True)))
     return "\n".join(parts)
 
 
@@ -167,8 +233,9 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
         curves = folder / f"{name}.equity.csv"
         if curves.is_file():
             row.update(tearsheet_stats(pd.read_csv(curves, index_col=0, parse_dates=True), "strategy"))
-        sweep = r.get("sweep", {})
-        row["deflated_sharpe"] = sweep.get("deflated_sharpe", {}).get("dsr")
+        luck = deflated(r)
+        row["deflated_sharpe"] = luck.get("dsr")
+        row["deflated_sharpe_effective"] = luck.get("dsr_effective")
         row["walk_forward_return"] = r.get("walk_forward", {}).get("oos", {}).get("total_return")
         rows[name] = row
         h = r["test"]["buy_and_hold"]
@@ -182,14 +249,27 @@ def _leaderboard(results: Mapping[str, dict], folder: Path) -> pd.DataFrame:
         return pd.DataFrame()
     board = pd.DataFrame({**rows, **holds}).T
     order = ["symbol", "total_return", "cagr", "volatility", "sharpe", "max_drawdown", "alpha",
-             "beta", "trades_closed", "deflated_sharpe", "walk_forward_return"]
+             "beta", "trades_closed", "deflated_sharpe", "deflated_sharpe_effective",
+             "walk_forward_return"]
     board = board.reindex(columns=order)
     return board.sort_values("sharpe", ascending=False, key=lambda s: s.astype(float).fillna(-1e9))
 
 
+def deflated(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The deflated Sharpe of a strategy notebook's choice: a study's sweep on train, or a
+    selection the notebook records under `validation` (the ML thresholds)."""
+    for step in ("sweep", "validation"):
+        luck = result.get(step, {})
+        if isinstance(luck, Mapping) and isinstance(luck.get("deflated_sharpe"), Mapping):
+            return dict(luck["deflated_sharpe"])
+    return {}
+
+
 BOARD_LABELS = {"total_return": "total return", "cagr": "CAGR", "volatility": "volatility",
                 "max_drawdown": "max drawdown", "trades_closed": "trades",
-                "deflated_sharpe": "deflated Sharpe", "walk_forward_return": "walk-forward return",
+                "deflated_sharpe": "deflated Sharpe (every try)",
+                "deflated_sharpe_effective": "deflated Sharpe (effective tries)",
+                "walk_forward_return": "walk-forward return",
                 "sharpe": "Sharpe"}
 
 
@@ -220,8 +300,10 @@ def write(folder: Path) -> Path:
                                                        "max_drawdown", "alpha", "walk_forward_return")}
         body += ["<h2>Leaderboard (test period, with costs)</h2>",
                  "<p>Sorted by Sharpe; alpha and beta are against buy-and-hold of the same symbol "
-                 "and days; the deflated Sharpe ratio says how likely the sweep's choice beats luck "
-                 "(0.95 and above is evidence of skill).</p>",
+                 "and days; the deflated Sharpe ratio says how likely the choice beats luck "
+                 "(0.95 and above is evidence of skill), counting every combination tried as an "
+                 "independent try and, beside it, the effective number of independent tries "
+                 "(principal components explaining 90 % of the variance of the tries' returns).</p>",
                  _table(board.rename(columns=BOARD_LABELS), kinds, by_row=False)]
     rows = []
     for nb, e in entries.items():
@@ -240,7 +322,9 @@ def write(folder: Path) -> Path:
     for name, r in results.items():
         if is_strategy(r):
             body.append(_strategy_section(name, r, folder / RESULTS))
-    others = {k: v for k, v in results.items() if not is_strategy(v)}
+        elif is_whatif(r):
+            body.append(_whatif_section(name, r, folder / RESULTS))
+    others = {k: v for k, v in results.items() if not (is_strategy(v) or is_whatif(v))}
     for name, r in others.items():
         flat = {k: _fmt(v) for k, v in r.items()}
         body += [f"<h2>{html.escape(name)}</h2>", _table(pd.DataFrame({"value": flat}))]

@@ -154,13 +154,13 @@ def carry(cash: float, held: float, price: float, r: Rules) -> float:
 def bracket(stop: float, take: float, slip: float = 0.0) -> Rules:
     """Rules that carry only exit levels and slippage (the labels' barriers: no sizing)."""
     nan = math.nan
-    return Rules(cash=1.0, size=nan, fraction=1.0, leverage=1.0, whole=False, cps=0.0, bps=0.0,
-                 slip=slip, fill_open=True, stop=stop, take=take, max_bars=0, risk_free=0.0,
-                 interest=0.0, borrow=0.0)
+    #            cash size fraction leverage whole cps  bps  slip fill_open stop take
+    return Rules(1.0, nan, 1.0, 1.0, False, 0.0, 0.0, slip, True, stop, take,
+                 0, 0.0, 0.0, 0.0)  # max_bars risk_free interest borrow
 
 
 PRIMITIVES = (unit_cost, fill_price, commission, equity_at, target_shares, opens, fits, allowed,
-              exit_hit, held_too_long, bankrupt, resend, carry)
+              exit_hit, held_too_long, bankrupt, resend, carry, bracket)
 _registered = False
 _checked: set[Path] = set()
 

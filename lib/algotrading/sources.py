@@ -3,12 +3,18 @@
 Sources: `sample` (S&P 500 and NASDAQ Composite shipped inside the `arch` wheel, offline),
 `adx` (AWS Data Exchange / Alpha Vantage daily-adjusted CSV exports), `public` (the workshop's
 16-stock NASDAQ HDF5 file) and `csv` (any CSV with the canonical columns or a mapping).
+
+Data that cannot lie: after a source is read, its corrections are applied (the ones a source
+ships, `PUBLIC_CORRECTIONS`, and the user's corrections file), then every overnight move (open
+against the previous close) larger than `JUMP` is refused unless a correction explains it or the
+caller accepts it: an unadjusted split or spin-off looks exactly like a crash to a backtest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -29,6 +35,8 @@ PUBLIC_URL = (
     "src/utils/datasets/stocks_history_target.h5"
 )
 PUBLIC_START = pd.Timestamp("2012-08-13")
+JUMP = 0.3  # overnight moves |open / previous close - 1| above this need a correction or acceptance
+CORRECTION_COLUMNS = ("sym", "date", "factor", "note", "source")
 ADX_COLUMNS = ("timestamp", "open", "high", "low", "close", "adjusted_close", "volume",
                "dividend_amount", "split_coefficient")
 ADX_FILE = re.compile(r"^daily_adjusted_(?P<sym>[^/]+)\.csv$")
@@ -37,15 +45,58 @@ ADX_FILE = re.compile(r"^daily_adjusted_(?P<sym>[^/]+)\.csv$")
 ADX_FACTOR = (1e-6, 1e6)
 
 
+@dataclass(frozen=True)
+class Correction:
+    """A known event the source did not adjust for. With a `factor`, every price (open, high,
+    low, close) of `sym` before `date` is multiplied by it (back-adjustment, as data vendors do
+    for splits and spin-offs; volume is left as traded); without one, the overnight move into
+    `date` is accepted as real. `note` says what happened, `source` where that is documented and
+    how the factor was derived."""
+
+    sym: str
+    date: str
+    factor: float | None
+    note: str
+    source: str = ""
+
+
+# PayPal was spun off from eBay (one PYPL share per EBAY share; distribution 2015-07-17, PYPL
+# trading regular-way and EBAY ex-distribution from 2015-07-20; eBay Inc.'s and PayPal
+# Holdings' Form 10 / press releases of July 2015). The public file holds EBAY unadjusted (close
+# 66.29 on 2015-07-17, open 26.89 on 2015-07-20). The factor is derived from the file itself:
+# 26.89 / 66.29, i.e. the whole overnight gap is taken to be the distribution (a vendor's factor
+# from PYPL's first price would differ by that night's own move, well under 1 %).
+PUBLIC_CORRECTIONS = (
+    Correction("EBAY", "2015-07-20", 26.89 / 66.29,
+               "PayPal spin-off: EBAY ex-distribution, 1 PYPL per EBAY share",
+               "eBay/PayPal separation, July 2015; factor = open 2015-07-20 / close 2015-07-17 "
+               "of this file (26.89 / 66.29)"),
+)
+
+
 @dataclass
 class Batch:
-    """What a source produced: the validated rows and, per symbol, rows dropped on purpose."""
+    """What a source produced: the validated rows and, per symbol, rows dropped on purpose;
+    `corrections` applied (one dict each, with the rows it changed) and overnight `jumps`
+    above the threshold that were accepted as real."""
 
     frame: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
     origin: str = ""
     repaired: dict[str, int] = field(default_factory=dict)
     restate: bool = False  # a re-delivery may re-adjust history (ADX): see lake.write
+    corrections: list[dict] = field(default_factory=list)
+    jumps: list[dict] = field(default_factory=list)
+
+    def provenance(self) -> dict[str, dict]:
+        """Per symbol, what the lake records beside its prices: the source, the corrections
+        applied and the jumps accepted."""
+        out = {}
+        for sym in sorted(set(self.frame["sym"])):
+            out[sym] = {"origin": self.origin,
+                        "corrections": [c for c in self.corrections if c["sym"] == sym],
+                        "accepted_jumps": [j for j in self.jumps if j["sym"] == sym]}
+        return out
 
     def summary(self) -> pd.DataFrame:
         """One row per symbol: rows kept, dropped, repaired, first and last date."""
@@ -57,8 +108,12 @@ class Batch:
 
 
 def read(source: str, path: str | None = None, symbols: Iterable[str] | None = None,
-         columns: Mapping[str, str] | None = None) -> Batch:
-    """Read `source` (one of SOURCES) from `path` and return validated canonical rows."""
+         columns: Mapping[str, str] | None = None, corrections: str | Iterable[Correction] | None = None,
+         jump: float = JUMP, accept_jumps: bool = False) -> Batch:
+    """Read `source` (one of SOURCES) from `path` and return validated canonical rows, with the
+    source's shipped corrections and `corrections` (a CSV path, see `read_corrections`, or
+    Correction objects) applied. An overnight move above `jump` (a fraction) that no correction
+    explains is refused (DataError naming symbol, date and prices) unless `accept_jumps`."""
     wanted = [check_symbol(s, "--symbols") for s in symbols] if symbols else None
     if source == "sample":
         batch = read_sample(wanted)
@@ -76,6 +131,111 @@ def read(source: str, path: str | None = None, symbols: Iterable[str] | None = N
             have = sorted(set(batch.frame["sym"]))
             raise DataError(batch.origin, f"symbol(s) not in this source: {', '.join(missing)}; "
                                           f"it has {' '.join(have)}")
+    fixes = list(PUBLIC_CORRECTIONS if source == "public" else ())
+    if isinstance(corrections, str | Path):
+        fixes += read_corrections(str(corrections))
+    elif corrections is not None:
+        fixes += list(corrections)
+    return checked_jumps(corrected(batch, fixes), jump, accept_jumps, fixes)
+
+
+def read_corrections(path: str) -> list[Correction]:
+    """A corrections CSV: columns sym,date,factor,note (and optionally source); factor empty to
+    accept a move as real. One line per event, e.g.
+    `EBAY,2015-07-20,0.40564,PayPal spin-off,derived from the file's open/previous close`."""
+    import csv
+
+    try:
+        lines = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(path, f"cannot read the corrections file ({exc})") from exc
+    head = [h.strip() for h in lines[0]] if lines else []
+    missing = [c for c in CORRECTION_COLUMNS[:4] if c not in head]
+    if missing:
+        raise DataError(path, f"corrections need the columns {', '.join(CORRECTION_COLUMNS[:4])} "
+                              f"(and optionally source); missing {', '.join(missing)}")
+    out = []
+    for i, fields in enumerate(lines[1:]):
+        where = f"line {i + 2}"
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) > len(head):
+            raise DataError(path, f"{len(fields)} fields where the header has {len(head)} (quote a "
+                                  "note that holds a comma)", where=where)
+        row = dict(zip(head, [*fields, *[""] * (len(head) - len(fields))], strict=True))
+        sym = check_symbol(row["sym"].strip(), f"{path}: {where}")
+        date = row["date"].strip()
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+            raise DataError(path, f"date {date!r} is not YYYY-MM-DD", sym, where)
+        text = row["factor"].strip()
+        try:
+            factor = float(text) if text else None
+        except ValueError:
+            raise DataError(path, f"factor {text!r} is not a number", sym, where) from None
+        if factor is not None and not (math.isfinite(factor) and factor > 0):
+            raise DataError(path, f"factor {factor} must be a finite number > 0", sym, where)
+        if not row["note"].strip():
+            raise DataError(path, "every correction needs a note saying what happened", sym, where)
+        out.append(Correction(sym, date, factor, row["note"].strip(),
+                              row.get("source", "").strip()))
+    return out
+
+
+def corrected(batch: Batch, fixes: Iterable[Correction]) -> Batch:
+    """The batch with each correction's factor applied to its symbol's prices before its date;
+    each applied one is listed in `batch.corrections` with the number of rows it changed."""
+    frame = batch.frame
+    applied = []
+    for fix in fixes:
+        mine = frame["sym"] == fix.sym
+        if not mine.any():
+            continue
+        before = mine & (frame["dt"] < fix.date)
+        if fix.factor is not None:
+            frame = frame.copy() if frame is batch.frame else frame
+            for col in ("open", "high", "low", "close"):
+                frame.loc[before, col] = frame.loc[before, col] * fix.factor
+        applied.append({"sym": fix.sym, "date": fix.date, "factor": fix.factor, "note": fix.note,
+                        "source": fix.source, "rows": int(before.sum()) if fix.factor else 0})
+    batch.frame = frame
+    batch.corrections = batch.corrections + applied
+    return batch
+
+
+def overnight_jumps(frame: pd.DataFrame, threshold: float = JUMP) -> pd.DataFrame:
+    """Bars whose open moved more than `threshold` (a fraction) from the previous close of the
+    same symbol: sym, dt, prev_close, open, move."""
+    rows = frame.sort_values(["sym", "dt"])
+    prev = rows.groupby("sym")["close"].shift()
+    move = rows["open"] / prev - 1
+    hit = move.abs() > threshold
+    return pd.DataFrame({"sym": rows["sym"][hit], "dt": rows["dt"][hit],
+                         "prev_close": prev[hit], "open": rows["open"][hit],
+                         "move": move[hit]}).reset_index(drop=True)
+
+
+def checked_jumps(batch: Batch, threshold: float, accept: bool,
+                  fixes: Iterable[Correction] = ()) -> Batch:
+    """Refuse overnight moves above `threshold` that no correction explains (a note-only
+    correction on that symbol and date accepts it); with `accept`, keep them and list them in
+    `batch.jumps`."""
+    if not threshold > 0:
+        raise DataError(batch.origin, f"jump threshold must be > 0 (a fraction), got {threshold}")
+    known = {(f.sym, f.date) for f in fixes}
+    jumps = overnight_jumps(batch.frame, threshold)
+    jumps = jumps[[(s, d) not in known for s, d in zip(jumps["sym"], jumps["dt"], strict=True)]]
+    if len(jumps) and not accept:
+        shown = "; ".join(f"{r.sym} {r.dt}: open {r.open:.2f} is {r.move:+.1%} from the previous "
+                          f"close {r.prev_close:.2f}" for r in jumps.head(5).itertuples())
+        more = f" (and {len(jumps) - 5} more)" if len(jumps) > 5 else ""
+        raise DataError(batch.origin, f"{len(jumps)} overnight move(s) above {threshold:.0%} that no "
+                                      f"correction explains: {shown}{more}. An unadjusted split, "
+                                      "spin-off or dividend? add sym,date,factor,note to a "
+                                      "corrections file (--corrections); a real move? accept it "
+                                      "(--accept-jumps)")
+    batch.jumps = batch.jumps + [
+        {"sym": r.sym, "date": r.dt, "prev_close": float(r.prev_close), "open": float(r.open),
+         "move": float(r.move)} for r in jumps.itertuples()]
     return batch
 
 

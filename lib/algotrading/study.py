@@ -3,14 +3,20 @@ and prose, and every strategy (rules, forecasts, RL policies) is judged the same
 
 1. `Study(strategy, prices, train_end, validation_end, rule, costs)`: chronological, disjoint
    train / validation / test periods (`periods()` shows them);
-2. `test_run()`: the rule on the test period with and without costs, beside buy-and-hold;
+2. `rule_check()`: the rule set by hand in `rule` on train and validation only, labelled as such;
 3. `choose(grid)`: sweep the grid on train, pick the best `metric` there, check the same grid on
-   validation, and the choice on test; how much of the best train score luck explains (deflated
-   Sharpe ratio) and whether the choice sits on the grid's edge;
-4. `walk_forward(grid)`: re-choose on rolling windows over the whole data and stitch the
+   validation; how much of the best train score luck explains (deflated Sharpe ratio, with every
+   combination counted and with the effective count of independent tries) and whether the
+   choice sits on the grid's edge. Every combination is kept in the trial register (`trials`);
+4. `test_run()`: the protocol's choice (or, with no `choose`, the rule as given, said so) on the
+   test period with and without costs, beside buy-and-hold;
+5. `walk_forward(grid)`: re-choose on rolling windows over the whole data and stitch the
    out-of-sample equity beside buy-and-hold;
-5. `conclusion()`: what the numbers say, in sentences computed from them; `record(name)` saves the
+6. `conclusion()`: what the numbers say, in sentences computed from them; `record(name)` saves the
    key results (and the test-period curves and trades the report draws).
+
+Every look at the test period (`test_run`, `run("test")`, a walk-forward window on test bars) is
+logged in `accesses` (what, when, how many bars) and recorded, so a reader can count them.
 
 `strategy` is anything `backtest.run` takes: a registered name, a Strategy, your own function
 `f(prices, period=14, ...) -> positions` (its keyword parameters can be swept by name), or a
@@ -23,20 +29,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
 from algotrading import backtest, metrics, plots
 from algotrading.backtest import Result
 from algotrading.params import CASH
 from algotrading.strategies import Strategy, get
 
-EULER_GAMMA = 0.5772156649015329
 PERIODS = ("train", "validation", "test")
+EFFECTIVE_METHOD = (f"principal components explaining {metrics.EFFECTIVE_SHARE:.0%} of the "
+                    "variance of the trials' daily returns on train")
 
 
 def grid_range(first: int | float, last: int | float, step: int | float = 1) -> list:
@@ -47,20 +54,25 @@ def grid_range(first: int | float, last: int | float, step: int | float = 1) -> 
 
 @dataclass
 class TestRun:
-    """The rule on the test period: `with_costs`, `no_costs`, buy-and-hold's equity `hold`, and
-    `table` (one row each, the metrics a reader compares first)."""
+    """One rule on the test period: `with_costs`, `no_costs`, buy-and-hold's equity `hold`,
+    `table` (one row each, the metrics a reader compares first), the `params` scored and
+    `basis`, how they were set ("chosen on train by sharpe" or "set by hand")."""
 
     with_costs: Result
     no_costs: Result
     hold: pd.Series
     table: pd.DataFrame
+    params: dict[str, Any] = field(default_factory=dict)
+    basis: str = "set by hand"
 
 
 @dataclass
 class Choice:
     """A parameter choice made on train: the sweep `train` and `validation` tables (with
-    buy-and-hold columns), the `chosen` parameters, `table` (the choice on every period beside
-    buy-and-hold), `edges` (chosen values on the grid's edge) and `luck` (deflated Sharpe)."""
+    buy-and-hold columns; every combination, traded or not), the `chosen` parameters, `table`
+    (the choice on train and validation beside buy-and-hold; `test_run` adds the test columns),
+    `edges` (chosen values on the grid's edge) and `luck` (deflated Sharpe with every
+    combination counted, `trials`, and with the `effective_trials` their returns amount to)."""
 
     metric: str
     grid: dict[str, list]
@@ -85,7 +97,7 @@ class Choice:
         """The metric over the (x, y) grid on train and on validation, the choice circled."""
         return plots.sweep_heatmaps({"train (in-sample)": self.train,
                                      "validation (out-of-sample)": self.validation},
-                                    x, y, self.metric, self.chosen)
+                                    x, y, self.metric, self.chosen, chosen_on="train")
 
 
 @dataclass
@@ -135,6 +147,8 @@ class Study:
         self.test: TestRun | None = None
         self.choice: Choice | None = None
         self.walk: WalkForward | None = None
+        self.hand: pd.DataFrame | None = None
+        self.accesses: list[dict[str, Any]] = []
 
     @property
     def cash(self) -> float:
@@ -152,25 +166,62 @@ class Study:
 
     def run(self, part: str, /, **params: Any) -> Result:
         """Backtest on one period, "train", "validation" or "test" (indicators see the history
-        before it, never a bar after)."""
+        before it, never a bar after). A run on test is logged in `accesses`."""
+        if part == "test":
+            self.look(f"run('test', {_params(params)})")
+        return self._period(part, **params)
+
+    def _period(self, part: str, **params: Any) -> Result:
         return backtest.run_period(self.strategy, self.prices, self.bounds[part], **params)
 
-    # -- 2. the rule on the test period -----------------------------------------------------------
+    def look(self, what: str, bars: int | None = None) -> None:
+        """Log one look at the test period: what was scored, when (UTC), over how many bars."""
+        start, end = self.bounds["test"]
+        count = len(self.prices.loc[start:end]) if bars is None else bars
+        self.accesses.append({"what": what, "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "bars": int(count)})
+
+    # -- 2. the hand-set rule, on train and validation only ---------------------------------------
+    def rule_check(self) -> pd.DataFrame:
+        """The rule set by hand (`rule`, with costs) on train and validation beside buy-and-hold,
+        never on test: the test period scores only the protocol's choice."""
+        label = f"hand-set rule ({_params(self.rule) or 'defaults'})"
+        runs = {p: self._period(p, **self.rule, **self.costs) for p in ("train", "validation")}
+        self.hand = _period_table(runs, label)
+        return self.hand
+
+    # -- 4. the choice on the test period ---------------------------------------------------------
     def test_run(self) -> TestRun:
-        """The rule on the test period with and without costs, beside buy-and-hold."""
-        paid = self.run("test", **self.rule, **self.costs)
-        free = self.run("test", **self.rule)
+        """The protocol's choice (made by `choose`) on the test period with and without costs,
+        beside buy-and-hold; with no choice made, the rule as given, labelled "set by hand".
+        Logged in `accesses`; with a choice, its table gains the test columns."""
+        if self.choice is not None:
+            c = self.choice
+            params = {**self.fixed(c.grid), **c.chosen}
+            shown, basis = dict(c.chosen), f"chosen on train by {c.metric}"
+        else:
+            params, shown, basis = {**self.rule, **self.costs}, dict(self.rule), "set by hand"
+        paid = self._period("test", **params)
+        free = self._period("test", **{k: v for k, v in params.items() if k not in self.costs})
+        self.look(f"test_run: {self.name} with {_params(shown) or 'its defaults'} ({basis}), "
+                  "with and without costs", len(paid.equity))
         start, end = self.bounds["test"]
         hold = plots.hold_equity(self.prices.loc[start:end, "close"], self.cash)
         table = metrics.compare({"with costs": paid, "no costs": free})
-        self.test = TestRun(paid, free, hold, table)
+        self.test = TestRun(paid, free, hold, table, shown, basis)
+        if self.choice is not None:
+            self.choice.table["test"] = pd.Series(paid.metrics).reindex(metrics.SHOWN).astype(float)
+            self.choice.table["test buy-and-hold"] = pd.Series(paid.metrics["benchmark"]).reindex(
+                metrics.SHOWN).astype(float)
         return self.test
 
     def chart(self, lines: Mapping[str, pd.Series] | None = None, **kwargs: Any) -> Figure:
         """The test run with costs: price, trades, equity and drawdown against buy-and-hold."""
         run = self.test or self.test_run()
         start, end = self.bounds["test"]
-        title = kwargs.pop("title", f"{self.symbol} {self.name}: test period, with costs".strip())
+        what = f"{_params(run.params)} ({run.basis})" if run.params else run.basis
+        title = kwargs.pop("title", f"{self.symbol} {self.name} {what}: test period, with "
+                                    "costs".strip())
         shown = {k: v.loc[start:end] for k, v in (lines or {}).items()}
         return plots.result_chart(run.with_costs, self.prices.loc[start:end], shown, title, **kwargs)
 
@@ -181,7 +232,9 @@ class Study:
 
     def choose(self, grid: Mapping[str, Iterable[Any]], metric: str = "sharpe") -> Choice:
         """Sweep `grid` on train and validation (with costs), choose the best `metric` on train,
-        and run the choice on every period beside buy-and-hold."""
+        and run the choice on train and validation beside buy-and-hold (not on test: that is
+        `test_run`'s one look). The deflated Sharpe counts every combination (those that never
+        trade too) and, beside it, the effective number of independent tries (`EFFECTIVE_METHOD`)."""
         grid = {k: list(v) for k, v in grid.items()}
         fixed = self.fixed(grid)
         tables = {}
@@ -194,14 +247,12 @@ class Study:
                 chosen = typed(backtest.best(table, metric), grid)
             tables[period] = table.assign(**{f"hold_{metric}": hold[metric],
                                              "hold_total_return": hold["total_return"]})
-        runs = {period: self.run(period, **fixed, **chosen) for period in PERIODS}
-        table = pd.DataFrame({
-            col: pd.Series(r.metrics if who == "strategy" else r.metrics["benchmark"])
-            .reindex(metrics.SHOWN)
-            for period, r in runs.items()
-            for who, col in (("strategy", period), ("hold", f"{period} buy-and-hold"))
-        }).astype(float)
-        luck = deflated_sharpe(tables["train"]["sharpe"], runs["train"])
+        runs = {period: self._period(period, **fixed, **chosen) for period in ("train", "validation")}
+        table = _period_table(runs)
+        start, end = self.bounds["train"]
+        _, equity = backtest.curves(self.strategy, self.prices.loc[:end], grid, start=start, **fixed)
+        effective = metrics.effective_trials(metrics.returns(equity, self.cash))
+        luck = trial_luck(tables["train"], runs["train"], effective)
         self.choice = Choice(metric, grid, tables["train"], tables["validation"], chosen, runs,
                              table, edges(chosen, grid), luck)
         return self.choice
@@ -227,6 +278,13 @@ class Study:
                                     **fixed, **{k: row[k] for k in grid})
             parts.append(pd.Series(metrics.returns(r.equity.to_numpy(), self.cash), r.equity.index))
             holds.append(r.metrics["benchmark"])
+        test_start = self.bounds["test"][0]
+        on_test = table[pd.to_datetime(table["test_end"]) >= test_start]
+        if len(on_test):
+            bars = len(self.prices.loc[max(test_start, pd.Timestamp(on_test["test_start"].min())):
+                                       pd.Timestamp(on_test["test_end"].max())])
+            self.look(f"walk_forward: {len(on_test)} of {len(table)} windows traded test-period "
+                      "bars (each re-chosen on the bars before it)", bars)
         table["hold_sharpe"] = [h["sharpe"] for h in holds]
         table["hold_total_return"] = [h["total_return"] for h in holds]
         equity = self.cash * (1 + pd.concat(parts)).cumprod()
@@ -247,18 +305,22 @@ class Study:
                                "costs": dict(self.costs),
                                "periods": {k: [str(a.date()), str(b.date())]
                                            for k, (a, b) in self.bounds.items()}}
+        if self.hand is not None:
+            out["hand_set_rule"] = {col: self.hand[col].to_dict() for col in self.hand.columns}
         if self.test is not None:
             t = self.test.table
-            out["test"] = {"with_costs": t.loc["with costs"].to_dict(),
+            out["test"] = {"params": self.test.params, "basis": self.test.basis,
+                           "with_costs": t.loc["with costs"].to_dict(),
                            "no_costs": t.loc["no costs"].to_dict(),
                            "buy_and_hold": t.loc["buy and hold"].to_dict()}
         if self.choice is not None:
             c = self.choice
+            shown = [p for p in PERIODS if p in c.table.columns]
             out["sweep"] = {
                 "combinations": len(c.train), "metric": c.metric, "chosen": c.chosen,
                 "on_edge": c.edges,
-                **{f"{c.metric}_{p}": c.table.loc[c.metric, p] for p in PERIODS},
-                **{f"hold_{c.metric}_{p}": c.table.loc[c.metric, f"{p} buy-and-hold"] for p in PERIODS},
+                **{f"{c.metric}_{p}": c.table.loc[c.metric, p] for p in shown},
+                **{f"hold_{c.metric}_{p}": c.table.loc[c.metric, f"{p} buy-and-hold"] for p in shown},
                 f"median_{c.metric}_train": float(c.train[c.metric].median()),
                 f"median_{c.metric}_validation": float(c.validation[c.metric].median()),
                 "deflated_sharpe": c.luck,
@@ -272,6 +334,7 @@ class Study:
                 "oos": w.table.loc["walk-forward"].to_dict(),
                 "buy_and_hold": w.table.loc["buy and hold"].to_dict(),
             }
+        out["test_accesses"] = list(self.accesses)
         out["conclusion"] = self.conclusion()
         return out
 
@@ -325,35 +388,45 @@ def edges(chosen: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[
     return out
 
 
-def deflated_sharpe(trial_sharpes: pd.Series | np.ndarray, chosen: Result) -> dict[str, float]:
-    """Bailey & Lopez de Prado's deflated Sharpe ratio of the chosen run among all trials.
+def deflated_sharpe(trial_sharpes: pd.Series | np.ndarray, chosen: Result,
+                    trials: float | None = None) -> dict[str, float]:
+    """Bailey & Lopez de Prado's deflated Sharpe ratio of the chosen run among all trials
+    (`metrics.deflated_sharpe` on the chosen run's daily returns).
 
     `trial_sharpes` are the annualised Sharpe ratios of every combination tried (the sweep on
-    train), `chosen` the chosen combination's run on train. The benchmark SR0 is the Sharpe the
-    best of N trials would show with no skill at all (expected maximum of N draws with the
-    trials' variance); DSR is the probability that the chosen run's true Sharpe exceeds SR0,
-    given its track length, skewness and kurtosis. Trials are counted as independent, which
-    overstates N for neighbouring grid points and so makes the guard stricter, not looser.
-    Returns annualised `sharpe` and `expected_max_sharpe` (SR0), `trials` and `dsr` (0..1).
+    train; one that never traded counts, with Sharpe 0), `chosen` the chosen combination's run
+    on train, `trials` an effective count to use instead of len(trial_sharpes). Returns
+    annualised `sharpe` and `expected_max_sharpe` (SR0), `trials` and `dsr` (0..1).
     """
-    year = math.sqrt(metrics.YEAR)
-    srs = np.asarray(trial_sharpes, float)
-    srs = srs[np.isfinite(srs)] / year
-    n = len(srs)
     rets = metrics.returns(chosen.equity.to_numpy(float), float(chosen.params.get("cash", CASH)))
-    sr = float(np.mean(rets) / np.std(rets, ddof=1)) if np.std(rets) > 0 else float("nan")
-    if n > 1:
-        sr0 = float(np.std(srs, ddof=1) * ((1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n)
-                                           + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n * math.e))))
-    else:
-        sr0 = 0.0
-    skew = float(stats.skew(rets))
-    kurt = float(stats.kurtosis(rets, fisher=False))
-    denom = 1 - skew * sr + (kurt - 1) / 4 * sr * sr
-    ok = math.isfinite(sr) and denom > 0
-    dsr = float(stats.norm.cdf((sr - sr0) * math.sqrt(len(rets) - 1) / math.sqrt(denom))) if ok \
-        else float("nan")
-    return {"sharpe": sr * year, "expected_max_sharpe": sr0 * year, "trials": n, "dsr": dsr}
+    return metrics.deflated_sharpe(trial_sharpes, rets, trials)
+
+
+def trial_luck(trials: pd.DataFrame, chosen: Result, effective: int) -> dict[str, float]:
+    """The deflated Sharpe of the choice twice: with every row of the sweep table `trials`
+    counted as an independent try (`trials`, `expected_max_sharpe`, `dsr`: the conservative
+    bound) and with the `effective` count of independent tries (`effective_trials`,
+    `expected_max_sharpe_effective`, `dsr_effective`); `never_traded` counts the rows with no
+    trade (counted in both)."""
+    every = deflated_sharpe(trials["sharpe"], chosen)
+    eff = deflated_sharpe(trials["sharpe"], chosen, trials=effective)
+    idle = int(((trials["trades_closed"] == 0) & (trials["trades_open"] == 0)).sum()) \
+        if {"trades_closed", "trades_open"} <= set(trials.columns) else 0
+    return {**every, "never_traded": idle, "effective_trials": int(effective),
+            "expected_max_sharpe_effective": eff["expected_max_sharpe"],
+            "dsr_effective": eff["dsr"]}
+
+
+def _period_table(runs: Mapping[str, Result], label: str = "") -> pd.DataFrame:
+    """metrics.SHOWN of each period's run (column "<period>" or "<period> (<label>)") beside
+    buy-and-hold of the same days ("<period> buy-and-hold")."""
+    return pd.DataFrame({
+        col: pd.Series(r.metrics if who == "strategy" else r.metrics["benchmark"])
+        .reindex(metrics.SHOWN)
+        for period, r in runs.items()
+        for who, col in (("strategy", f"{period} ({label})" if label else period),
+                         ("hold", f"{period} buy-and-hold"))
+    }).astype(float)
 
 
 def _curve_metrics(equity: pd.Series, cash: float) -> dict[str, float]:
@@ -378,12 +451,16 @@ def _params(params: Mapping[str, Any]) -> str:
 
 
 def _who(study: Study) -> str:
-    """"sma with fast_period=50, slow_period=200 and costs"; without a rule, the strategy's
-    defaults: "rsi with its defaults (period=14, low=30, high=70) and costs"; without costs,
-    "... and no costs"."""
+    """What the test run scored: "sma with fast_period=20, slow_period=60 (chosen on train by
+    sharpe) and costs"; set by hand: "sma with fast_period=50, slow_period=200 (set by hand) and
+    costs"; without a rule, the strategy's defaults: "rsi with its defaults (period=14, low=30,
+    high=70) and costs"; without costs, "... and no costs"."""
     paid = "and costs" if study.costs else "and no costs"
+    test = study.test
+    if test is not None and test.basis != "set by hand":
+        return f"{study.name} with {_params(test.params)} ({test.basis}) {paid}"
     if study.rule:
-        return f"{study.name} with {_params(study.rule)} {paid}"
+        return f"{study.name} with {_params(study.rule)} (set by hand) {paid}"
     strat = _strategy(study.strategy)
     try:
         defaults = strat.complete({}) if strat is not None else {}
@@ -396,44 +473,39 @@ def _who(study: Study) -> str:
 
 def conclusion(study: Study) -> str:
     """Sentences computed from a study's numbers: the test-period verdict against buy-and-hold,
-    the cost of trading, what survived from train to validation, luck, grid edges, walk-forward."""
+    the cost of trading, the hand-set rule on train and validation, what survived from train to
+    validation, luck (both trial counts), grid edges, walk-forward, and the looks at test."""
     lines = []
     if study.test is not None:
-        t = study.test.table
-        s, h, f = t.loc["with costs"], t.loc["buy and hold"], t.loc["no costs"]
         days = study.test.with_costs.equity.index
-        start, end = days[0].date(), days[-1].date()
-        better_return = s["total_return"] > h["total_return"]
-        better_sharpe = s["sharpe"] > h["sharpe"]
-        verdict = ("beat buy-and-hold on return and on Sharpe" if better_return and better_sharpe
-                   else "beat buy-and-hold on Sharpe but not on return" if better_sharpe
-                   else "beat buy-and-hold on return but not on Sharpe" if better_return
-                   else "did not beat buy-and-hold")
+        lines.append(test_sentence(_who(study), study.test.table, days[0].date(), days[-1].date(),
+                                   bool(study.costs)))
+        if study.choice is not None and study.test.basis == "set by hand":
+            lines.append("The test period scored a rule set by hand, not the protocol's choice: "
+                         "run test_run() after choose().")
+    if study.hand is not None:
+        hd = study.hand
+        cols = [c for c in hd.columns if "(" in c]
         lines.append(
-            f"On the test period ({start}..{end}) {_who(study)} returned "
-            f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
-            f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
-            f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
-            f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
-            f"{verdict}." + (f" Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
-                             "percentage points of return." if study.costs else ""))
+            f"Set by hand, {study.name} with {_params(study.rule) or 'its defaults'} had a Sharpe of "
+            + " and ".join(f"{_num(hd.loc['sharpe', c], '.2f')} on {c.split(' ')[0]} (buy-and-hold "
+                           f"{_num(hd.loc['sharpe', c.split(' ')[0] + ' buy-and-hold'], '.2f')})"
+                           for c in cols)
+            + "; it is not scored on test.")
     if study.choice is not None:
         c, m = study.choice, study.choice.metric
         tab = c.table
+        idle = c.luck.get("never_traded", 0)
         lines.append(
-            f"The best {m} on train among {len(c.train)} combinations, "
+            f"The best {m} on train among {len(c.train)} combinations"
+            + (f" ({idle} of which never traded)" if idle else "") + ", "
             f"{_num(tab.loc[m, 'train'], '.2f')} at {_params(c.chosen)}, was "
             f"{_num(tab.loc[m, 'validation'], '.2f')} on validation (buy-and-hold "
-            f"{_num(tab.loc[m, 'validation buy-and-hold'], '.2f')}) and "
-            f"{_num(tab.loc[m, 'test'], '.2f')} on test (buy-and-hold "
-            f"{_num(tab.loc[m, 'test buy-and-hold'], '.2f')}).")
-        luck = c.luck
-        skill = "some evidence of skill" if luck["dsr"] >= 0.95 else "no evidence of skill"
-        lines.append(
-            f"Luck: the best of {luck['trials']} tries with no skill would show a Sharpe of about "
-            f"{_num(luck['expected_max_sharpe'], '.2f')}; the deflated Sharpe ratio of the choice is "
-            f"{_num(luck['dsr'], '.2f')} (the probability its true Sharpe beats that), {skill} "
-            f"at the 0.95 level.")
+            f"{_num(tab.loc[m, 'validation buy-and-hold'], '.2f')})"
+            + (f" and {_num(tab.loc[m, 'test'], '.2f')} on test (buy-and-hold "
+               f"{_num(tab.loc[m, 'test buy-and-hold'], '.2f')})." if "test" in tab else
+               "; it has not been scored on test."))
+        lines.append(luck_sentence(c.luck))
         for k in c.edges:
             lines.append(f"{k}={c.chosen[k]} sits on the edge of the grid "
                          f"({min(c.grid[k])}..{max(c.grid[k])}): the best value may lie outside it.")
@@ -445,4 +517,44 @@ def conclusion(study: Study) -> str:
             f"{w.equity.index[-1].date()}): the stitched out-of-sample equity returned "
             f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}) against "
             f"buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe {_num(h['sharpe'], '.2f')}).")
+    if study.accesses:
+        n = len(study.accesses)
+        lines.append(f"The test period was looked at {n} time{'s' if n > 1 else ''}: "
+                     + "; ".join(a["what"] for a in study.accesses) + ".")
     return "\n".join(lines)
+
+
+def test_sentence(who: str, table: pd.DataFrame, start: Any, end: Any, costs: bool = True) -> str:
+    """The test-period verdict in words: `who` ("sma with ... and costs") over start..end, from
+    `table`'s rows "with costs", "no costs" and "buy and hold" (`metrics.compare`'s columns)."""
+    s, h, f = table.loc["with costs"], table.loc["buy and hold"], table.loc["no costs"]
+    better_return = s["total_return"] > h["total_return"]
+    better_sharpe = s["sharpe"] > h["sharpe"]
+    verdict = ("beat buy-and-hold on return and on Sharpe" if better_return and better_sharpe
+               else "beat buy-and-hold on Sharpe but not on return" if better_sharpe
+               else "beat buy-and-hold on return but not on Sharpe" if better_return
+               else "did not beat buy-and-hold")
+    return (f"On the test period ({start}..{end}) {who} returned "
+            f"{_num(s['total_return'], '.1%')} (Sharpe {_num(s['sharpe'], '.2f')}, max "
+            f"drawdown {_num(s['max_drawdown'], '.1%')}, {int(s['trades_closed'])} closed trades) "
+            f"against buy-and-hold's {_num(h['total_return'], '.1%')} (Sharpe "
+            f"{_num(h['sharpe'], '.2f')}, max drawdown {_num(h['max_drawdown'], '.1%')}): it "
+            f"{verdict}." + (f" Costs took {_num(100 * (f['total_return'] - s['total_return']), '.1f')} "
+                             "percentage points of return." if costs else ""))
+
+
+def luck_sentence(luck: Mapping[str, Any], chosen_on: str = "train") -> str:
+    """The deflated Sharpe with both trial counts, in words (see `trial_luck`)."""
+    def verdict(dsr: Any) -> str:
+        return "some evidence of skill" if float(dsr) >= 0.95 else "no evidence of skill"
+
+    text = (f"Luck: counting all {luck['trials']} tries on {chosen_on} as independent, the best of "
+            f"them with no skill would show a Sharpe of about "
+            f"{_num(luck['expected_max_sharpe'], '.2f')} and the deflated Sharpe ratio of the "
+            f"choice is {_num(luck['dsr'], '.2f')} ({verdict(luck['dsr'])} at the 0.95 level)")
+    if "effective_trials" in luck:
+        text += (f"; counted as the {luck['effective_trials']} independent tries their returns "
+                 f"amount to ({EFFECTIVE_METHOD.replace(' on train', f' on {chosen_on}')}), "
+                 f"{_num(luck['expected_max_sharpe_effective'], '.2f')} and "
+                 f"{_num(luck['dsr_effective'], '.2f')} ({verdict(luck['dsr_effective'])})")
+    return text + ". The deflated Sharpe is the probability that the true Sharpe beats that bar."

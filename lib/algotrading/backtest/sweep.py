@@ -168,13 +168,7 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
     from algotrading.backtest import kernel
 
     split = [split_params({**params, **c}) for c in combos]
-    strat = strategy_of(strategy)
-    if strat is not None:  # values were checked by `combinations`
-        mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
-        base = strat.complete({**split_params(params)[1], **{k: combos[0][k] for k in mine}})
-        wants = strat.grid(prices, [{**base, **{k: c[k] for k in mine}} for c in combos]).T
-    else:
-        wants = np.stack([resolve(strategy, prices, s[1]) for s in split])
+    wants = _targets(strategy, prices, combos, params)
     bars = kernel.Bars(*ohlc(prices))
     stats = kernel.stats_table(len(combos))
     cash = np.empty(len(combos))
@@ -193,6 +187,46 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
         stats[rows] = out
         cash[rows] = settings.cash
     return _table(stats, cash)
+
+
+def _targets(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, Any]],
+             params: dict[str, Any]) -> np.ndarray:
+    """Desired positions of every combination (combos x bars): the strategy's `grid` at once."""
+    strat = strategy_of(strategy)
+    if strat is not None:  # values were checked by `combinations`
+        mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
+        base = strat.complete({**split_params(params)[1], **{k: combos[0][k] for k in mine}})
+        return strat.grid(prices, [{**base, **{k: c[k] for k in mine}} for c in combos]).T
+    return np.stack([resolve(strategy, prices, split_params({**params, **c})[1]) for c in combos])
+
+
+def curves(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Iterable[Any]],
+           **params: Any) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every combination of `grid` (the table's rows) and its equity at each bar's close
+    (combos x bars, from `start` if given): the sweep's combinations, targets and kernel, for
+    what a metrics row cannot show, such as how alike the trials' returns are (the study's
+    effective trial count). Memory is combos x bars floats, so keep grids to a few thousand."""
+    from algotrading.backtest import kernel
+
+    prices = check_prices(prices)
+    strategy = strategy_of(strategy) or strategy
+    combos = combinations(strategy, grid, len(prices), split_params(params)[1])
+    if not combos:
+        return pd.DataFrame(columns=list(grid)), np.empty((0, 0))
+    wants = _targets(strategy, prices, combos, params)
+    arrays = ohlc(prices)
+    rows = []
+    for i, combo in enumerate(combos):
+        settings = Settings(**split_params({**params, **combo})[0])
+        keep = np.ones(len(prices), bool) if settings.start is None else \
+            np.asarray(prices.index >= pd.Timestamp(settings.start))
+        if rows and keep.sum() != len(rows[0]):
+            raise ValueError("curves: every combination must cover the same bars (sweep `start` "
+                             "as a fixed setting, not in the grid)")
+        run = kernel.simulate_one(kernel.Bars(*(a[keep] for a in arrays)), wants[i][keep],
+                                  settings.rules)
+        rows.append(run.equity)
+    return pd.DataFrame(combos, columns=list(grid)), np.stack(rows)
 
 
 def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:

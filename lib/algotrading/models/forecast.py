@@ -299,13 +299,21 @@ def scores(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, fl
     }
 
 
-def evaluate(model: Forecaster, data: Dataset, split: str = "test",
-             others: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per (model, output) on `split`: the scores of the network and each baseline."""
-    X, y = data.part(split)
+def predictions(model: Forecaster, data: Dataset, split: str = "test",
+                others: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Probabilities (rows x OUTPUTS) of the network and each fitted baseline on `split`."""
+    X, _ = data.part(split)
     with _deterministic(0):
         probs = {"network": model.probabilities(X)}
         probs.update({name: _baseline_scores(m, X) for name, m in (others or {}).items()})
+    return probs
+
+
+def evaluate(model: Forecaster, data: Dataset, split: str = "test",
+             others: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per (model, output) on `split`: the scores of the network and each baseline."""
+    _, y = data.part(split)
+    probs = predictions(model, data, split, others)
     rows = [{"model": name, "output": out, **scores(y[:, j], p[:, j])}
             for name, p in probs.items() for j, out in enumerate(OUTPUTS)]
     return pd.DataFrame(rows).set_index(["model", "output"])
