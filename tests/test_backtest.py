@@ -441,3 +441,35 @@ def test_result_plot_delegates_to_the_plots_module(monkeypatch):
                         raising=False)
     r = backtest.run(np.array([1, 1, 0, 0, 0, 0]), STEPS, size=10)
     assert r.plot(title="x") == 1 and seen["r"] is r and seen["kw"] == {"title": "x"}
+
+
+def test_run_pauses_garbage_collection_only_inside_its_bar_loop(gspc, monkeypatch):
+    import gc
+
+    from algotrading.backtest import broker as broker_module
+
+    seen: list[bool] = []
+    mark = broker_module.Broker.mark
+
+    def spying(self, close):
+        seen.append(gc.isenabled())
+        if len(seen) == 50 and fail:
+            raise RuntimeError("boom")
+        return mark(self, close)
+
+    monkeypatch.setattr(broker_module.Broker, "mark", spying)
+    fail = False
+    assert gc.isenabled()
+    backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+    assert seen and not any(seen) and gc.isenabled()  # paused on every bar, back on after
+    fail, seen[:] = True, []
+    with pytest.raises(RuntimeError, match="boom"):
+        backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+    assert gc.isenabled()  # an error in the loop leaves collection on
+    gc.disable()
+    try:
+        fail = False
+        backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+        assert not gc.isenabled()  # a caller's choice to keep it off is kept
+    finally:
+        gc.enable()
