@@ -288,3 +288,17 @@ def test_backtest_exports_trades_and_equity(lake_dir, tmp_path, capsys):
     assert list(curve.columns) == ["equity", "position"]
     assert curve["equity"].iloc[-1] == pytest.approx(out["metrics"]["final_value"])
     assert out["metrics"]["gross_exposure"] > 0.5 and out["metrics"]["orders_rejected"] == 0
+
+
+def test_main_freezes_what_was_imported_before_the_command(capsys):
+    """A cold command's collections (and the one at exit) skip the objects of its imports."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert gc.get_freeze_count() > 10_000  # pandas and numpy alone hold more
+    finally:
+        gc.unfreeze()
+    assert "backtest" in capsys.readouterr().out
