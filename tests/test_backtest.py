@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import backtest, metrics, schema, sources
+from algotrading import backtest, metrics, rules, schema, sources
 from algotrading.backtest import engine
 from algotrading.strategies import breakout, get, sma
 
@@ -36,19 +36,14 @@ def via_kernel(strategy, prices, **params):
     if settings.start is not None:
         keep = np.asarray(prices.index >= pd.Timestamp(settings.start))
         prices, targets, o, h, lo, c = prices[keep], targets[keep], o[keep], h[keep], lo[keep], c[keep]
-    n = len(c)
-    equity, position, buffer = np.empty(n), np.empty(n), np.empty((3 * n + 1, 8))
-    stats = np.empty(len(kernel.STATS))
-    count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(targets, dtype=float),
-                            *kernel.settings_args(settings), equity, position, buffer, stats)
-    tr, named = buffer[:count], dict(zip(kernel.STATS, stats, strict=True))
-    codes = tr[:, kernel.T_REASON].astype(int)
-    trades = {"col": np.zeros(count, dtype=int), "entry_bar": tr[:, kernel.T_ENTRY_BAR].astype(int),
-              "exit_bar": tr[:, kernel.T_EXIT_BAR].astype(int), "size": tr[:, kernel.T_SIZE],
-              "entry_price": tr[:, kernel.T_ENTRY_PX], "exit_price": tr[:, kernel.T_EXIT_PX],
-              "commission": tr[:, kernel.T_COMM], "reason": np.array(kernel.REASONS)[codes],
-              "open": codes == kernel.OPEN, "pnl": tr[:, kernel.T_PNL]}
-    sim = engine.Sim(position[None, :], equity, np.array([named["traded"]]), trades,
+    run = kernel.simulate_one(kernel.Bars(o, h, lo, c), targets, settings.rules)
+    tr, named = run.trades, run.stats
+    trades = {"col": np.zeros(len(tr), dtype=int), "entry_bar": tr["entry_bar"],
+              "exit_bar": tr["exit_bar"], "size": tr["size"], "entry_price": tr["entry_price"],
+              "exit_price": tr["exit_price"], "commission": tr["commission"],
+              "reason": np.array(rules.REASONS)[tr["reason"]], "open": tr["reason"] == rules.OPEN,
+              "pnl": tr["pnl"]}
+    sim = engine.Sim(run.position[None, :], run.equity, np.array([named["traded"]]), trades,
                      int(named["orders_rejected"]), bool(named["bankrupt"]))
     return engine.result(prices, sim, settings, params)
 

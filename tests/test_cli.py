@@ -223,7 +223,7 @@ def test_backtest_json_has_the_contract_keys(lake_dir, capsys):
     keys = {"final_value", "pnl", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
             "trades_closed", "trades_open", "win_rate", "profit_factor", "sqn", "exposure"}
     assert keys <= set(out["metrics"]) and {"final_value", "sharpe", "max_drawdown"} <= set(out["benchmark"])
-    assert out["params"] == {"fast_period": 50, "slow_period": 200, "size": 10}
+    assert out["params"] == {"fast_period": 50, "slow_period": 200, "size": 10, "start": "2010-01-01"}
     assert out["metrics"]["start"] == "2010-01-04"
 
 

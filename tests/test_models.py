@@ -127,7 +127,7 @@ def test_config_from_hyperparameters():
                                        "symbol": "INTC"})
     assert (cfg.epochs, cfg.target, cfg.extra_features, cfg.symbol) == (7, 0.03, True, "INTC")
     assert forecast.Config.from_params(asdict(cfg)) == cfg
-    with pytest.raises(ValueError, match=r"no parameter\(s\) \['epoch'\]"):
+    with pytest.raises(ValueError, match="forecast has no parameter .epoch. \\(did you mean .epochs.\\?\\)"):
         forecast.Config.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="epochs=2.5"):
         forecast.Config.from_params({"epochs": 2.5})

@@ -49,6 +49,6 @@ def test_ppo_job_request_on_the_moto_server(sagemaker_env, sent, prices):  # noq
     assert {m["Name"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]} == \
         set(train.JOB_METRICS)
     assert f"python -m {train.ENTRY}" in _launcher(job)
-    with pytest.raises(ValueError, match="unknown PPO hyperparameter"):
+    with pytest.raises(ValueError, match="PPO has no parameter"):
         train.submit(prices, "SYN", "2013-12-31", "s3://algo-bucket/models", hyper={"epochs": 1})
 

@@ -39,7 +39,7 @@ def test_training_is_seeded(prices, trained):
     assert all(np.array_equal(v, again.model.policy.state_dict()[k]) for k, v in params.items())
     assert not all(np.array_equal(v, other.model.policy.state_dict()[k]) for k, v in params.items())
     assert trained.episode_rewards == again.episode_rewards and len(trained.episode_rewards) >= 2
-    with pytest.raises(ValueError, match="unknown PPO hyperparameter"):
+    with pytest.raises(ValueError, match="PPO has no parameter"):
         train.train(prices, "2013-12-31", learning_rat=1e-3)
 
 

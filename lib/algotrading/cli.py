@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from algotrading.errors import ParameterError
+
 
 def _value(text: str) -> object:
     """'10' -> 10, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
@@ -104,11 +106,23 @@ def _prices(args: argparse.Namespace) -> pd.DataFrame:
     return query.load_prices(args.symbol, args.start, args.end, lake=args.lake)
 
 
+def _trading(args: argparse.Namespace, params: dict[str, object]) -> pd.DataFrame:
+    """Bars for a backtest or sweep: every bar up to --end, with --start passed to the engine as
+    `start` (the first bar traded; earlier bars warm the indicators up, as in `live replay`)."""
+    from algotrading import query
+
+    if args.start is not None:
+        if "start" in params:
+            raise ParameterError("give --start or --param start=..., not both")
+        params["start"] = args.start
+    return query.load_prices(args.symbol, None, args.end, lake=args.lake)
+
+
 def cmd_backtest(args: argparse.Namespace) -> None:
     from algotrading import backtest, metrics
 
     params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
-    result = backtest.run(args.strategy, _prices(args), **params)
+    result = backtest.run(args.strategy, _trading(args, params), **params)
     if args.trades:
         _write_csv(result.trades, args.trades, index=False)
     if args.equity:
@@ -161,7 +175,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     elif args.shards != 1:
         raise ValueError("--shards runs the shards as SageMaker jobs: add --backend aws")
     else:
-        table = backtest.sweep(args.strategy, _prices(args), parse_grid(args.grid), sort=args.sort,
+        table = backtest.sweep(args.strategy, _trading(args, params), parse_grid(args.grid), sort=args.sort,
                                top=args.top, progress=None if sys.stderr.isatty() else False, **params)
     _print_frame(table, args.format)
 
@@ -307,7 +321,8 @@ def parser() -> argparse.ArgumentParser:
     for name, func in (("backtest", cmd_backtest), ("sweep", cmd_sweep)):
         s = sub.add_parser(name, help=f"{name} a strategy on one symbol from the lake")
         s.add_argument("strategy", help=STRATEGY_HELP)
-        _bars_args(s, "strategy or engine parameter (repeatable)")
+        _bars_args(s, "strategy or engine parameter (repeatable)",
+                   "first bar to trade (earlier bars warm the indicators up, as in live replay)")
         s.set_defaults(func=func)
         if name == "backtest":
             s.add_argument("--json", action="store_true", help="print one JSON object")

@@ -4,19 +4,25 @@ Features at bar t use bars up to and including t only (tested by perturbing late
 Labels at bar t look ahead by construction (they are what a trade decided at t's close would
 have earned): use them to train and score models, never as an input.
 
-The barrier rule (`exits`) is the engine's (algotrading.backtest): a trade decided at bar t fills
-at bar t+1's open; from that bar on, each bar is checked in this order: a gap through the stop at
-the open, a gap through the target at the open, the stop inside the bar, the target inside the bar
-(so the stop is assumed first when both are inside one bar); without either, the engine's
-`max_bars=horizon` closes the trade at the open after bar t+horizon. Labels and the ML strategy
-both call `exits`, and a test replays sampled trades through `backtest.run` to prove it.
+The barrier rule (`exits`) is the engine's, computed by the same functions (algotrading.rules): a
+trade decided at bar t fills at bar t+1's open; from that bar on, each bar is checked in this
+order: a gap through the stop at the open, a gap through the target at the open, the stop inside
+the bar, the target inside the bar (so the stop is assumed first when both are inside one bar);
+without either, the engine's `max_bars=horizon` closes the trade at the open after bar t+horizon.
+Labels and the ML strategy both call `exits`, and a test replays sampled trades through
+`backtest.run` to prove it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+
+from algotrading import rules
 
 PERIODS = tuple(range(2, 17))  # the workshop's SMA and ROC periods
 EXTRA = ("atr14", "vol_z20", "rsi14", "rvol20")
@@ -81,36 +87,39 @@ def exits(prices: pd.DataFrame, side: int, horizon: int, target: float, stop: fl
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1 bar, not {horizon!r}")
     n = len(prices)
-    exit_bar = np.full(n, np.nan)
-    outcome = np.full(n, np.nan)
     rows = n - 1 if partial else n - horizon  # trades whose bars are looked at
     if rows <= 0:
-        return exit_bar, outcome
-    # bars past the end are NaN: every comparison with them is False, so nothing hits there
-    o, h, lo = (np.concatenate([prices[k].to_numpy(float), np.full(horizon, np.nan)])
-                for k in ("open", "high", "low"))
-    sign = float(side)
-    entry = o[1:rows + 1] * (1.0 + sign * slippage_bps / 1e4)
-    stop_level = (entry * (1 - sign * stop))[:, None]
-    goal_level = (entry * (1 + sign * target))[:, None]
-    opens = sliding_window_view(o[1:], horizon)[:rows]  # bars t+1 .. t+horizon
-    worst = sliding_window_view((lo if side > 0 else h)[1:], horizon)[:rows]
-    best = sliding_window_view((h if side > 0 else lo)[1:], horizon)[:rows]
-    gap_stop = sign * (opens - stop_level) <= 0
-    gap_goal = ~gap_stop & (sign * (opens - goal_level) >= 0)
-    in_stop = ~gap_stop & ~gap_goal & (sign * (worst - stop_level) <= 0)
-    in_goal = ~gap_stop & ~gap_goal & ~in_stop & (sign * (best - goal_level) >= 0)
-    goal = gap_goal | in_goal
-    hit = gap_stop | in_stop | goal
-    first = hit.argmax(axis=1)
-    any_hit = hit.any(axis=1)
-    took = goal[np.arange(rows), first]
-    t = np.arange(rows)
-    known = any_hit | (t + horizon < n)  # a hit, or the whole horizon exists
-    exit_bar[:rows] = np.where(known, np.where(any_hit, t + 1 + first, t + horizon), np.nan)
-    outcome[:rows] = np.where(known, np.where(any_hit, np.where(took, TAKE_PROFIT, STOP_LOSS),
-                                              TIMEOUT), np.nan)
+        return np.full(n, np.nan), np.full(n, np.nan)
+    o, h, lo = (np.ascontiguousarray(prices[k].to_numpy(float)) for k in ("open", "high", "low"))
+    bracket = rules.bracket(stop=stop, take=target, slip=slippage_bps / 1e4)
+    return _barrier_loop()(o, h, lo, float(side), horizon, bracket, rows)
+
+
+def _barriers(o: np.ndarray, h: np.ndarray, lo: np.ndarray, side: float, horizon: int,
+              r: rules.Rules, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """`exits`' loop, compiled: each trade's fill and levels, then its bars through
+    rules.exit_hit until one hits, or a timeout once the whole horizon exists."""
+    n = len(o)
+    exit_bar = np.full(n, np.nan)
+    outcome = np.full(n, np.nan)
+    for t in range(rows):
+        entry = rules.fill_price(o[t + 1], side, r)
+        for j in range(t + 1, min(t + horizon, n - 1) + 1):
+            code = rules.exit_hit(o[j], h[j], lo[j], entry, side, r)[1]
+            if code != rules.NONE:
+                exit_bar[t] = j
+                outcome[t] = TAKE_PROFIT if code == rules.TAKE else STOP_LOSS
+                break
+        if np.isnan(outcome[t]) and t + horizon < n:
+            exit_bar[t] = t + horizon
+            outcome[t] = TIMEOUT
     return exit_bar, outcome
+
+
+@functools.cache
+def _barrier_loop() -> Callable:
+    """numba is imported on the first label, not with this module."""
+    return rules.compiled(_barriers)
 
 
 def labels(prices: pd.DataFrame, horizon: int = 5, target: float = 0.02, stop: float = 0.015,

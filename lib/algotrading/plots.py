@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from algotrading import metrics
+from algotrading.params import CASH
 
 PERCENT = FuncFormatter(lambda v, _: f"{v:.0%}")
 COLORS = {"strategy": "tab:blue", "hold": "tab:gray", "long": "tab:green", "short": "tab:red"}
@@ -191,7 +192,7 @@ def result_chart(result: Any, prices: pd.DataFrame | None = None,
         raise ValueError("result_chart needs prices=<the bars the backtest ran on>")
     equity = result.equity
     bars = prices.loc[equity.index[0]:equity.index[-1]]
-    cash = float(result.params.get("cash", 100_000.0))
+    cash = float(result.params.get("cash", CASH))
     full = {"strategy": equity, "buy and hold": hold_equity(bars["close"], cash)}
     view = slice(start, end)
     days = equity.loc[view].index

@@ -256,16 +256,15 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     settings = Settings(**engine)
     if settings.start is not None:
         raise ValueError("start: scenario paths are traded from their first bar")
-    args = kernel.settings_args(settings)
     equity = np.empty(paths.close.shape)
-    stats = np.empty((len(paths), len(kernel.STATS)))
-    no_trades = np.empty((0, 8))  # the kernel records trades only into a buffer with rows
+    stats = kernel.stats_table(len(paths))
+    no_trades = np.empty(0, kernel.TRADE_DTYPE)  # the kernel records trades only into a buffer with rows
 
     def one(i: int) -> None:
         frame, (o, h, lo, c) = checked(paths.frame(i))
         want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
-        kernel.simulate(o, h, lo, c, want, *args, equity[i], np.empty(len(c)), no_trades,
-                        stats[i])
+        kernel.simulate(kernel.Bars(o, h, lo, c), want, settings.rules, equity[i],
+                        np.empty(len(c)), no_trades, stats, i)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(one, range(len(paths))))
@@ -273,7 +272,7 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     table = pd.DataFrame({
         "total_return": curve["total_return"], "sharpe": curve["sharpe"],
         "max_drawdown": curve["max_drawdown"],
-        "trades_closed": stats[:, kernel.STATS.index("trades_closed")],
+        "trades_closed": stats["trades_closed"],
         "buy_and_hold_return": paths.close[:, -1] / paths.close[:, 0] - 1.0,
     })
     table["excess_return"] = table["total_return"] - table["buy_and_hold_return"]

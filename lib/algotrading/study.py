@@ -32,6 +32,7 @@ from scipy import stats
 
 from algotrading import backtest, metrics, plots
 from algotrading.backtest import Result
+from algotrading.params import CASH
 from algotrading.strategies import Strategy, get
 
 EULER_GAMMA = 0.5772156649015329
@@ -138,7 +139,7 @@ class Study:
     @property
     def cash(self) -> float:
         """Starting cash of every run (the engine's default unless the rule sets `cash`)."""
-        return float(self.rule.get("cash", 100_000.0))
+        return float(self.rule.get("cash", CASH))
 
     # -- 1. periods -------------------------------------------------------------------------------
     def periods(self) -> pd.DataFrame:
@@ -339,7 +340,7 @@ def deflated_sharpe(trial_sharpes: pd.Series | np.ndarray, chosen: Result) -> di
     srs = np.asarray(trial_sharpes, float)
     srs = srs[np.isfinite(srs)] / year
     n = len(srs)
-    rets = metrics.returns(chosen.equity.to_numpy(float), float(chosen.params.get("cash", 100_000.0)))
+    rets = metrics.returns(chosen.equity.to_numpy(float), float(chosen.params.get("cash", CASH)))
     sr = float(np.mean(rets) / np.std(rets, ddof=1)) if np.std(rets) > 0 else float("nan")
     if n > 1:
         sr0 = float(np.std(srs, ddof=1) * ((1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n)

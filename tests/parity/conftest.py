@@ -19,7 +19,7 @@ import pandas as pd
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from algotrading import backtest
+from algotrading import backtest, rules
 from algotrading.backtest import kernel
 from algotrading.live import Limits, PaperBroker, ReplayFeed, Runner, SqliteJournal
 from algotrading.live import runner as live_runner
@@ -33,7 +33,6 @@ settings.register_profile("parity-thorough", max_examples=400, deadline=None, pr
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "parity"))
 
 TOL = 1e-9  # relative, on equity and prices
-SETTINGS_ARGS = kernel.settings_args  # the kernel's argument packing
 
 
 # --- random inputs ----------------------------------------------------------------------------
@@ -147,22 +146,17 @@ def via_kernel(prices: pd.DataFrame, targets: np.ndarray, params: dict[str, Any]
     frame = prices[keep]
     o, h, lo, c = (np.ascontiguousarray(frame[k].to_numpy(float))
                    for k in ("open", "high", "low", "close"))
-    n = len(c)
-    equity, position, buffer = np.empty(n), np.empty(n), np.empty((3 * n + 2, 8))
-    stats = np.empty(len(kernel.STATS))
-    count = kernel.simulate(o, h, lo, c, np.ascontiguousarray(targets[keep], dtype=float),
-                            *SETTINGS_ARGS(s), equity, position, buffer, stats)
+    run = kernel.simulate_one(kernel.Bars(o, h, lo, c), targets[keep], s.rules)
     dates = frame.index
     trades = []
-    for row in buffer[:count]:
-        reason = kernel.REASONS[int(row[kernel.T_REASON])]
+    for row in run.trades:
+        reason = rules.REASONS[row["reason"]]
         is_open = reason == "open"
-        trades.append((dates[int(row[kernel.T_ENTRY_BAR])],
-                       None if is_open else dates[int(row[kernel.T_EXIT_BAR])],
-                       row[kernel.T_SIZE], row[kernel.T_ENTRY_PX],
-                       None if is_open else row[kernel.T_EXIT_PX], reason))
+        trades.append((dates[row["entry_bar"]], None if is_open else dates[row["exit_bar"]],
+                       row["size"], row["entry_price"],
+                       None if is_open else row["exit_price"], reason))
     trades.sort(key=lambda t: t[0])
-    return Outcome(equity, trades, int(stats[kernel.STATS.index("orders_rejected")]))
+    return Outcome(run.equity, trades, int(run.stats["orders_rejected"]))
 
 
 LIVE_COSTS = PaperBroker.SETTINGS  # what the paper broker takes; sizing goes to the runner

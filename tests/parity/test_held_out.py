@@ -89,10 +89,6 @@ def test_readme_paper_example_equals_its_backtest(tmp_path, monkeypatch, capsys)
     _orders_only_on_changes(book)
 
 
-@pytest.mark.xfail(strict=True, reason="`backtest --start` loads bars from the start date only, so "
-                   "its indicators start cold (GSPC 78,518.21, EBAY 88,137.20); `live replay --from` "
-                   "and backtest.run(start=) warm them up on the earlier bars (84,333.70 and "
-                   "91,223.59). The CLI should pass --start to the engine as `start`.")
 def test_cli_backtest_start_equals_the_replay(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
     assert main(["ingest", "sample"]) == 0
@@ -102,3 +98,13 @@ def test_cli_backtest_start_equals_the_replay(tmp_path, monkeypatch, capsys):
                  "size=30", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)["metrics"]
     assert cli["final_value"] == pytest.approx(state["equity"], rel=1e-9)
+    assert round(cli["final_value"], 2) == 84_333.70  # warm indicators: was 78,518.21 with cold ones
+    # the sweep warms up the same way, locally (and in the AWS shards, tests/test_scaleout.py)
+    assert main(["sweep", "sma", "--symbol", "GSPC", "--start", "2018-01-02", "--param", "size=30",
+                 "--grid", "fast_period=9:9", "--grid", "slow_period=21:21",
+                 "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["final_value"] == pytest.approx(state["equity"], rel=1e-9)
+    assert main(["backtest", "sma", "--symbol", "GSPC", "--start", "2018-01-02",
+                 "--param", "start=2018-01-02"]) == 2
+    assert "give --start or --param start=..., not both" in capsys.readouterr().err

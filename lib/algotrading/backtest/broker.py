@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from algotrading.backtest import rules
+from algotrading import rules
 from algotrading.backtest.settings import Settings
 
 
@@ -70,8 +70,7 @@ class Broker:
         self._open: list[dict[str, Any] | None] = [None] * symbols
         self._pending: list[tuple[float, str] | None] = [None] * symbols
         self._sized_for = [0.0] * symbols  # the target the current position answers
-        self._slip = s.slippage_bps / 1e4
-        self._bps = s.commission_bps / 1e4
+        self.rules = s.rules
 
     @property
     def equity(self) -> float:
@@ -85,12 +84,12 @@ class Broker:
         self.bar = bar
         out: list[Fill] = []
         self.price[:] = open
-        s = self.settings
+        r = self.rules
         for a, order in enumerate(self._pending):
             if order is not None:
                 self._pending[a] = None
                 out += self._to_target(a, order[0], open[a], order[1])
-        if s.stop_loss is not None or s.take_profit is not None:
+        if not (math.isnan(r.stop) and math.isnan(r.take)):
             for a, held in enumerate(self.shares):
                 if held:
                     hit = self.exit_level(a, open[a], high[a], low[a])
@@ -102,7 +101,7 @@ class Broker:
         """Value the account at the bar's close; at equity <= 0 it goes bankrupt (see above)."""
         self.price[:] = close
         value = self.equity
-        if value <= 0 and not self.bankrupt:
+        if not self.bankrupt and rules.bankrupt(value):
             self.bankrupt = True
             for a, held in enumerate(self.shares):
                 self._pending[a] = None
@@ -113,23 +112,20 @@ class Broker:
     def submit(self, symbol: int, target: float) -> list[Fill]:
         """The position wanted after this bar's close for `symbol` (see the rules above).
         Returns the fills made now (only with `fill="close"`; else they come at the next open)."""
-        s = self.settings
         if self.bankrupt:
             return []
-        held = self.shares[symbol]
-        if held and s.max_bars is not None:
-            trade = self._open[symbol]
-            if self.bar - trade["entry_bar"] + (s.fill == "open") >= s.max_bars:
-                self._sized_for[symbol] = target  # flat until the wanted position changes
-                return self._order(symbol, 0.0, "max_bars")
-        if target == self._sized_for[symbol]:
+        if self.shares[symbol] and \
+                rules.held_too_long(self.bar, self._open[symbol]["entry_bar"], self.rules):
+            self._sized_for[symbol] = target  # flat until the wanted position changes
+            return self._order(symbol, 0.0, "max_bars")
+        if not rules.resend(target, self._sized_for[symbol]):
             return []
         self._sized_for[symbol] = target
         return self._order(symbol, target, "signal")
 
     # -- orders and fills ------------------------------------------------------------------
     def _order(self, a: int, target: float, reason: str) -> list[Fill]:
-        if self.settings.fill == "close":
+        if not self.rules.fill_open:
             return self._to_target(a, target, self.price[a], reason)
         self._pending[a] = (target, reason)
         return []
@@ -137,33 +133,31 @@ class Broker:
     def target_shares(self, symbol: int, target: float, price: float) -> float:
         """Shares for `target` at `price`: fixed `size`, or `fraction` of the equity left after
         closing the current position at `price`, net of costs (rules.target_shares)."""
-        return rules.target_shares(target, price, self._equity_at(symbol, price), self.settings)
+        return rules.target_shares(target, price, self._equity_at(symbol, price), self.rules)
 
     def _equity_at(self, a: int, price: float) -> float:
         """Equity if symbol `a`'s position were closed at `price` (after slippage and commission)."""
         rest = self.cash + sum(q * p for b, (q, p) in enumerate(zip(self.shares, self.price,
                                                                     strict=True)) if q and b != a)
-        return rules.equity_at(rest, self.shares[a], price, self.settings)
+        return rules.equity_at(rest, self.shares[a], price, self.rules)
 
     def _to_target(self, a: int, target: float, price: float, reason: str) -> list[Fill]:
         """Trade symbol `a` at `price` to the shares `target` asks for, within buying power."""
         held = self.shares[a]
-        goal = self.target_shares(a, target, price)
-        qty = goal - held
-        if not qty:
+        equity = self._equity_at(a, price)
+        goal = rules.target_shares(target, price, equity, self.rules)
+        if goal == held:
             return []
-        if not rules.fits(goal, held, price, self._equity_at(a, price), self.settings):
+        end = rules.allowed(goal, held, price, equity, self.rules)  # buying power
+        if end != goal:
             self.rejected += 1
-            if not (held and goal * held < 0):
-                return []
-            qty = -held  # a reversal still closes the old side
-        return [self._fill(a, qty, price, reason)]
+        qty = end - held
+        return [self._fill(a, qty, price, reason)] if qty else []
 
     def _fill(self, a: int, qty: float, base: float, reason: str) -> Fill:
         """Execute `qty` shares at `base` (before slippage): cash, commission, trade records."""
-        s = self.settings
-        px = base * (1.0 + math.copysign(self._slip, qty))
-        comm = abs(qty) * (s.commission_per_share + px * self._bps)
+        px = rules.fill_price(base, qty, self.rules)
+        comm = rules.commission(qty, px, self.rules)
         self.cash -= qty * px + comm
         self.traded[a] += abs(qty) * px
         held = self.shares[a]
@@ -193,21 +187,11 @@ class Broker:
         return fill
 
     def exit_level(self, a: int, o: float, h: float, lo: float) -> tuple[float, str] | None:
-        """The stop or target hit on this bar (price, reason), stop first, gaps at the open."""
-        s, side = self.settings, (1.0 if self.shares[a] > 0 else -1.0)
-        entry = self._open[a]["entry_price"]
-        stop = entry * (1 - side * s.stop_loss) if s.stop_loss is not None else None
-        goal = entry * (1 + side * s.take_profit) if s.take_profit is not None else None
-        worst, best = (lo, h) if side > 0 else (h, lo)
-        if stop is not None and side * (o - stop) <= 0:
-            return o, "stop_loss"
-        if goal is not None and side * (o - goal) >= 0:
-            return o, "take_profit"
-        if stop is not None and side * (worst - stop) <= 0:
-            return stop, "stop_loss"
-        if goal is not None and side * (best - goal) >= 0:
-            return goal, "take_profit"
-        return None
+        """The stop or target hit on this bar (price, reason), stop first, gaps at the open
+        (rules.exit_hit)."""
+        price, code = rules.exit_hit(o, h, lo, self._open[a]["entry_price"],
+                                     1.0 if self.shares[a] > 0 else -1.0, self.rules)
+        return None if code == rules.NONE else (price, rules.REASONS[code])
 
     def trades(self) -> list[dict[str, Any]]:
         """Closed trades, then the open ones marked to the last price (status "open"), each with

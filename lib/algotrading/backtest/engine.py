@@ -14,12 +14,13 @@ bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the 
 
 Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
 the CLI starts at once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel
-(kernel.py, the Broker's rules in one numba loop), which tests hold to the Broker trade for trade.
+(kernel.py). Both decide every size, cost, fill and exit with the same functions
+(`algotrading.rules`), and tests/parity holds them to each other trade for trade.
 
 Building blocks for such batch paths (public, used by sweep.py and scenarios.py): `split_params`
 (engine settings apart from strategy parameters), `checked` (the validated frame and its OHLC
 arrays), `resolve` (desired positions from any StrategyLike), `ohlc`, and `curve_metrics` (the
-equity-curve metrics from the kernel's statistics); `kernel.settings_args` packs the Settings.
+equity-curve metrics from the kernel's statistics); `Settings.rules` is what the kernel reads.
 """
 
 from __future__ import annotations
@@ -233,10 +234,9 @@ CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdo
 
 
 def curve_metrics(stats: np.ndarray, cash: float | np.ndarray) -> dict[str, Any]:
-    """metrics.equity_metrics' keys from the kernel's statistics (rows: one run or many)."""
-    from algotrading.backtest import kernel
-
-    named = dict(zip(kernel.STATS, np.asarray(stats).T, strict=True))
+    """metrics.equity_metrics' keys from the kernel's statistics (kernel.STATS_DTYPE records:
+    one run or many)."""
+    named = stats
     out = {k: named[k] for k in CURVE}
     out["pnl"] = named["final_value"] - cash
     out["total_return"] = named["final_value"] / cash - 1.0

@@ -82,8 +82,9 @@ def read_table(data: bytes | str | Path) -> pd.DataFrame:
 
 def run_shard(hp: Mapping[str, Any], out: Path) -> pd.DataFrame:
     grid = shard_grid(hp["grid"], int(hp["shard"]), int(hp["shards"]))
-    table = sweep(hp["strategy"], prices(hp["symbol"], hp.get("start"), hp.get("end")), grid,
-                  progress=False, **hp.get("params", {}))
+    start = {"start": hp["start"]} if hp.get("start") else {}  # earlier bars warm indicators up
+    table = sweep(hp["strategy"], prices(hp["symbol"], end=hp.get("end")), grid,
+                  progress=False, **start, **hp.get("params", {}))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / SWEEP_FILE, index=False)
     print(f"shard {hp['shard']} of {hp['shards']}: {len(table)} rows", flush=True)
@@ -150,7 +151,8 @@ def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], sh
                **options: Any) -> list[str]:
     """Submit a sweep as `shards` training jobs, shard i running `backtest.sweep` on
     `shard_grid(grid, i, shards)` over the lake's `symbol` file, and return the job names in shard
-    order (for `jobs.wait` and `gather_sweep`). `options` go to `jobs.submit`."""
+    order (for `jobs.wait` and `gather_sweep`). `start` is the first bar traded (earlier bars warm
+    the indicators up, as in a local sweep); `options` go to `jobs.submit`."""
     grid = {k: list(v) for k, v in grid.items()}
     for i in range(shards):
         shard_grid(grid, i, shards)  # refuses a bad shard count before anything is submitted

@@ -1,65 +1,64 @@
-"""The compiled single-symbol simulation: the Broker's rules (broker.py) in one numba loop.
+"""The compiled single-symbol simulation: the Broker's bar cycle in one numba loop, over the
+shared rules (`algotrading.rules`, compiled into this loop).
 
-`sweep` and `run_many` use it for batches of backtests; `run`, `run_portfolio`, the RL
-environment and paper trading use the Broker itself. Tests pin the two to each other (fills,
-trades, equity) and the kernel's one-pass metrics to metrics.py (every sweep row equals `run`),
-so there is one set of rules with two speeds.
-numba compiles it once and caches the machine code next to this file (`cache=True`); inputs are
-always float64 arrays and plain scalars, so one compiled signature serves every call.
-`settings_args(settings)` packs the engine's Settings into those scalars (`simulate`'s arguments
-`cash0` to `risk_free`); every caller passes them as `*settings_args(settings)`.
+`sweep`, `run_many` and `scenarios.run` use it for batches of backtests; `run`, `run_portfolio`,
+the RL environment and paper trading use the Broker. Both call the same rule functions for every
+size, cost, buying-power check, exit, holding limit and bankruptcy; this loop and the Broker only
+keep the books (cash, position, trades), and tests/parity holds the two to each other.
+
+State is named: the settings arrive as one `rules.Rules` tuple (`Settings.rules`), the prices as
+`Bars`, and the outputs are record arrays (`STATS_DTYPE` per run, `TRADE_DTYPE` per trade).
+numba compiles it once and caches the machine code beside this file (`rules.compiled`, which also
+drops that cache when rules.py changes).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
-if TYPE_CHECKING:
-    from algotrading.backtest.settings import Settings
+from algotrading import rules
+from algotrading.rules import BANKRUPT, MAXBARS, NONE, OPEN, SIGNAL
 
-REASONS = ("signal", "stop_loss", "take_profit", "max_bars", "bankrupt", "open")
-SIGNAL, STOP, TAKE, MAXBARS, BANKRUPT, OPEN = range(6)
-# columns of the trade buffer
-T_ENTRY_BAR, T_EXIT_BAR, T_SIZE, T_ENTRY_PX, T_EXIT_PX, T_COMM, T_PNL, T_REASON = range(8)
-# metric slots of `stats` (per column)
+# The statistics of one run (record fields, per row of a `stats` array).
 STATS = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",
          "calmar", "exposure", "gross_exposure", "turnover", "trades_closed", "trades_won",
          "pnl_sum", "pnl_squares", "gross_profit", "gross_loss", "trades_open",
          "orders_rejected", "bankrupt", "traded")
+STATS_DTYPE = np.dtype([(name, np.float64) for name in STATS])
+TRADE_DTYPE = np.dtype([("entry_bar", np.int64), ("exit_bar", np.int64), ("size", np.float64),
+                        ("entry_price", np.float64), ("exit_price", np.float64),
+                        ("commission", np.float64), ("pnl", np.float64), ("reason", np.int64)])
 YEAR = 252.0
 
 
-@nb.njit(cache=True, nogil=True)
-def _unit(price, side, slip, bps, cps):
-    """Cash one share takes bought (side > 0) or sold at `price`: slipped price + commission."""
-    px = price * (1.0 + math.copysign(slip, side))
-    return px * (1.0 + bps) + cps
+class Bars(NamedTuple):
+    """One symbol's prices as contiguous float64 arrays."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
 
 
-@nb.njit(cache=True, nogil=True)
-def _equity_at(cash, held, price, slip, bps, cps):
-    """Equity if the position were closed at `price` (after slippage and commission)."""
-    if held == 0.0:
-        return cash
-    px = price * (1.0 - math.copysign(slip, held))
-    return cash + held * px - abs(held) * (px * bps + cps)
+def stats_table(rows: int) -> np.ndarray:
+    """An empty statistics array for `rows` runs (see STATS)."""
+    return np.zeros(rows, STATS_DTYPE)
 
 
-@nb.njit(cache=True, nogil=True)
-def curve_stats(equity, shares, close, cash0, risk_free, traded, bankrupt, stats):
-    """The equity-curve metrics of metrics.py in one pass (Welford for the standard deviation),
-    into stats[0:10] and stats[18:20]; a bankrupt run gets no ratios and a CAGR of -1."""
+@rules.compiled
+def curve_stats(equity, shares, close, r, traded, bankrupt, st):
+    """The equity-curve metrics of metrics.py in one pass (Welford for the standard deviation)
+    into the record `st`; a bankrupt run gets no ratios and a CAGR of -1."""
     n = len(equity)
-    rf = (1.0 + risk_free) ** (1.0 / YEAR) - 1.0
-    prev = cash0
+    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
+    prev = r.cash
     mean = 0.0
     m2 = 0.0
     down2 = 0.0
-    peak = cash0
+    peak = r.cash
     dd = 0.0
     dd_money = 0.0
     in_mkt = 0
@@ -67,13 +66,13 @@ def curve_stats(equity, shares, close, cash0, risk_free, traded, bankrupt, stats
     eq_sum = 0.0
     for t in range(n):
         value = equity[t]
-        r = value / prev - 1.0 - rf if prev != 0.0 else math.nan
+        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
         prev = value
-        delta = r - mean
+        delta = ret - mean
         mean += delta / (t + 1)
-        m2 += delta * (r - mean)
-        if r < 0:
-            down2 += r * r
+        m2 += delta * (ret - mean)
+        if ret < 0:
+            down2 += ret * ret
         if value > peak:
             peak = value
         drop = peak - value
@@ -87,37 +86,39 @@ def curve_stats(equity, shares, close, cash0, risk_free, traded, bankrupt, stats
                 gross += abs(shares[t] * close[t]) / value
         eq_sum += value
     final = equity[n - 1]
-    growth = (max(final / cash0, 0.0)) ** (YEAR / n) - 1.0
+    growth = (max(final / r.cash, 0.0)) ** (YEAR / n) - 1.0
     sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
     down = math.sqrt(down2 / n)
-    stats[0] = final
-    stats[1] = -1.0 if bankrupt else growth
-    stats[2] = mean / sd * math.sqrt(YEAR) if sd > 0 and not bankrupt else math.nan
-    stats[3] = mean / down * math.sqrt(YEAR) if down > 0 and not bankrupt else math.nan
-    stats[4] = dd
-    stats[5] = dd_money
-    stats[6] = growth / dd if dd > 0 and not bankrupt else math.nan
-    stats[7] = in_mkt / n
-    stats[8] = gross / n
-    stats[9] = traded / (eq_sum / n) / (n / YEAR)
-    stats[18] = 1.0 if bankrupt else 0.0
-    stats[19] = traded
+    st.final_value = final
+    st.cagr = -1.0 if bankrupt else growth
+    st.sharpe = mean / sd * math.sqrt(YEAR) if sd > 0 and not bankrupt else math.nan
+    st.sortino = mean / down * math.sqrt(YEAR) if down > 0 and not bankrupt else math.nan
+    st.max_drawdown = dd
+    st.max_drawdown_money = dd_money
+    st.calmar = growth / dd if dd > 0 and not bankrupt else math.nan
+    st.exposure = in_mkt / n
+    st.gross_exposure = gross / n
+    st.turnover = traded / (eq_sum / n) / (n / YEAR)
+    st.bankrupt = 1.0 if bankrupt else 0.0
+    st.traded = traded
 
 
-@nb.njit(cache=True, nogil=True)
-def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps, slip,
-             fill_open, stop, take, max_bars, risk_free, equity, position, trades, stats):
-    """One account on one symbol. `size` NaN means fraction sizing; `stop`/`take` NaN and
-    `max_bars` 0 mean none. Writes `equity` and `position` (per bar), the trades into `trades`
-    (rows x 8, if it has rows; returns how many) and the metrics into `stats` (see STATS)."""
+@rules.compiled
+def simulate(bars, want, r, equity, position, trades, stats, row):
+    """One account on one symbol, the Broker's bar cycle: fills at the open, then stops and
+    targets inside the bar, then at the close the bankruptcy check, the holding limit and the
+    wanted position `want[t]` (ordered only when it changes, rules.resend). Writes `equity` and
+    `position` per bar, the trades into `trades` (a TRADE_DTYPE buffer, if it has rows; returns
+    how many) and the run's statistics into `stats[row]` (STATS_DTYPE)."""
+    o, h, lo, c = bars
     n = len(c)
-    cash = cash0
+    cash = r.cash
     held = 0.0
     sized_for = 0.0
     pend_target = 0.0
-    pend_reason = -1
+    pend_reason = NONE
     rejected = 0
-    bankrupt = False
+    broke = False
     traded = 0.0
     entry_bar = 0
     entry_px = 0.0
@@ -125,82 +126,61 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
     tpnl = 0.0
     tcomm = 0.0
     ntr = 0
-    record = trades.shape[0] > 0
+    record = len(trades) > 0
     closed = 0
     won = 0
     psum = 0.0
     psq = 0.0
     profit = 0.0
     loss = 0.0
-    stops = not (math.isnan(stop) and math.isnan(take))
+    stops = not (math.isnan(r.stop) and math.isnan(r.take))
     target = 0.0
     for t in range(n):
         for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
-            px_base = 0.0
+            base = 0.0
             qty = 0.0
-            reason = -1
-            if phase == 0 and pend_reason >= 0:
-                target, reason, px_base = pend_target, pend_reason, o[t]
-                pend_reason = -1
+            reason = NONE
+            if phase == 0 and pend_reason != NONE:
+                target, reason, base = pend_target, pend_reason, o[t]
+                pend_reason = NONE
             elif phase == 1 and stops and held != 0.0:
-                side = 1.0 if held > 0 else -1.0
-                lvl_stop = entry_px * (1.0 - side * stop)
-                lvl_take = entry_px * (1.0 + side * take)
-                worst, best = (lo[t], h[t]) if side > 0 else (h[t], lo[t])
-                if not math.isnan(stop) and side * (o[t] - lvl_stop) <= 0:
-                    px_base, reason = o[t], STOP
-                elif not math.isnan(take) and side * (o[t] - lvl_take) >= 0:
-                    px_base, reason = o[t], TAKE
-                elif not math.isnan(stop) and side * (worst - lvl_stop) <= 0:
-                    px_base, reason = lvl_stop, STOP
-                elif not math.isnan(take) and side * (best - lvl_take) >= 0:
-                    px_base, reason = lvl_take, TAKE
-                if reason >= 0:
-                    qty = -held
+                base, reason = rules.exit_hit(o[t], h[t], lo[t], entry_px,
+                                              1.0 if held > 0 else -1.0, r)
+                qty = -held
             elif phase == 2:
-                if cash + held * c[t] <= 0.0 and not bankrupt:
-                    bankrupt = True
-                    pend_reason = -1
+                if not broke and rules.bankrupt(cash + held * c[t]):
+                    broke = True
+                    pend_reason = NONE
                     if held != 0.0:
                         target, reason = 0.0, BANKRUPT
-                elif not bankrupt:
+                elif not broke:
                     w = want[t]
-                    if held != 0.0 and max_bars > 0 and \
-                            t - entry_bar + (1 if fill_open else 0) >= max_bars:
-                        sized_for = w
+                    if held != 0.0 and rules.held_too_long(t, entry_bar, r):
+                        sized_for = w  # flat until the wanted position changes
                         target, reason = 0.0, MAXBARS
-                    elif w != sized_for:
+                    elif rules.resend(w, sized_for):
                         sized_for = w
                         target, reason = w, SIGNAL
-                if reason >= 0 and fill_open:
+                if reason != NONE and r.fill_open:
                     pend_target, pend_reason = target, reason
-                    reason = -1
-                px_base = c[t]
-            if reason < 0:
+                    reason = NONE
+                base = c[t]
+            if reason == NONE:
                 continue
             if phase != 1:  # an order to a target: size it, check buying power
-                if target == 0.0:
-                    goal = 0.0
-                elif not math.isnan(size):
-                    goal = target * size
-                else:
-                    budget = abs(target) * fraction * max(
-                        _equity_at(cash, held, px_base, slip, bps, cps), 0.0)
-                    shares = budget / _unit(px_base, target, slip, bps, cps)
-                    goal = math.copysign(math.floor(shares) if whole else shares, target)
-                qty = goal - held
+                equity_now = rules.equity_at(cash, held, base, r)
+                goal = rules.target_shares(target, base, equity_now, r)
+                if goal == held:
+                    continue
+                end = rules.allowed(goal, held, base, equity_now, r)
+                if end != goal:
+                    rejected += 1
+                qty = end - held
                 if qty == 0.0:
                     continue
-                if goal != 0.0 and (abs(goal) > abs(held) or goal * held < 0.0) and \
-                        abs(goal) * _unit(px_base, goal, slip, bps, cps) > \
-                        leverage * _equity_at(cash, held, px_base, slip, bps, cps) * (1 + 1e-12):
-                    rejected += 1
-                    if not (held != 0.0 and goal * held < 0.0):
-                        continue
-                    qty = -held  # a reversal still closes the old side
             # the fill (Broker._fill)
-            px = px_base * (1.0 + math.copysign(slip, qty))
-            comm = abs(qty) * (cps + px * bps)
+            px = rules.fill_price(base, qty, r)
+            comm = rules.commission(qty, px, r)
             cash -= qty * px + comm
             traded += abs(qty) * px
             comm_left = comm
@@ -211,14 +191,15 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
                 if closing == abs(held):
                     pnl = tpnl - tcomm
                     if record:
-                        trades[ntr, T_ENTRY_BAR] = entry_bar
-                        trades[ntr, T_EXIT_BAR] = t
-                        trades[ntr, T_SIZE] = tsize
-                        trades[ntr, T_ENTRY_PX] = entry_px
-                        trades[ntr, T_EXIT_PX] = px
-                        trades[ntr, T_COMM] = tcomm
-                        trades[ntr, T_PNL] = pnl
-                        trades[ntr, T_REASON] = reason
+                        tr = trades[ntr]
+                        tr.entry_bar = entry_bar
+                        tr.exit_bar = t
+                        tr.size = tsize
+                        tr.entry_price = entry_px
+                        tr.exit_price = px
+                        tr.commission = tcomm
+                        tr.pnl = pnl
+                        tr.reason = reason
                         ntr += 1
                     closed += 1
                     psum += pnl
@@ -240,49 +221,57 @@ def simulate(o, h, lo, c, want, cash0, size, fraction, leverage, whole, cps, bps
             held = new
         equity[t] = cash + held * c[t]
         position[t] = held
-    if held != 0.0:
-        if record:
-            trades[ntr, T_ENTRY_BAR] = entry_bar
-            trades[ntr, T_EXIT_BAR] = n - 1
-            trades[ntr, T_SIZE] = tsize
-            trades[ntr, T_ENTRY_PX] = entry_px
-            trades[ntr, T_EXIT_PX] = c[n - 1]
-            trades[ntr, T_COMM] = tcomm
-            trades[ntr, T_PNL] = tpnl + held * (c[n - 1] - entry_px) - tcomm
-            trades[ntr, T_REASON] = OPEN
-            ntr += 1
-    curve_stats(equity, position, c, cash0, risk_free, traded, bankrupt, stats)
-    stats[10] = closed
-    stats[11] = won
-    stats[12] = psum
-    stats[13] = psq
-    stats[14] = profit
-    stats[15] = loss
-    stats[16] = 1.0 if held != 0.0 else 0.0
-    stats[17] = rejected
+    if held != 0.0 and record:
+        tr = trades[ntr]
+        tr.entry_bar = entry_bar
+        tr.exit_bar = n - 1
+        tr.size = tsize
+        tr.entry_price = entry_px
+        tr.exit_price = c[n - 1]
+        tr.commission = tcomm
+        tr.pnl = tpnl + held * (c[n - 1] - entry_px) - tcomm
+        tr.reason = OPEN
+        ntr += 1
+    st = stats[row]
+    curve_stats(equity, position, c, r, traded, broke, st)
+    st.trades_closed = closed
+    st.trades_won = won
+    st.pnl_sum = psum
+    st.pnl_squares = psq
+    st.gross_profit = profit
+    st.gross_loss = loss
+    st.trades_open = 1.0 if held != 0.0 else 0.0
+    st.orders_rejected = rejected
     return ntr
 
 
-@nb.njit(cache=True, nogil=True)
-def simulate_many(o, h, lo, c, wants, cash0, size, fraction, leverage, whole, cps, bps, slip,
-                  fill_open, stop, take, max_bars, risk_free, stats):
-    """`simulate` for every row of `wants` (combos x bars), metrics only."""
-    n = len(c)
+@rules.compiled
+def simulate_many(bars, wants, r, stats):
+    """`simulate` for every row of `wants` (combos x bars) into `stats` (one row each), metrics
+    only."""
+    n = len(bars.close)
     equity = np.empty(n)
     position = np.empty(n)
-    none = np.empty((0, 8))
+    none = np.empty(0, TRADE_DTYPE)
     for k in range(wants.shape[0]):
-        simulate(o, h, lo, c, wants[k], cash0, size, fraction, leverage, whole, cps, bps, slip,
-                 fill_open, stop, take, max_bars, risk_free, equity, position, none, stats[k])
+        simulate(bars, wants[k], r, equity, position, none, stats, k)
 
 
-def settings_args(s: Settings) -> tuple:
-    """The Settings as `simulate`'s scalar arguments `cash0` .. `risk_free`, in order (NaN for no
-    size, fraction, stop or target; 0 for no holding limit; costs as fractions)."""
-    nan = math.nan
-    return (float(s.cash), nan if s.size is None else float(s.size),
-            nan if s.fraction is None else float(s.fraction), float(s.leverage),
-            bool(s.whole_shares), float(s.commission_per_share), s.commission_bps / 1e4,
-            s.slippage_bps / 1e4, s.fill == "open", nan if s.stop_loss is None else s.stop_loss,
-            nan if s.take_profit is None else s.take_profit, int(s.max_bars or 0),
-            float(s.risk_free))
+class Run(NamedTuple):
+    """One simulated run read back: equity and shares per bar, its trades, its statistics."""
+
+    equity: np.ndarray
+    position: np.ndarray
+    trades: np.ndarray  # TRADE_DTYPE records (reason: a code, rules.REASONS names it)
+    stats: np.void  # one STATS_DTYPE record
+
+
+def simulate_one(bars: Bars, want: np.ndarray, r: rules.Rules) -> Run:
+    """`simulate` with its buffers allocated and its trades cut to those made."""
+    n = len(bars.close)
+    equity, position = np.empty(n), np.empty(n)
+    trades = np.zeros(3 * n + 2, TRADE_DTYPE)  # at most three fills a bar, plus the open one
+    stats = stats_table(1)
+    count = simulate(bars, np.ascontiguousarray(want, dtype=np.float64), r, equity, position,
+                     trades, stats, 0)
+    return Run(equity, position, trades[:count], stats[0])

@@ -175,8 +175,8 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
         wants = strat.grid(prices, [{**base, **{k: c[k] for k in mine}} for c in combos]).T
     else:
         wants = np.stack([resolve(strategy, prices, s[1]) for s in split])
-    o, h, lo, c = ohlc(prices)
-    stats = np.empty((len(combos), len(kernel.STATS)))
+    bars = kernel.Bars(*ohlc(prices))
+    stats = kernel.stats_table(len(combos))
     cash = np.empty(len(combos))
     groups: dict[tuple, list[int]] = {}
     for i, (eng, _) in enumerate(split):
@@ -188,9 +188,8 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
         if not keep.any():
             raise ValueError("no bars to backtest (empty prices or start after the last bar)")
         block = np.ascontiguousarray(wants[rows][:, keep], dtype=float)
-        out = np.empty((len(rows), len(kernel.STATS)))
-        kernel.simulate_many(o[keep], h[keep], lo[keep], c[keep], block,
-                             *kernel.settings_args(settings), out)
+        out = kernel.stats_table(len(rows))
+        kernel.simulate_many(kernel.Bars(*(a[keep] for a in bars)), block, settings.rules, out)
         stats[rows] = out
         cash[rows] = settings.cash
     return _table(stats, cash)
@@ -198,9 +197,7 @@ def _score(strategy: StrategyLike, prices: pd.DataFrame, combos: list[dict[str, 
 
 def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
-    from algotrading.backtest import kernel
-
-    stats = dict(zip(kernel.STATS, rows.T, strict=True))
+    stats = rows
     out = curve_metrics(rows, cash)
     out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
                                              stats["pnl_sum"], stats["pnl_squares"],
@@ -225,14 +222,13 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
 
     settings_, own = split_params(params)
     settings = Settings(**settings_)
-    args = kernel.settings_args(settings)
     symbols = list(prices)
     strat = strategy_of(strategy)
     full = strat.check(own) if strat else own  # once, not per symbol
     lookback = max((full[k] for k, p in strat.params.items() if p.lookback), default=0) \
         if strat else 0
     start = None if settings.start is None else pd.Timestamp(settings.start)
-    out = np.empty((len(symbols), len(kernel.STATS)))
+    out = kernel.stats_table(len(symbols))
     for i, symbol in enumerate(symbols):
         try:
             frame, arrays = checked(prices[symbol])
@@ -250,7 +246,7 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
             want, arrays = want[keep], tuple(a[keep] for a in arrays)
         if len(want) == 0:
             raise ValueError(f"{symbol}: no bars to backtest (start after the last bar)")
-        kernel.simulate_many(*arrays, np.ascontiguousarray(want[None, :], dtype=float), *args,
-                             out[i:i + 1])
+        kernel.simulate_many(kernel.Bars(*arrays), np.ascontiguousarray(want[None, :], dtype=float),
+                             settings.rules, out[i:i + 1])
     return _table(out, np.full(len(symbols), settings.cash)).set_index(
         pd.Index(symbols, name="symbol"))

@@ -13,6 +13,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from algotrading.params import check, param
+
 METRICS = logging.getLogger("algotrading.live.metrics")
 ALERTS = logging.getLogger("algotrading.live.alerts")
 
@@ -50,13 +52,11 @@ class Thresholds:
     """Alert when PnL falls to -`loss` (money) or below, or drawdown from the equity peak reaches
     `drawdown` (fraction). Each alert fires once per run."""
 
-    loss: float | None = None
-    drawdown: float | None = None
+    loss: float | None = param(None, float, gt=0, optional=True, help="money")
+    drawdown: float | None = param(None, float, gt=0, optional=True, help="fraction")
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value is not None and not value > 0:
-                raise ValueError(f"alert threshold {name}={value!r} must be > 0")
+        check(self, "the alert thresholds")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,8 @@ import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from algotrading.backtest import Broker, Settings, rules
+from algotrading import rules
+from algotrading.backtest import Broker, Settings
 from algotrading.errors import AlgotradingError
 from algotrading.live.feeds import Bar
 
@@ -75,7 +76,7 @@ class PaperBroker:
     slippage_bps, leverage) and exits (stop_loss, take_profit, max_bars: a bracket the broker
     holds on every position, as the engine does; stop and target fills are reported by `exits`).
     An order with `fraction` is sized at the fill (the next open) by the engine's rule
-    (backtest.rules.target_shares: equity there net of costs, whole shares), so all-in sizing
+    (algotrading.rules.target_shares: equity there net of costs, whole shares), so all-in sizing
     fills exactly as in a backtest; other orders are for `qty` shares.
     The state lives in memory: after a crash the runner rebuilds it by replaying the journal's
     bars and orders through a fresh PaperBroker.
@@ -157,8 +158,8 @@ class PaperBroker:
         if self._at_fill is not None:  # size the open order at this open, as the engine does
             target, sizing = self._at_fill
             self._at_fill = None
-            equity = rules.equity_at(self.book.cash, held, bar.open, sizing)
-            self.book.submit(0, rules.target_shares(target, bar.open, equity, sizing))
+            equity = rules.equity_at(self.book.cash, held, bar.open, sizing.rules)
+            self.book.submit(0, rules.target_shares(target, bar.open, equity, sizing.rules))
         everything = self.book.on_bar(self._bars, [bar.open], [bar.high], [bar.low])
         self._bars += 1
         self._dt = bar.dt

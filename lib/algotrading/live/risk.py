@@ -10,26 +10,27 @@ that open or increase a position are refused for the rest of the day.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from algotrading.params import check, param
 
 
 @dataclass(frozen=True)
 class Limits:
     """Configurable limits; None switches a check off."""
 
-    max_order_notional: float | None = None  # |qty| x price
-    max_order_shares: float | None = None
-    max_position: float | None = None  # |shares| after the order
-    collar: float | None = None  # fraction, e.g. 0.1: price within 10 % of the last close
-    max_orders_per_day: int | None = None
-    daily_loss: float | None = None  # money
+    max_order_notional: float | None = param(None, float, ge=0, optional=True, help="|qty| x price")
+    max_order_shares: float | None = param(None, float, ge=0, optional=True)
+    max_position: float | None = param(None, float, ge=0, optional=True,
+                                       help="|shares| after the order")
+    collar: float | None = param(None, float, ge=0, optional=True,
+                                 help="fraction, e.g. 0.1: price within 10 % of the last close")
+    max_orders_per_day: int | None = param(None, int, ge=0, optional=True)
+    daily_loss: float | None = param(None, float, ge=0, optional=True, help="money")
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"risk limit {name}={value!r} must be a number >= 0")
+        check(self, "the risk limits")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,7 +9,7 @@ the paper broker reproduces the backtest (tests/test_live.py and tests/parity ch
 The engine's order rule (backtest.Broker.submit): a wanted position is sent once, when it
 changes; refused (by the risk checks or the broker), filled, or ended by a broker-held exit, it
 is not asked again until the strategy wants another position. Sizing is the engine's
-(backtest.rules): `size` shares per unit of target, or `fraction` of equity sized at the fill
+(algotrading.rules): `size` shares per unit of target, or `fraction` of equity sized at the fill
 net of costs; the order carries the target so the paper broker sizes it at the next open, and
 `qty` is the same rule's estimate at the decision close (for the risk checks and brokers that
 take share counts).
@@ -33,12 +33,14 @@ from typing import Any
 
 import pandas as pd
 
-from algotrading.backtest import Settings, rules
+from algotrading import rules
+from algotrading.backtest import Settings
 from algotrading.live.alerts import Notifier, Thresholds, log_metrics
 from algotrading.live.brokers import PARTLY_REFUSED, BrokerAdapter, Order, OrderStatus
 from algotrading.live.feeds import Bar, Feed
 from algotrading.live.journal import Journal, JournalError
 from algotrading.live.risk import Limits
+from algotrading.params import CASH
 from algotrading.strategies import Strategy, get
 
 
@@ -54,7 +56,7 @@ class Runner:
     def __init__(self, strategy: str | Strategy, symbol: str, broker: BrokerAdapter,
                  journal: Journal, params: dict[str, Any] | None = None,
                  history: pd.DataFrame | None = None, size: float | None = None,
-                 fraction: float = 1.0, cash: float = 100_000.0, limits: Limits | None = None,
+                 fraction: float = 1.0, cash: float = CASH, limits: Limits | None = None,
                  thresholds: Thresholds | None = None, notifier: Notifier | None = None):
         self.strategy = get(strategy)
         self.params = self.strategy.check(params or {})
@@ -178,10 +180,10 @@ class Runner:
     def _decide(self, dt: str, close: float, day_pnl: float) -> None:
         target = self.target()
         self._record("signal", f"signal:{dt}", dt, {"target": target})
-        if target == self._sized_for:
+        if not rules.resend(target, self._sized_for):
             return  # sent once: filled, refused or exited, not asked again until it changes
         self._sized_for = target
-        s = self.sizing
+        s = self.sizing.rules
         pending = sum(o.qty for o in self.open.values())
         held = self.shares + pending
         want = rules.target_shares(target, close, rules.equity_at(self.cash, held, close, s), s)

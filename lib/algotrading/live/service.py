@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from algotrading.backtest import SETTINGS
 from algotrading.config import project_root
 from algotrading.live.alerts import LogNotifier, Notifier, SnsNotifier, Thresholds
 from algotrading.live.brokers import AlpacaBroker, BrokerAdapter, PaperBroker
@@ -19,6 +20,7 @@ from algotrading.live.feeds import Feed, PollingFeed, ReplayFeed, VendorConfig
 from algotrading.live.journal import Journal, open_journal
 from algotrading.live.risk import Limits
 from algotrading.live.runner import Runner
+from algotrading.params import build
 
 SIZING = ("size", "fraction", "cash")
 COSTS = PaperBroker.SETTINGS  # costs and the bracket exits the paper broker holds
@@ -50,13 +52,14 @@ def runner(strategy: str, symbol: str, feed: Feed, params: Mapping[str, Any],
            journal_at: str | None = None, run: str = "paper", broker_kind: str = "paper") -> Runner:
     """A Runner from flat parameters: sizing (size, fraction, cash), the paper broker's costs
     (commission_bps, commission_per_share, slippage_bps, leverage) and the strategy's own."""
-    sizing = {k: float(v) for k, v in params.items() if k in SIZING}
+    sizing = {k: SETTINGS[k].check(k, v) for k, v in params.items() if k in SIZING}
     costs = {k: v for k, v in params.items() if k in COSTS}
     own = {k: v for k, v in params.items() if k not in SIZING and k not in COSTS}
     history = getattr(feed, "history", None)
     return Runner(strategy, symbol, broker(broker_kind, symbol, costs), journal(journal_at, run),
-                  params=own, history=history, limits=Limits(**(limits or {})),
-                  thresholds=Thresholds(**(alerts or {})), notifier=notifier(), **sizing)
+                  params=own, history=history, limits=build(Limits, limits or {}, "the risk limits"),
+                  thresholds=build(Thresholds, alerts or {}, "the alert thresholds"),
+                  notifier=notifier(), **sizing)
 
 
 def replay(strategy: str, symbol: str, start: str, speed: float | None = None, end: str | None = None,

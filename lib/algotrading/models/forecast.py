@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from algotrading import features, numerics
+from algotrading.params import build, check, param
 
 ARTIFACT_FORMAT = 1
 WEIGHTS, META = "model.pt", "model.json"
@@ -52,60 +53,32 @@ METRICS = tuple(f"test_{m}_{o}" for m in ("roc_auc", "f1", "balanced_accuracy") 
 class Config:
     """Everything a training run depends on (the hyperparameters of the SageMaker job)."""
 
-    symbol: str = "GSPC"
-    split: str = "periods"  # "periods": by dates; "workshop": first 40 % train, the rest test
-    train_end: str = "2006-12-31"  # train: first bar .. train_end
-    validation_end: str = "2012-12-31"  # validation: .. validation_end; test: the rest
-    horizon: int = 5
-    target: float = 0.02
-    stop: float = 0.015
-    label_mode: str = "barrier"
-    extra_features: bool = False
-    epochs: int = 100
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    dropout: float = 0.2
-    patience: int = 10  # epochs without a better early-stopping loss before stopping
-    early_stop_fraction: float = 0.2  # the end of the train period held out for early stopping
-    seed: int = 42
+    symbol: str = param("GSPC")
+    split: str = param("periods", choices=("periods", "workshop"),
+                       help="periods: by dates; workshop: first 40 % train, the rest test")
+    train_end: str = param("2006-12-31", help="train: first bar .. train_end")
+    validation_end: str = param("2012-12-31", help="validation: .. validation_end; test: the rest")
+    horizon: int = param(5, ge=1)
+    target: float = param(0.02, gt=0)
+    stop: float = param(0.015, gt=0)
+    label_mode: str = param("barrier", choices=features.LABEL_MODES)
+    extra_features: bool = param(False)
+    epochs: int = param(100, ge=1)
+    batch_size: int = param(64, ge=1)
+    learning_rate: float = param(1e-3, gt=0)
+    dropout: float = param(0.2, ge=0, lt=1)
+    patience: int = param(10, ge=1, help="epochs without a better early-stopping loss before stopping")
+    early_stop_fraction: float = param(0.2, gt=0, lt=1,
+                                       help="the end of the train period held out for early stopping")
+    seed: int = param(42)
 
     def __post_init__(self) -> None:
-        checks = {
-            "split": self.split in ("periods", "workshop"),
-            "label_mode": self.label_mode in features.LABEL_MODES,
-            "horizon": self.horizon >= 1, "target": self.target > 0, "stop": self.stop > 0,
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0, "dropout": 0 <= self.dropout < 1,
-            "patience": self.patience >= 1, "early_stop_fraction": 0 < self.early_stop_fraction < 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"forecast parameter {bad[0]}={getattr(self, bad[0])!r} is out of range")
+        check(self, "forecast")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Config:
         """A Config from hyperparameters (strings or values); unknown names are refused."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ValueError(f"forecast has no parameter(s) {unknown}; it takes {sorted(known)}")
-        return cls(**{k: _convert(k, v, type(known[k].default)) for k, v in params.items()})
-
-
-def _convert(name: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "false"):
-            return str(value).lower() == "true"
-        raise ValueError(f"forecast parameter {name}={value!r} must be true or false")
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"forecast parameter {name}={value!r} must be a {kind.__name__}") from None
-    if kind is int and isinstance(value, float) and value != out:
-        raise ValueError(f"forecast parameter {name}={value!r} must be a whole number")
-    return out
+        return build(cls, params, "forecast")
 
 
 class Net(nn.Module):

@@ -17,7 +17,8 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +26,42 @@ import numpy as np
 import pandas as pd
 
 from algotrading import jobs, numerics
+from algotrading.params import build, check, defaults, param
 from algotrading.rl.env import TradingEnv, market_features, normaliser
 
-HYPERPARAMETERS: dict[str, Any] = {
-    "total_timesteps": 20_000,
-    "n_envs": 4,
-    "n_steps": 128,  # per environment and rollout
-    "batch_size": 128,
-    "n_epochs": 4,
-    "learning_rate": 3e-4,
-    "gamma": 0.99,
-    "gae_lambda": 0.95,
-    "clip_range": 0.2,
-    "ent_coef": 0.01,
-    "lstm_hidden_size": 32,
-    "layer_norm": True,
-    "window": 5,  # bars of features per observation (the LSTM carries the longer memory)
-    "episode_bars": 252,
-}
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """PPO's hyperparameters, each declared once (algotrading.params)."""
+
+    total_timesteps: int = param(20_000, ge=1)
+    n_envs: int = param(4, ge=1)
+    n_steps: int = param(128, ge=2, help="per environment and rollout")
+    batch_size: int = param(128, ge=2)
+    n_epochs: int = param(4, ge=1)
+    learning_rate: float = param(3e-4, gt=0)
+    gamma: float = param(0.99, gt=0, le=1)
+    gae_lambda: float = param(0.95, ge=0, le=1)
+    clip_range: float = param(0.2, gt=0)
+    ent_coef: float = param(0.01, ge=0)
+    lstm_hidden_size: int = param(32, ge=1)
+    layer_norm: bool = param(True)
+    window: int = param(5, ge=1, help="bars of features per observation (the LSTM carries the "
+                                      "longer memory)")
+    episode_bars: int = param(252, ge=2)
+
+    def __post_init__(self) -> None:
+        check(self, "PPO")
+
+
+HYPERPARAMETERS: dict[str, Any] = defaults(Hyperparameters)
+
+
+def hyperparameters(given: Mapping[str, Any]) -> dict[str, Any]:
+    """HYPERPARAMETERS overridden by `given`, converted and checked (unknown names refused)."""
+    return asdict(build(Hyperparameters, given, "PPO"))
+
+
 ENTRY = "algotrading.rl.train"
 CHANNEL = "training"
 JOB_METRICS = ("train_seconds", "episode_reward")
@@ -81,10 +100,7 @@ def plan(prices: pd.DataFrame, train_end: str, seed: int = 0,
     """The artifact's config before training: everything `train` takes from its inputs
     (hyperparameters, seed, observation scaling, engine settings, the training bars' fingerprint).
     `rl.cache` keys trained policies on it."""
-    unknown = sorted(set(hyper) - set(HYPERPARAMETERS))
-    if unknown:
-        raise ValueError(f"unknown PPO hyperparameter(s) {unknown}; choose from {sorted(HYPERPARAMETERS)}")
-    h = {**HYPERPARAMETERS, **hyper}
+    h = hyperparameters(hyper)
     part = prices.loc[:train_end]
     mean, std = normaliser(market_features(prices), train_end)
     return {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
@@ -228,9 +244,7 @@ def submit(prices: pd.DataFrame, symbol: str, train_end: str, output_path: str, 
 
     if not output_path.startswith("s3://"):
         raise ValueError(f"output_path must be an s3:// URL, not {output_path!r}")
-    unknown = sorted(set(hyper or {}) - set(HYPERPARAMETERS))
-    if unknown:
-        raise ValueError(f"unknown PPO hyperparameter(s) {unknown}; choose from {sorted(HYPERPARAMETERS)}")
+    hyperparameters(hyper or {})  # refuse a bad value here, not in the job
     prefix = f"{output_path.rstrip('/')}/data/{symbol}-{fingerprint(prices)[:12]}"
     bucket, _, key = prefix.removeprefix("s3://").partition("/")
     with tempfile.TemporaryDirectory(prefix="algotrading-channel-") as tmp:

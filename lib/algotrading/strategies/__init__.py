@@ -21,12 +21,9 @@ unchecked. `get` accepts such a function, and `load("path/to/mine.py:rsi")` or
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
-import math
-import operator
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +34,10 @@ import numpy as np
 import pandas as pd
 
 from algotrading.errors import ParameterError
+from algotrading.params import REQUIRED, Param, check_params, unknown_message
+
+__all__ = ["REGISTRY", "REQUIRED", "Param", "Strategy", "check_params", "from_function", "get",
+           "load", "unknown_message"]
 
 # name -> module defining STRATEGY (imported on first use, so heavy strategies cost nothing until
 # they are asked for).
@@ -46,115 +47,6 @@ REGISTRY: dict[str, str] = {
     "breakout": "algotrading.strategies.breakout",
     "ml_forecast": "algotrading.strategies.ml_forecast",
 }
-
-
-class _Required:
-    """The default of a parameter that has none: it must be given."""
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter: its type (int, float, bool or str), default and allowed range.
-
-    Bounds are optional: `gt`/`ge` below, `lt`/`le` above. `choices` limits a str. `optional`
-    allows None. `lookback=True` marks a window in bars: it must be shorter than the prices.
-    Booleans are strict: True/False or the strings "true"/"false" (the workshop's form); ints
-    accept integral floats (5.0) but not 5.7. `kind=object` takes any value as it is. A
-    `REQUIRED` default means the parameter must be given.
-    """
-
-    default: Any
-    kind: type = int
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
-    choices: tuple[str, ...] = ()
-    optional: bool = False
-    lookback: bool = False
-    help: str = ""
-
-    def check(self, name: str, value: Any) -> Any:
-        """`value` converted to this parameter's type, or ParameterError (a ValueError) naming `name`."""
-        if value is None:
-            if self.optional:
-                return None
-            raise ParameterError(f"parameter {name} must not be empty")
-        raw, value = value, _convert(name, value, self.kind)
-        if self.choices and value not in self.choices:
-            raise ParameterError(f"parameter {name}={raw!r}: choose one of {list(self.choices)}")
-        for attr, ok, word in _BOUNDS:
-            bound = getattr(self, attr)
-            if bound is not None and not ok(value, bound):
-                raise ParameterError(f"parameter {name}={raw!r} must be {word} {bound:g}")
-        return value
-
-
-_BOUNDS = (("gt", operator.gt, ">"), ("ge", operator.ge, ">="), ("lt", operator.lt, "<"),
-           ("le", operator.le, "<="))
-
-
-def _convert(name: str, value: Any, kind: type) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if kind is object:
-        return value
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise ParameterError(f"parameter {name}={value!r} must be true or false")
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise ParameterError(f"parameter {name}={value!r} must be a string")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParameterError(f"parameter {name}={value!r} must be a number ({kind.__name__})")
-    if not math.isfinite(value):
-        raise ParameterError(f"parameter {name}={value!r} must be finite")
-    if kind is int:
-        if value != int(value):
-            raise ParameterError(f"parameter {name}={value!r} must be a whole number")
-        return int(value)
-    return float(value)
-
-
-def unknown_message(owner: str, names: list[str], schema: Mapping[str, Any], also: str = "") -> str:
-    """The error for unknown parameter names, e.g. "rsi() has no parameter 'perod' (did you
-    mean 'period'?); it takes period, low, high"."""
-    hint = difflib.get_close_matches(names[0], list(schema), n=1) if len(names) == 1 else []
-    which = ", ".join(repr(n) for n in names)
-    takes = ", ".join(schema) if schema else "no parameters"
-    return (f"{owner} has no parameter{'s' if len(names) > 1 else ''} {which}"
-            f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; it takes {takes}{also}")
-
-
-def check_params(schema: Mapping[str, Param], params: Mapping[str, Any], owner: str,
-                 bars: int | None = None, extra: bool = False) -> dict[str, Any]:
-    """All of `schema`'s parameters: defaults overridden by `params`, each checked; unknown
-    names (unless `extra`: then passed through as given), missing required ones and lookbacks
-    of `bars` or more are refused."""
-    unknown = [k for k in params if k not in schema]
-    if unknown and not extra:
-        raise ParameterError(unknown_message(owner, unknown, schema))
-    missing = [k for k, p in schema.items() if p.default is REQUIRED and k not in params]
-    if missing:
-        raise ParameterError(f"{owner} needs a value for {', '.join(map(repr, missing))} "
-                         "(no default)")
-    out = {k: p.check(k, params[k]) if k in params else p.default for k, p in schema.items()}
-    out.update({k: params[k] for k in unknown})
-    if bars is not None:
-        for k, p in schema.items():
-            if p.lookback and out[k] >= bars:
-                raise ParameterError(f"parameter {k}={out[k]} needs more bars than the {bars} given")
-    return out
 
 
 def _no_rule(params: Mapping[str, Any]) -> str | None:
