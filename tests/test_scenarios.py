@@ -129,3 +129,28 @@ def test_whatif_cli_prints_the_distribution(tmp_path, monkeypatch, capsys):
     assert main(args) == 0 and capsys.readouterr().out.splitlines() == out  # seeded
     assert main(["whatif", "sma", "--symbol", "GSPC", "--paths", "0"]) == 2
     assert "paths=0: want at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params", [dict(fast_period=10, slow_period=40),
+                                    dict(fast_period=5, slow_period=20, long_only=True,
+                                         stop_loss=0.03, commission_bps=2.0)])
+def test_sma_paths_as_arrays_equal_a_frame_per_path(prices, params, monkeypatch):
+    """The SMA's compiled path over the (paths x bars) arrays gives what a DataFrame per path
+    through the strategy and the kernel gives, to the bit."""
+    paths = scenarios.simulate(prices, "garch", paths=12, bars=400, seed=4)
+    fused = scenarios.run("sma", paths, **params)
+    monkeypatch.setattr(scenarios, "FUSED", False)
+    framed = scenarios.run("sma", paths, **params)
+    pd.testing.assert_frame_equal(fused.table, framed.table, check_exact=True)
+    np.testing.assert_array_equal(fused.equity, framed.equity)
+
+
+def test_bad_path_is_named(prices):
+    from algotrading.schema import DataError
+
+    paths = scenarios.simulate(prices, "gbm", paths=3, bars=200, seed=1)
+    paths.high[2, 17] = paths.low[2, 17] / 2
+    with pytest.raises(DataError, match=r"path 2, bar 17"):
+        scenarios.run("sma", paths, fast_period=5, slow_period=20)
+    with pytest.raises(ValueError, match="lookback of 250"):
+        scenarios.run("sma", paths, fast_period=5, slow_period=250)

@@ -23,7 +23,6 @@ buy-and-hold on the same path; `distribution` and `probabilities` summarise the 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -250,7 +249,9 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     what `backtest.run` computes, without building a Result per path; paths go through a thread
     per core (the kernel releases the GIL)."""
     from algotrading.backtest import Settings, kernel
-    from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params
+    from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params, strategy_of
+    from algotrading.backtest.fused import sma_paths, threads
+    from algotrading.strategies import sma
 
     engine, own = split_params(params)
     settings = Settings(**engine)
@@ -259,15 +260,28 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     equity = np.empty(paths.close.shape)
     stats = kernel.stats_table(len(paths))
     no_trades = np.empty(0, kernel.TRADE_DTYPE)  # the kernel records trades only into a buffer with rows
+    strat = strategy_of(strategy)
+    if FUSED and strat is not None and strat.grid is sma.grid:
+        # The built-in SMA: the (paths x bars) arrays go through one compiled parallel loop (its
+        # averages, targets and simulation per path), no DataFrame per path.
+        full = strat.check(own)
+        if max(full["fast_period"], full["slow_period"]) >= paths.close.shape[1]:
+            raise ValueError(f"a lookback of {max(full['fast_period'], full['slow_period'])} "
+                             f"needs more than the paths' {paths.close.shape[1]} bars")
+        _check_paths(paths)
+        sma_paths(*(np.ascontiguousarray(a, dtype=float) for a in (paths.open, paths.high,
+                                                                    paths.low, paths.close)),
+                  int(full["fast_period"]), int(full["slow_period"]), bool(full["long_only"]),
+                  settings.rules, equity, stats)
+    else:
+        def one(i: int) -> None:
+            frame, (o, h, lo, c) = checked(paths.frame(i))
+            want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
+            kernel.simulate(kernel.Bars(o, h, lo, c), want, settings.rules, equity[i],
+                            np.empty(len(c)), no_trades, stats, i)
 
-    def one(i: int) -> None:
-        frame, (o, h, lo, c) = checked(paths.frame(i))
-        want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
-        kernel.simulate(kernel.Bars(o, h, lo, c), want, settings.rules, equity[i],
-                        np.empty(len(c)), no_trades, stats, i)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(one, range(len(paths))))
+        with ThreadPoolExecutor(max_workers=threads()) as pool:
+            list(pool.map(one, range(len(paths))))
     curve = curve_metrics(stats, settings.cash)
     table = pd.DataFrame({
         "total_return": curve["total_return"], "sharpe": curve["sharpe"],
@@ -277,6 +291,25 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     })
     table["excess_return"] = table["total_return"] - table["buy_and_hold_return"]
     return Outcome(table[list(OUTCOMES)], equity, paths.index)
+
+
+FUSED = True  # False: every strategy through a DataFrame per path (the reference path, tests)
+
+
+def _check_paths(paths: Paths) -> None:
+    """The engine's price rules (engine.check_prices) on every path at once: finite prices > 0
+    with low <= open, close <= high, on sorted unique dates; DataError names the first bad bar."""
+    from algotrading.schema import DataError
+
+    if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
+        raise DataError("paths", "dates not in increasing order or duplicated")
+    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
+    with np.errstate(invalid="ignore"):
+        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
+    if not good.all():
+        i, t = (int(v[0]) for v in np.nonzero(~good))
+        raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
+                        where=f"path {i}, bar {t} ({paths.index[t].date()})")
 
 
 def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -116,6 +116,34 @@ def sma_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_on
                         stats, k)
 
 
+@numba.njit(cache=True, nogil=True)
+def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
+    """One simple moving average from the cumulative sum `csum` (len(close) + 1), in the order of
+    operations of `sma.averages`, so the numbers are the same to the bit."""
+    out = np.full(len(close), np.nan)
+    for t in range(n - 1, len(close)):
+        out[t] = (csum[t + 1] - csum[t + 1 - n]) / n
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
+    """One SMA (f, s) run per row of the (paths x bars) price arrays: its averages, its targets
+    and `kernel.simulate`, paths in parallel; equity per bar into equity[i], metrics into
+    stats[i]."""
+    n = c.shape[1]
+    for i in numba.prange(c.shape[0]):
+        close = c[i]
+        csum = np.zeros(n + 1)
+        for t in range(n):
+            csum[t + 1] = csum[t] + close[t]
+        want = np.empty(n)
+        sma_targets(close, average(close, csum, f), average(close, csum, s), f, s, long_only, 0,
+                    want)
+        kernel.simulate(kernel.Bars(o[i], h[i], lo[i], close), want, r, equity[i], np.empty(n),
+                        np.empty(0, kernel.TRADE_DTYPE), stats, i)
+
+
 def run_sma(bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray, slow: np.ndarray,
             long_only: np.ndarray, r: rules.Rules) -> np.ndarray:
     """STATS_DTYPE rows, one per (fast, slow, long_only) combination: `close` is every bar (the
