@@ -154,3 +154,15 @@ def test_bad_path_is_named(prices):
         scenarios.run("sma", paths, fast_period=5, slow_period=20)
     with pytest.raises(ValueError, match="lookback of 250"):
         scenarios.run("sma", paths, fast_period=5, slow_period=250)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_length_is_archs(prices, seed):
+    """The bootstrap's block length without importing arch equals arch's own estimate."""
+    from arch.bootstrap import optimal_block_length
+
+    rng = np.random.default_rng(seed)
+    series = [scenarios.log_returns(prices) ** 2, rng.normal(size=300),
+              np.cumsum(rng.normal(size=800)) * 1e-3, rng.standard_t(3, 2000) ** 2]
+    for x in series:
+        assert scenarios.stationary_block_length(x) == optimal_block_length(x)["stationary"].iloc[0]

@@ -107,12 +107,44 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
                 "omega": float(p["omega"]) / 1e4, "alpha": float(p["alpha[1]"]),
                 "beta": float(p["beta[1]"]), "nu": float(p["nu"])}
     if block is None:
-        from arch.bootstrap import optimal_block_length
-
-        block = float(optimal_block_length(r ** 2)["stationary"].iloc[0])
+        block = stationary_block_length(r ** 2)
     if not block >= 1:
         raise ValueError(f"block={block}: the mean block length must be >= 1")
     return {"block": float(block)}
+
+
+def stationary_block_length(x: np.ndarray) -> float:
+    """The stationary bootstrap's optimal mean block length for the series `x` (Politis & White
+    2004, with the correction of Patton, Politis & White 2009): the "stationary" column of
+    `arch.bootstrap.optimal_block_length`, computed the same way step by step (tests compare
+    them), here so that the bootstrap does not import arch (which imports scipy.stats and numba:
+    1-2 s of the what-if CLI's start)."""
+    nobs = x.shape[0]
+    eps = x - x.mean(0)
+    b_max = np.ceil(min(3 * np.sqrt(nobs), nobs / 3))
+    kn = max(5, int(np.log10(nobs)))
+    m_max = int(np.ceil(np.sqrt(nobs))) + kn
+    cv = 2 * np.sqrt(np.log10(nobs) / nobs)  # the band autocorrelations count as zero within
+    acv = np.zeros(m_max + 1)
+    abs_acorr = np.zeros(m_max + 1)
+    opt_m: int | None = None
+    for i in range(m_max + 1):
+        v1 = eps[i + 1:] @ eps[i + 1:]
+        v2 = eps[:-(i + 1)] @ eps[:-(i + 1)]
+        cross_prod = eps[i:] @ eps[:nobs - i]
+        acv[i] = cross_prod / nobs
+        abs_acorr[i] = np.abs(cross_prod) / np.sqrt(v1 * v2)
+        if i >= kn and opt_m is None and np.all(abs_acorr[i - kn:i] < cv):
+            opt_m = i - kn  # the first of kn insignificant autocorrelations in a row
+    m = min(2 * max(opt_m, 1) if opt_m is not None else m_max, m_max)
+    g = 0.0
+    lr_acv = acv[0]
+    for k in range(1, m + 1):
+        lam = 1 if k / m <= 1 / 2 else 2 * (1 - k / m)  # the flat-top lag window
+        g += 2 * lam * k * acv[k]
+        lr_acv += 2 * lam * acv[k]
+    d_sb = 2 * lr_acv ** 2
+    return float(min(((2 * g ** 2) / d_sb) ** (1 / 3) * nobs ** (1 / 3), b_max))
 
 
 def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: int | None = None,
