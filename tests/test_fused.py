@@ -91,30 +91,3 @@ def test_threads_follow_numba_setting():
         assert fused.threads() == 1
     finally:
         numba.set_num_threads(before)
-
-
-def test_run_many_stacks_same_length_symbols_and_equals_run(monkeypatch):
-    """The SMA's batched run_many (stacked prices, one compiled call per STACK symbols) gives
-    each symbol's `run` metrics; a bad or odd symbol sends the call to the per-symbol path."""
-    monkeypatch.setattr(SWEEP, "STACK", 3)  # several stacks
-    universe = {f"S{i}": random_walk(300, seed=i) for i in range(7)}
-    params = dict(fast_period=5, slow_period=20, commission_bps=2.0, stop_loss=0.04)
-    table = backtest.run_many("sma", universe, **params)
-    for symbol in ("S0", "S4", "S6"):
-        single = backtest.run("sma", universe[symbol], **params).metrics
-        row = table.loc[symbol]
-        assert row["final_value"] == single["final_value"]
-        assert row["trades_closed"] == single["trades_closed"]
-        assert row["sharpe"] == pytest.approx(single["sharpe"], rel=1e-12)
-    calls = []
-    real = SWEEP._batched_sma
-    monkeypatch.setattr(SWEEP, "_batched_sma", lambda *a: calls.append(real(*a)) or calls[-1])
-    bad = dict(universe)
-    bad["S2"] = universe["S2"].copy()
-    bad["S2"].iloc[50, bad["S2"].columns.get_loc("high")] = 1.0  # below the low
-    with pytest.raises(ValueError, match="S2"):
-        backtest.run_many("sma", bad, **params)
-    short = {**universe, "S7": random_walk(250, seed=7)}
-    mixed = backtest.run_many("sma", short, **params)
-    assert calls == [None, None]  # both went the per-symbol way
-    pd.testing.assert_frame_equal(mixed.loc[list(universe)], table, check_exact=True)

@@ -129,11 +129,10 @@ def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
 @numba.njit(cache=True, parallel=True)
 def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
     """One SMA (f, s) run per row of the (paths x bars) price arrays: its averages, its targets
-    and `kernel.simulate`, paths in parallel; equity per bar into equity[i] (when `equity` has
-    rows; else into a scratch row), metrics into stats[i]."""
+    and `kernel.simulate`, paths in parallel; equity per bar into equity[i], metrics into
+    stats[i]."""
     n = c.shape[1]
     for i in numba.prange(c.shape[0]):
-        curve = equity[i] if equity.shape[0] > 0 else np.empty(n)
         close = c[i]
         csum = np.zeros(n + 1)
         for t in range(n):
@@ -141,7 +140,7 @@ def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
         want = np.empty(n)
         sma_targets(close, average(close, csum, f), average(close, csum, s), f, s, long_only, 0,
                     want)
-        kernel.simulate(kernel.Bars(o[i], h[i], lo[i], close), want, r, curve, np.empty(n),
+        kernel.simulate(kernel.Bars(o[i], h[i], lo[i], close), want, r, equity[i], np.empty(n),
                         np.empty(0, kernel.TRADE_DTYPE), stats, i)
 
 

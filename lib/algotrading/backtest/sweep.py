@@ -26,7 +26,6 @@ import pandas as pd
 
 from algotrading import metrics
 from algotrading.backtest.engine import (
-    OHLC,
     Settings,
     StrategyLike,
     check_prices,
@@ -185,50 +184,6 @@ def _fused_sma(prices: pd.DataFrame, combos: list[dict[str, Any]], params: dict[
     return _table(stats, np.full(len(combos), settings.cash))
 
 
-STACK = 256  # symbols stacked per compiled call in run_many: bounds the copy of their prices
-
-
-def _batched_sma(strat: Strategy | None, full: Mapping[str, Any],
-                 prices: Mapping[str, pd.DataFrame], settings: Settings) -> np.ndarray | None:
-    """run_many's rows for the built-in SMA when every symbol has as many bars (more than the
-    lookback) and plain float OHLC columns that pass the price rules, checked on STACK symbols at
-    a time: their prices stacked into one compiled, parallel call (fused.sma_paths). None when
-    any of that does not hold: the per-symbol path then runs (and names the bad symbol)."""
-    from algotrading.backtest import fused, kernel
-    from algotrading.strategies import sma
-
-    if strat is None or strat.grid is not sma.grid or not prices:
-        return None
-    frames = list(prices.values())
-    bars = len(frames[0])
-    f, s = int(full["fast_period"]), int(full["slow_period"])
-    if max(f, s) >= bars or any(len(frame) != bars for frame in frames):
-        return None
-    for frame in frames:
-        index = frame.index
-        if not (isinstance(index, pd.DatetimeIndex) and index.is_monotonic_increasing
-                and index.is_unique and all(k in frame.columns for k in OHLC)):
-            return None
-        if not all(isinstance(frame.columns.get_loc(k), int | np.integer) for k in OHLC):
-            return None  # a column twice
-    out = kernel.stats_table(len(frames))
-    none = np.empty((0, bars))
-    for lo_row in range(0, len(frames), STACK):
-        part = frames[lo_row:lo_row + STACK]
-        try:
-            o, h, lo, c = (np.stack([frame[k].to_numpy(np.float64) for frame in part])
-                           for k in OHLC)
-        except (TypeError, ValueError):
-            return None
-        with np.errstate(invalid="ignore"):
-            good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
-        if not good.all():
-            return None
-        fused.sma_paths(o, h, lo, c, f, s, bool(full["long_only"]), settings.rules, none,
-                        out[lo_row:lo_row + STACK])
-    return out
-
-
 def _keep(table: pd.DataFrame, sort: str | None, top: int | None) -> pd.DataFrame:
     table = rank(table, sort) if sort else table
     return table.head(top) if top else table
@@ -312,10 +267,6 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
     lookback = max((full[k] for k, p in strat.params.items() if p.lookback), default=0) \
         if strat else 0
     start = None if settings.start is None else pd.Timestamp(settings.start)
-    out = _batched_sma(strat, full, prices, settings) if start is None else None
-    if out is not None:
-        return _table(out, np.full(len(symbols), settings.cash)).set_index(
-            pd.Index(symbols, name="symbol"))
     out = kernel.stats_table(len(symbols))
     for i, symbol in enumerate(symbols):
         try:
