@@ -1,4 +1,4 @@
-"""The fused SMA sweep (backtest/fused.py) against the unfused path (sma.grid's target matrix,
+"""The fused SMA and EMA sweeps (backtest/fused.py) against the unfused path (sma.grid's target matrix,
 then the kernel per combination) and against math.fsum: the same rows, bit for bit, ties
 included."""
 
@@ -30,11 +30,12 @@ def test_exact_sum_is_math_fsum(seed):
             assert fused.exact_sum(x, lo, hi) == math.fsum(x[lo:hi]), (x, lo, hi)
 
 
-def _both(prices: pd.DataFrame, grid: dict, monkeypatch, **params) -> tuple:
-    table = backtest.sweep("sma", prices, grid, **params)
+def _both(prices: pd.DataFrame, grid: dict, monkeypatch, strategy: str = "sma", **params
+          ) -> tuple:
+    table = backtest.sweep(strategy, prices, grid, **params)
     with monkeypatch.context() as m:
-        m.setattr(SWEEP, "_fusable", lambda *a, **k: False)
-        unfused = backtest.sweep("sma", prices, grid, **params)
+        m.setattr(SWEEP, "_fusable", lambda *a, **k: None)
+        unfused = backtest.sweep(strategy, prices, grid, **params)
     return table, unfused
 
 
@@ -50,10 +51,11 @@ def ticked(n: int, seed: int) -> pd.DataFrame:
     {"stop_loss": 0.05, "take_profit": 0.1}, {"fill": "close", "max_bars": 7},
     {"start": "2010-06-01", "long_only": True}, {"leverage": 2.0, "fraction": 1.5},
 ])
-def test_fused_rows_equal_the_unfused_path(params, monkeypatch):
+@pytest.mark.parametrize("strategy", ["sma", "ema"])
+def test_fused_rows_equal_the_unfused_path(strategy, params, monkeypatch):
     prices = ticked(400, seed=11)
     grid = {"fast_period": range(2, 15), "slow_period": range(3, 40, 3)}
-    table, unfused = _both(prices, grid, monkeypatch, **params)
+    table, unfused = _both(prices, grid, monkeypatch, strategy, **params)
     pd.testing.assert_frame_equal(table, unfused, check_exact=True)
     assert len(table) == sum(f < s for f in range(2, 15) for s in range(3, 40, 3))
 
@@ -67,6 +69,7 @@ def test_exact_ties_are_walked_like_sma_grid(monkeypatch):
     grid = {"fast_period": [2, 4], "slow_period": [4, 8, 12], "long_only": [False, True]}
     table, unfused = _both(prices, grid, monkeypatch)
     pd.testing.assert_frame_equal(table, unfused, check_exact=True)
+    pd.testing.assert_frame_equal(*_both(prices, grid, monkeypatch, "ema"), check_exact=True)
     row = table[(table.fast_period == 4) & (table.slow_period == 8) & ~table.long_only].iloc[0]
     single = backtest.run("sma", prices, fast_period=4, slow_period=8).metrics
     assert row["final_value"] == single["final_value"]
@@ -75,7 +78,7 @@ def test_exact_ties_are_walked_like_sma_grid(monkeypatch):
 
 def test_engine_settings_in_the_grid_take_the_unfused_path(monkeypatch):
     calls = []
-    monkeypatch.setattr(SWEEP, "_fused_sma", lambda *a: calls.append(a))
+    monkeypatch.setattr(SWEEP, "_fused_cross", lambda *a: calls.append(a))
     prices = random_walk(120, seed=3)
     backtest.sweep("sma", prices, {"fast_period": [3], "slow_period": [9],
                                    "commission_bps": [0.0, 5.0]})

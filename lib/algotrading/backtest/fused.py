@@ -1,6 +1,7 @@
-"""The fused SMA sweep: targets computed inside the compiled loop, combinations in parallel.
+"""The fused crossover sweep: targets computed inside the compiled loop, combinations in parallel.
 
-`sweep("sma", ...)` without engine settings in its grid comes here. One table of moving averages
+`sweep("sma" or "ema", ...)` without engine settings in its grid comes here (the EMA the same way
+with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving averages
 (windows x bars, `strategies.sma.averages`, the same numbers `sma.grid` computes) is built once;
 then each combination, in a numba `prange` loop, derives its targets bar by bar from two rows of
 that table (the rules of `sma.grid`: the sign of fast - slow; where the two are within
@@ -24,7 +25,7 @@ import numpy as np
 
 from algotrading import rules
 from algotrading.backtest import kernel
-from algotrading.strategies import sma
+from algotrading.strategies import ema, sma
 
 PARTIALS = 128  # exact summation: non-overlapping partials of a float64 sum (at most ~40)
 
@@ -80,8 +81,9 @@ def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
 
 @numba.njit(cache=True, nogil=True)
 def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
-                long_only: bool, first: int, want: np.ndarray) -> None:
-    """One combination's targets (sma.grid's rules) for bars first.. into `want`."""
+                long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
+    """One combination's targets (the rules of sma.grid, or with `exact` False those of
+    ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`."""
     prev = 0.0
     for t in range(len(close)):
         d = fast[t] - slow[t]
@@ -91,7 +93,10 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
             v = -1.0
         else:
             v = 0.0  # the warm-up (NaN), or an exact zero: decided below
-        if abs(d) <= sma.NEAR * close[t]:  # False for NaN
+        if not exact:
+            if d == 0.0:  # False for NaN
+                v = -1.0 if t == max(f, s) - 1 else prev
+        elif abs(d) <= sma.NEAR * close[t]:  # False for NaN
             exact = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
             if exact == 0.0:
                 v = -1.0 if t == max(f, s) - 1 else prev
@@ -103,15 +108,16 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
 
 
 @numba.njit(cache=True, parallel=True)
-def sma_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, r, stats):
+def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, exact, r,
+                stats):
     """Every combination k: targets from rows fast_row[k] / slow_row[k] of `table` (windows
     fast[k] / slow[k]) over `close` (all bars), simulated on `bars` (the bars from `first` on)
-    into stats[k]."""
+    into stats[k]; `exact`: the SMA's near-tie rule (see sma_targets)."""
     n = len(bars.close)
     for k in numba.prange(len(fast_row)):
         want = np.empty(n)
         sma_targets(close, table[fast_row[k]], table[slow_row[k]], fast[k], slow[k],
-                    long_only[k], first, want)
+                    long_only[k], first, want, exact)
         kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
                         stats, k)
 
@@ -144,15 +150,20 @@ def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
                         np.empty(0, kernel.TRADE_DTYPE), stats, i)
 
 
-def run_sma(bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray, slow: np.ndarray,
-            long_only: np.ndarray, r: rules.Rules) -> np.ndarray:
-    """STATS_DTYPE rows, one per (fast, slow, long_only) combination: `close` is every bar (the
-    averages' history), `bars` the ones traded (from bar `first` on)."""
+def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray,
+              slow: np.ndarray, long_only: np.ndarray, r: rules.Rules) -> np.ndarray:
+    """STATS_DTYPE rows, one per (fast, slow, long_only) combination of the crossover `kind`
+    ("sma" or "ema"): `close` is every bar (the averages' history), `bars` the ones traded (from
+    bar `first` on). The table holds the strategy's own averages (sma.averages, ema.ema)."""
     windows, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
-    table = sma.averages(close, windows.tolist())
+    if kind == "sma":
+        table = sma.averages(close, windows.tolist())
+    else:
+        table = np.stack([ema.ema(close, n) for n in windows.tolist()])
     stats = kernel.stats_table(len(fast))
-    sma_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
-              fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_), r, stats)
+    cross_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
+                fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_),
+                kind == "sma", r, stats)
     return stats
 
 

@@ -129,9 +129,10 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
     strategy = strategy_of(strategy) or strategy  # a name, spec or function: resolved once
     combos = combinations(strategy, grid, len(prices), split_params(params)[1])
-    if combos and _fusable(strategy, grid):
+    kind = _fusable(strategy, grid) if combos else None
+    if kind:
         table = pd.concat([pd.DataFrame(combos, columns=list(grid)),
-                           _fused_sma(prices, combos, params)], axis=1)
+                           _fused_cross(kind, prices, combos, params)], axis=1)
         return _keep(table, sort, top).reset_index(drop=True)
     from algotrading.backtest.fused import threads
 
@@ -152,32 +153,33 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
 
 
-def _fusable(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> bool:
-    """The built-in SMA with one engine setting for every row: the fused sweep (fused.py)."""
-    from algotrading.strategies import sma
+def _fusable(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> str | None:
+    """"sma" or "ema" for the built-in crossovers with one engine setting for every row (the
+    fused sweep, fused.py), else None."""
+    from algotrading.strategies import ema, sma
 
     strat = strategy_of(strategy)
-    return strat is not None and strat.grid is sma.grid and not any(k in ENGINE_PARAMS
-                                                                    for k in grid)
+    if strat is None or any(k in ENGINE_PARAMS for k in grid):
+        return None
+    return {sma.grid: "sma", ema.grid: "ema"}.get(strat.grid)
 
 
-def _fused_sma(prices: pd.DataFrame, combos: list[dict[str, Any]], params: dict[str, Any]
-               ) -> pd.DataFrame:
-    """metrics.KEYS for every SMA combination in one compiled, parallel call (fused.py)."""
+def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
+                 params: dict[str, Any]) -> pd.DataFrame:
+    """metrics.KEYS for every SMA or EMA combination in one compiled, parallel call (fused.py)."""
     from algotrading.backtest import fused, kernel
-    from algotrading.strategies import sma
 
     engine, own = split_params(params)
     settings = Settings(**engine)
     mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
-    base = sma.STRATEGY.complete({**own, **{k: combos[0][k] for k in mine}})
+    base = strategy_of(kind).complete({**own, **{k: combos[0][k] for k in mine}})
     full = [{**base, **{k: c[k] for k in mine}} for c in combos]
     first = 0 if settings.start is None else \
         int(np.searchsorted(prices.index, pd.Timestamp(settings.start), side="left"))
     if first >= len(prices):
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
     arrays = ohlc(prices)
-    stats = fused.run_sma(kernel.Bars(*(a[first:] for a in arrays)), arrays[3], first,
+    stats = fused.run_cross(kind, kernel.Bars(*(a[first:] for a in arrays)), arrays[3], first,
                           np.array([c["fast_period"] for c in full], dtype=np.int64),
                           np.array([c["slow_period"] for c in full], dtype=np.int64),
                           np.array([c["long_only"] for c in full], dtype=bool), settings.rules)
