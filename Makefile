@@ -43,6 +43,8 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/bench.txt
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/portfolio.py
+	$(BIN)/python bench/scaling.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests bench

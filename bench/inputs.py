@@ -31,11 +31,13 @@ def intc() -> pd.DataFrame | None:
     return schema.to_prices(sources.read("public", str(PUBLIC), ["INTC"]).frame, "INTC")
 
 
-def universe(symbols: int = 500, bars: int = 5000, seed: int = SEED) -> dict[str, pd.DataFrame]:
+def universe(symbols: int = 500, bars: int = 5000, seed: int = SEED,
+             start: str = "2000-01-03") -> dict[str, pd.DataFrame]:
     """`symbols` seeded random walks of `bars` business days each, in the engine's price format.
 
     close follows a geometric random walk (0.03 % drift, 1.5 % daily volatility); open gaps off
     the previous close; high/low extend beyond max/min(open, close), so every bar is valid OHLC.
+    (100,000 business days from 2000 would pass pandas' last date, 2262: start earlier.)
     """
     rng = np.random.default_rng(seed)
     shape = (bars, symbols)
@@ -45,7 +47,7 @@ def universe(symbols: int = 500, bars: int = 5000, seed: int = SEED) -> dict[str
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.006, shape)))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.006, shape)))
     vol = rng.integers(100_000, 5_000_000, shape).astype(float)
-    index = pd.bdate_range("2000-01-03", periods=bars, name="dt")
+    index = pd.bdate_range(start, periods=bars, name="dt")
     return {
         f"S{j:03d}": pd.DataFrame({"open": open_[:, j], "high": high[:, j], "low": low[:, j],
                                    "close": close[:, j], "vol": vol[:, j]}, index=index)

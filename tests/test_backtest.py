@@ -452,3 +452,35 @@ def test_carry_interest_on_cash_and_the_borrow_fee_of_a_short(runner):
     assert both.metrics["final_value"] > r.metrics["final_value"]  # the proceeds earn interest
     with pytest.raises(ValueError, match="borrow_rate=-0.1 must be >= 0"):
         runner(short, flat, borrow_rate=-0.1)
+
+
+def test_run_pauses_garbage_collection_only_inside_its_bar_loop(gspc, monkeypatch):
+    import gc
+
+    from algotrading.backtest import broker as broker_module
+
+    seen: list[bool] = []
+    mark = broker_module.Broker.mark
+
+    def spying(self, close):
+        seen.append(gc.isenabled())
+        if len(seen) == 50 and fail:
+            raise RuntimeError("boom")
+        return mark(self, close)
+
+    monkeypatch.setattr(broker_module.Broker, "mark", spying)
+    fail = False
+    assert gc.isenabled()
+    backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+    assert seen and not any(seen) and gc.isenabled()  # paused on every bar, back on after
+    fail, seen[:] = True, []
+    with pytest.raises(RuntimeError, match="boom"):
+        backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+    assert gc.isenabled()  # an error in the loop leaves collection on
+    gc.disable()
+    try:
+        fail = False
+        backtest.run("sma", gspc.iloc[:200], fast_period=5, slow_period=20)
+        assert not gc.isenabled()  # a caller's choice to keep it off is kept
+    finally:
+        gc.enable()

@@ -311,3 +311,17 @@ def test_ingest_refuses_an_unexplained_gap_in_one_line_and_accepts_or_corrects_i
 
     assert lake.read("GAP")["close"].iloc[0] == 25.0
     assert lake.provenance("GAP")["corrections"][0]["note"] == "2-for-1 split"
+
+
+def test_main_freezes_what_was_imported_before_the_command(capsys):
+    """A cold command's collections (and the one at exit) skip the objects of its imports."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert gc.get_freeze_count() > 10_000  # pandas and numpy alone hold more
+    finally:
+        gc.unfreeze()
+    assert "backtest" in capsys.readouterr().out

@@ -199,3 +199,40 @@ def test_vol_check_compares_path_years_with_calendar_years(prices):
                                and check["simulated 99%"] >= check["history max"])
     calm = scenarios.simulate(prices, "gbm", paths=50, bars=1260, seed=0)
     assert not scenarios.vol_check(prices, calm)["covers"]  # constant volatility cannot
+
+
+@pytest.mark.parametrize("params", [dict(fast_period=10, slow_period=40),
+                                    dict(fast_period=5, slow_period=20, long_only=True,
+                                         stop_loss=0.03, commission_bps=2.0)])
+def test_sma_paths_as_arrays_equal_a_frame_per_path(prices, params, monkeypatch):
+    """The SMA's compiled path over the (paths x bars) arrays gives what a DataFrame per path
+    through the strategy and the kernel gives, to the bit."""
+    paths = scenarios.simulate(prices, "garch", paths=12, bars=400, seed=4)
+    fused = scenarios.run("sma", paths, **params)
+    monkeypatch.setattr(scenarios, "FUSED", False)
+    framed = scenarios.run("sma", paths, **params)
+    pd.testing.assert_frame_equal(fused.table, framed.table, check_exact=True)
+    np.testing.assert_array_equal(fused.equity, framed.equity)
+
+
+def test_bad_path_is_named(prices):
+    from algotrading.schema import DataError
+
+    paths = scenarios.simulate(prices, "gbm", paths=3, bars=200, seed=1)
+    paths.high[2, 17] = paths.low[2, 17] / 2
+    with pytest.raises(DataError, match=r"path 2, bar 17"):
+        scenarios.run("sma", paths, fast_period=5, slow_period=20)
+    with pytest.raises(ValueError, match="lookback of 250"):
+        scenarios.run("sma", paths, fast_period=5, slow_period=250)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_length_is_archs(prices, seed):
+    """The bootstrap's block length without importing arch equals arch's own estimate."""
+    from arch.bootstrap import optimal_block_length
+
+    rng = np.random.default_rng(seed)
+    series = [scenarios.log_returns(prices) ** 2, rng.normal(size=300),
+              np.cumsum(rng.normal(size=800)) * 1e-3, rng.standard_t(3, 2000) ** 2]
+    for x in series:
+        assert scenarios.stationary_block_length(x) == optimal_block_length(x)["stationary"].iloc[0]

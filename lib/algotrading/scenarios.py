@@ -33,7 +33,6 @@ buy-and-hold on the same path; `distribution` and `probabilities` summarise the 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,12 +132,44 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
                 if fitted < 1 else float("inf"),
                 "half_life_days": math.log(0.5) / math.log(persistence)}
     if block is None:
-        from arch.bootstrap import optimal_block_length
-
-        block = float(optimal_block_length(r ** 2)["stationary"].iloc[0])
+        block = stationary_block_length(r ** 2)
     if not block >= 1:
         raise ValueError(f"block={block}: the mean block length must be >= 1")
     return {"block": float(block)}
+
+
+def stationary_block_length(x: np.ndarray) -> float:
+    """The stationary bootstrap's optimal mean block length for the series `x` (Politis & White
+    2004, with the correction of Patton, Politis & White 2009): the "stationary" column of
+    `arch.bootstrap.optimal_block_length`, computed the same way step by step (tests compare
+    them), here so that the bootstrap does not import arch (which imports scipy.stats and numba:
+    1-2 s of the what-if CLI's start)."""
+    nobs = x.shape[0]
+    eps = x - x.mean(0)
+    b_max = np.ceil(min(3 * np.sqrt(nobs), nobs / 3))
+    kn = max(5, int(np.log10(nobs)))
+    m_max = int(np.ceil(np.sqrt(nobs))) + kn
+    cv = 2 * np.sqrt(np.log10(nobs) / nobs)  # the band autocorrelations count as zero within
+    acv = np.zeros(m_max + 1)
+    abs_acorr = np.zeros(m_max + 1)
+    opt_m: int | None = None
+    for i in range(m_max + 1):
+        v1 = eps[i + 1:] @ eps[i + 1:]
+        v2 = eps[:-(i + 1)] @ eps[:-(i + 1)]
+        cross_prod = eps[i:] @ eps[:nobs - i]
+        acv[i] = cross_prod / nobs
+        abs_acorr[i] = np.abs(cross_prod) / np.sqrt(v1 * v2)
+        if i >= kn and opt_m is None and np.all(abs_acorr[i - kn:i] < cv):
+            opt_m = i - kn  # the first of kn insignificant autocorrelations in a row
+    m = min(2 * max(opt_m, 1) if opt_m is not None else m_max, m_max)
+    g = 0.0
+    lr_acv = acv[0]
+    for k in range(1, m + 1):
+        lam = 1 if k / m <= 1 / 2 else 2 * (1 - k / m)  # the flat-top lag window
+        g += 2 * lam * k * acv[k]
+        lr_acv += 2 * lam * acv[k]
+    d_sb = 2 * lr_acv ** 2
+    return float(min(((2 * g ** 2) / d_sb) ** (1 / 3) * nobs ** (1 / 3), b_max))
 
 
 def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: int | None = None,
@@ -334,7 +365,9 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     what `backtest.run` computes, without building a Result per path; paths go through a thread
     per core (the kernel releases the GIL)."""
     from algotrading.backtest import Settings, kernel
-    from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params
+    from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params, strategy_of
+    from algotrading.backtest.fused import sma_paths, threads
+    from algotrading.strategies import sma
 
     engine, own = split_params(params)
     settings = Settings(**engine)
@@ -343,15 +376,28 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     equity = np.empty(paths.close.shape)
     stats = kernel.stats_table(len(paths))
     no_trades = np.empty(0, kernel.TRADE_DTYPE)  # the kernel records trades only into a buffer with rows
+    strat = strategy_of(strategy)
+    if FUSED and strat is not None and strat.grid is sma.grid:
+        # The built-in SMA: the (paths x bars) arrays go through one compiled parallel loop (its
+        # averages, targets and simulation per path), no DataFrame per path.
+        full = strat.check(own)
+        if max(full["fast_period"], full["slow_period"]) >= paths.close.shape[1]:
+            raise ValueError(f"a lookback of {max(full['fast_period'], full['slow_period'])} "
+                             f"needs more than the paths' {paths.close.shape[1]} bars")
+        _check_paths(paths)
+        sma_paths(*(np.ascontiguousarray(a, dtype=float) for a in (paths.open, paths.high,
+                                                                    paths.low, paths.close)),
+                  int(full["fast_period"]), int(full["slow_period"]), bool(full["long_only"]),
+                  settings.rules, equity, stats)
+    else:
+        def one(i: int) -> None:
+            frame, (o, h, lo, c) = checked(paths.frame(i))
+            want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
+            kernel.simulate(kernel.Bars(o, h, lo, c), want, settings.rules, equity[i],
+                            np.empty(len(c)), no_trades, stats, i)
 
-    def one(i: int) -> None:
-        frame, (o, h, lo, c) = checked(paths.frame(i))
-        want = np.ascontiguousarray(resolve(strategy, frame, own), dtype=float)
-        kernel.simulate(kernel.Bars(o, h, lo, c), want, settings.rules, equity[i],
-                        np.empty(len(c)), no_trades, stats, i)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(one, range(len(paths))))
+        with ThreadPoolExecutor(max_workers=threads()) as pool:
+            list(pool.map(one, range(len(paths))))
     curve = curve_metrics(stats, settings.cash)
     table = pd.DataFrame({
         "total_return": curve["total_return"], "sharpe": curve["sharpe"],
@@ -362,6 +408,25 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     table["excess_return"] = table["total_return"] - table["buy_and_hold_return"]
     return Outcome(table[list(OUTCOMES)], equity, paths.index,
                    stats["bankrupt"].astype(bool))
+
+
+FUSED = True  # False: every strategy through a DataFrame per path (the reference path, tests)
+
+
+def _check_paths(paths: Paths) -> None:
+    """The engine's price rules (engine.check_prices) on every path at once: finite prices > 0
+    with low <= open, close <= high, on sorted unique dates; DataError names the first bad bar."""
+    from algotrading.schema import DataError
+
+    if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
+        raise DataError("paths", "dates not in increasing order or duplicated")
+    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
+    with np.errstate(invalid="ignore"):
+        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
+    if not good.all():
+        i, t = (int(v[0]) for v in np.nonzero(~good))
+        raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
+                        where=f"path {i}, bar {t} ({paths.index[t].date()})")
 
 
 def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -26,6 +26,7 @@ equity-curve metrics from the kernel's statistics); `Settings.rules` is what the
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -250,20 +251,30 @@ def loop(prices: pd.DataFrame | list[pd.DataFrame], targets: np.ndarray, setting
                    for k in ("open", "high", "low", "close"))
     want = targets.tolist()
     broker = Broker(settings, m)
-    positions = np.zeros((n, m))
-    equity = np.zeros(n)
-    for t in range(n):
-        broker.on_bar(t, o[t], h[t], lo[t])
-        broker.mark(c[t])
-        for a in range(m):
-            broker.submit(a, want[t][a])
-        positions[t] = broker.shares
-        equity[t] = broker.equity
+    journal, submit = broker.journal, broker.submit
+    held: list[list[float]] = []  # shares at each close, one list per bar (numpy at the end)
+    equity = [0.0] * n
+    paused = gc.isenabled()
+    gc.disable()  # the loop makes small objects only; a collection pass would scan them all
+    try:
+        for t in range(n):
+            broker.on_bar(t, o[t], h[t], lo[t])
+            fills = len(journal)
+            value = broker.mark(c[t])
+            for a, target in enumerate(want[t]):
+                submit(a, target)
+            # no fill since the close was marked: cash and shares are as mark() valued them
+            equity[t] = value if len(journal) == fills else broker.equity
+            held.append(broker.shares[:])
+    finally:
+        if paused:
+            gc.enable()
+    positions = np.array(held, dtype=float).reshape(n, m)
     done = sorted(broker.trades(), key=lambda tr: (tr["entry_bar"], tr["col"]))
     trades = {k: np.array([tr[k] for tr in done]) for k in TRADE_KEYS}
     if not done:
         trades = {k: np.array([], dtype=object if k == "reason" else float) for k in TRADE_KEYS}
-    return Sim(positions.T, equity, np.array(broker.traded), trades, broker.rejected,
+    return Sim(positions.T, np.array(equity), np.array(broker.traded), trades, broker.rejected,
                broker.bankrupt)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -130,7 +129,14 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
     strategy = strategy_of(strategy) or strategy  # a name, spec or function: resolved once
     combos = combinations(strategy, grid, len(prices), split_params(params)[1])
-    size = max(1, min(-(-len(combos) // (os.cpu_count() or 1)), BLOCK // len(prices)))
+    kind = _fusable(strategy, grid) if combos else None
+    if kind:
+        table = pd.concat([pd.DataFrame(combos, columns=list(grid)),
+                           _fused_cross(kind, prices, combos, params)], axis=1)
+        return _keep(table, sort, top).reset_index(drop=True)
+    from algotrading.backtest.fused import threads
+
+    size = max(1, min(-(-len(combos) // threads()), BLOCK // len(prices)))
     blocks = [combos[i:i + size] for i in range(0, len(combos), size)]
 
     def score(block: list[dict[str, Any]]) -> pd.DataFrame:
@@ -147,6 +153,39 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
 
 
+def _fusable(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> str | None:
+    """"sma" or "ema" for the built-in crossovers with one engine setting for every row (the
+    fused sweep, fused.py), else None."""
+    from algotrading.strategies import ema, sma
+
+    strat = strategy_of(strategy)
+    if strat is None or any(k in ENGINE_PARAMS for k in grid):
+        return None
+    return {sma.grid: "sma", ema.grid: "ema"}.get(strat.grid)
+
+
+def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
+                 params: dict[str, Any]) -> pd.DataFrame:
+    """metrics.KEYS for every SMA or EMA combination in one compiled, parallel call (fused.py)."""
+    from algotrading.backtest import fused, kernel
+
+    engine, own = split_params(params)
+    settings = Settings(**engine)
+    mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
+    base = strategy_of(kind).complete({**own, **{k: combos[0][k] for k in mine}})
+    full = [{**base, **{k: c[k] for k in mine}} for c in combos]
+    first = 0 if settings.start is None else \
+        int(np.searchsorted(prices.index, pd.Timestamp(settings.start), side="left"))
+    if first >= len(prices):
+        raise ValueError("no bars to backtest (empty prices or start after the last bar)")
+    arrays = ohlc(prices)
+    stats = fused.run_cross(kind, kernel.Bars(*(a[first:] for a in arrays)), arrays[3], first,
+                          np.array([c["fast_period"] for c in full], dtype=np.int64),
+                          np.array([c["slow_period"] for c in full], dtype=np.int64),
+                          np.array([c["long_only"] for c in full], dtype=bool), settings.rules)
+    return _table(stats, np.full(len(combos), settings.cash))
+
+
 def _keep(table: pd.DataFrame, sort: str | None, top: int | None) -> pd.DataFrame:
     table = rank(table, sort) if sort else table
     return table.head(top) if top else table
@@ -157,7 +196,9 @@ def _map(func: Any, blocks: list[Any]) -> Iterator[Any]:
     if len(blocks) < 2:
         yield from map(func, blocks)
         return
-    with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+    from algotrading.backtest.fused import threads
+
+    with ThreadPoolExecutor(max_workers=min(len(blocks), threads())) as pool:
         yield from pool.map(func, blocks)
 
 

@@ -100,6 +100,7 @@ class Trained:
     config: dict[str, Any]
     episode_rewards: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    cached: bool = False  # read back by `rl.cache` instead of trained in this call
 
 
 def fingerprint(prices: pd.DataFrame) -> str:
@@ -116,6 +117,21 @@ def _env(prices: pd.DataFrame, config: dict[str, Any], **kwargs: Any) -> Trading
                       **kwargs, **config["engine"])
 
 
+def plan(prices: pd.DataFrame, train_end: str, seed: int = 0,
+         engine: dict[str, Any] | None = None, **hyper: Any) -> dict[str, Any]:
+    """The artifact's config before training: everything `train` takes from its inputs
+    (hyperparameters, seed, observation scaling, engine settings, the training bars' fingerprint).
+    `rl.cache` keys trained policies on it."""
+    h = hyperparameters(hyper)
+    part = prices.loc[:train_end]
+    mean, std = normaliser(market_features(prices), train_end)
+    return {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
+            "window": h["window"], "scale_mean": mean.tolist(), "scale_std": std.tolist(),
+            "engine": dict(engine or {}), "train_start": part.index[0].date().isoformat(),
+            "train_end": part.index[-1].date().isoformat(), "bars": len(part),
+            "fingerprint": fingerprint(part)}
+
+
 def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = False,
           engine: dict[str, Any] | None = None, **hyper: Any) -> Trained:
     """Train one seeded policy on the bars up to `train_end` (hyperparameters: HYPERPARAMETERS,
@@ -126,17 +142,12 @@ def train(prices: pd.DataFrame, train_end: str, seed: int = 0, progress: bool = 
 
     from algotrading.rl.policy import LnLstmPolicy
 
-    h = hyperparameters(hyper)
+    config = plan(prices, train_end, seed, engine, **hyper)
+    h = config["hyperparameters"]
     limits.check("ppo_envs", h["n_envs"], f"n_envs={h['n_envs']:,}")
     limits.check("ppo_rollout", h["n_envs"] * h["n_steps"],
                  f"n_envs={h['n_envs']:,} x n_steps={h['n_steps']:,}")
     part = prices.loc[:train_end]
-    mean, std = normaliser(market_features(prices), train_end)
-    config = {"hyperparameters": h, "seed": seed, "features": list(market_features(part).columns),
-              "window": h["window"], "scale_mean": mean.tolist(), "scale_std": std.tolist(),
-              "engine": dict(engine or {}), "train_start": part.index[0].date().isoformat(),
-              "train_end": part.index[-1].date().isoformat(), "bars": len(part),
-              "fingerprint": fingerprint(part)}
     config["numerics"] = numerics.check("PPO training")
     torch.manual_seed(seed)
 

@@ -14,6 +14,20 @@ import pandas as pd
 
 from algotrading.strategies import Param, Strategy
 
+NEAR = 1e-9  # |SMA fast - SMA slow| <= NEAR x close: recomputed exactly (see `grid`)
+
+
+def averages(close: np.ndarray, periods: list[int]) -> np.ndarray:
+    """Simple moving averages from one cumulative sum, one row per period (periods x bars; NaN
+    before a window fills): the table `grid` and the fused sweep (backtest.fused) both read."""
+    csum = np.zeros(len(close) + 1)
+    np.cumsum(close, out=csum[1:])
+    mas = np.full((len(periods), len(close)), np.nan)
+    for j, n in enumerate(periods):
+        np.subtract(csum[n:], csum[:-n], out=mas[j, n - 1:])
+        mas[j, n - 1:] /= n
+    return mas
+
 
 def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     """Targets for many (fast_period, slow_period, long_only) sets: (bars x combos) int8."""
@@ -22,16 +36,11 @@ def grid(prices: pd.DataFrame, combos: list[dict[str, Any]]) -> np.ndarray:
     slow = [int(c["slow_period"]) for c in combos]
     periods = sorted({*fast, *slow})
     row = {n: j for j, n in enumerate(periods)}
-    csum = np.zeros(len(close) + 1)
-    np.cumsum(close, out=csum[1:])
-    mas = np.full((len(periods), len(close)), np.nan)
-    for j, n in enumerate(periods):  # simple moving averages from one cumulative sum
-        np.subtract(csum[n:], csum[:-n], out=mas[j, n - 1:])
-        mas[j, n - 1:] /= n
+    mas = averages(close, periods)
     diff = mas[[row[n] for n in fast]] - mas[[row[n] for n in slow]]  # (combos x bars)
     out = (diff > 0).view(np.int8) - (diff < 0).view(np.int8)  # warm-up (NaN) stays 0: flat
     with np.errstate(invalid="ignore"):
-        near = np.abs(diff) <= 1e-9 * close  # NaN (warm-up) is never near
+        near = np.abs(diff) <= NEAR * close  # NaN (warm-up) is never near
     if near.any():
         # The cumulative-sum averages carry ~1e-12 relative error; where the two averages are
         # that close, recompute them exactly (math.fsum, as backtrader does) so ties and signs

@@ -1,0 +1,189 @@
+"""The fused crossover sweep: targets computed inside the compiled loop, combinations in parallel.
+
+`sweep("sma" or "ema", ...)` without engine settings in its grid comes here (the EMA the same way
+with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving averages
+(windows x bars, `strategies.sma.averages`, the same numbers `sma.grid` computes) is built once;
+then each combination, in a numba `prange` loop, derives its targets bar by bar from two rows of
+that table (the rules of `sma.grid`: the sign of fast - slow; where the two are within
+`sma.NEAR` x close, both averages summed exactly as `math.fsum` does, and an exact tie keeps the
+previous target, short on the first bar; `long_only` flat instead of short) into a buffer of one
+row of bars, and runs `kernel.simulate` (the shared rules) on it, metrics only. No combinations x
+bars matrix is built, so memory grows with bars + windows x bars, not with combinations.
+
+Threads: numba's pool, `NUMBA_NUM_THREADS` (default: every core; `threads()`), the one setting
+that bounds every sweep (the thread pool of other strategies' blocks takes the same number).
+tests/test_fused.py holds every row to the unfused path (sma.grid, then the kernel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from algotrading import rules
+from algotrading.backtest import kernel
+from algotrading.strategies import ema, sma
+
+PARTIALS = 128  # exact summation: non-overlapping partials of a float64 sum (at most ~40)
+
+
+def threads() -> int:
+    """The threads a sweep uses: numba's setting (NUMBA_NUM_THREADS, else the cores)."""
+    return numba.get_num_threads()
+
+
+@numba.njit(cache=True, nogil=True)
+def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
+    """sum(x[lo:hi]) correctly rounded: CPython's math.fsum (Shewchuk's partials with its
+    half-even fix-up), for finite values."""
+    p = np.empty(PARTIALS)
+    n = 0
+    for k in range(lo, hi):
+        v = x[k]
+        i = 0
+        for j in range(n):
+            y = p[j]
+            if abs(v) < abs(y):
+                v, y = y, v
+            top = v + y
+            low = y - (top - v)
+            if low != 0.0:
+                p[i] = low
+                i += 1
+            v = top
+        n = i
+        if v != 0.0:
+            p[n] = v
+            n += 1
+    total = 0.0
+    low = 0.0
+    if n > 0:
+        n -= 1
+        total = p[n]
+        while n > 0:
+            v = total
+            n -= 1
+            y = p[n]
+            total = v + y
+            low = y - (total - v)
+            if low != 0.0:
+                break
+        if n > 0 and ((low < 0.0 and p[n - 1] < 0.0) or (low > 0.0 and p[n - 1] > 0.0)):
+            y = low * 2.0
+            v = total + y
+            if y == v - total:
+                total = v
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
+                long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
+    """One combination's targets (the rules of sma.grid, or with `exact` False those of
+    ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`."""
+    prev = 0.0
+    for t in range(len(close)):
+        d = fast[t] - slow[t]
+        if d > 0.0:
+            v = 1.0
+        elif d < 0.0:
+            v = -1.0
+        else:
+            v = 0.0  # the warm-up (NaN), or an exact zero: decided below
+        if not exact:
+            if d == 0.0:  # False for NaN
+                v = -1.0 if t == max(f, s) - 1 else prev
+        elif abs(d) <= sma.NEAR * close[t]:  # False for NaN
+            exact = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
+            if exact == 0.0:
+                v = -1.0 if t == max(f, s) - 1 else prev
+            else:
+                v = 1.0 if exact > 0.0 else -1.0
+        prev = v
+        if t >= first:
+            want[t - first] = 0.0 if long_only and v < 0.0 else v
+
+
+@numba.njit(cache=True, parallel=True)
+def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, exact, r,
+                stats):
+    """Every combination k: targets from rows fast_row[k] / slow_row[k] of `table` (windows
+    fast[k] / slow[k]) over `close` (all bars), simulated on `bars` (the bars from `first` on)
+    into stats[k]; `exact`: the SMA's near-tie rule (see sma_targets)."""
+    n = len(bars.close)
+    for k in numba.prange(len(fast_row)):
+        want = np.empty(n)
+        sma_targets(close, table[fast_row[k]], table[slow_row[k]], fast[k], slow[k],
+                    long_only[k], first, want, exact)
+        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
+                        stats, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
+    """One simple moving average from the cumulative sum `csum` (len(close) + 1), in the order of
+    operations of `sma.averages`, so the numbers are the same to the bit."""
+    out = np.full(len(close), np.nan)
+    for t in range(n - 1, len(close)):
+        out[t] = (csum[t + 1] - csum[t + 1 - n]) / n
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
+    """One SMA (f, s) run per row of the (paths x bars) price arrays: its averages, its targets
+    and `kernel.simulate`, paths in parallel; equity per bar into equity[i], metrics into
+    stats[i]."""
+    n = c.shape[1]
+    for i in numba.prange(c.shape[0]):
+        close = c[i]
+        csum = np.zeros(n + 1)
+        for t in range(n):
+            csum[t + 1] = csum[t] + close[t]
+        want = np.empty(n)
+        sma_targets(close, average(close, csum, f), average(close, csum, s), f, s, long_only, 0,
+                    want)
+        kernel.simulate(kernel.Bars(o[i], h[i], lo[i], close), want, r, equity[i], np.empty(n),
+                        np.empty(0, kernel.TRADE_DTYPE), stats, i)
+
+
+def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray,
+              slow: np.ndarray, long_only: np.ndarray, r: rules.Rules) -> np.ndarray:
+    """STATS_DTYPE rows, one per (fast, slow, long_only) combination of the crossover `kind`
+    ("sma" or "ema"): `close` is every bar (the averages' history), `bars` the ones traded (from
+    bar `first` on). The table holds the strategy's own averages (sma.averages, ema.ema)."""
+    windows, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
+    if kind == "sma":
+        table = sma.averages(close, windows.tolist())
+    else:
+        table = np.stack([ema.ema(close, n) for n in windows.tolist()])
+    stats = kernel.stats_table(len(fast))
+    cross_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
+                fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_),
+                kind == "sma", r, stats)
+    return stats
+
+
+def _fresh_cache() -> None:
+    """numba's on-disk cache watches only this file; the loop also compiles in the rules and the
+    kernel, so drop this file's cache whenever either of them changes."""
+    here = Path(__file__)
+    stamp = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
+                                    for m in (rules, kernel))).hexdigest()
+    cache = here.parent / "__pycache__"
+    mark = cache / f"{here.stem}.deps.sha256"
+    try:
+        if mark.exists() and mark.read_text() == stamp:
+            return
+        for old in cache.glob(f"{here.stem}.*.nb[ic]"):
+            old.unlink()
+        cache.mkdir(exist_ok=True)
+        mark.write_text(stamp)
+    except OSError:  # a read-only install: numba then caches elsewhere or compiles afresh
+        pass
+
+
+_fresh_cache()
