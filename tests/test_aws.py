@@ -172,7 +172,8 @@ def test_s3_lake_failed_ingest_leaves_lake_as_it_was(existing: tuple[str, ...],
 def test_s3_lake_interrupted_commit_is_completed_by_the_next_operation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that dies after its journal (here: the 2nd copy fails) leaves the journal in
-    the bucket; the next lake operation redoes the remaining moves from it."""
+    the bucket; readers do not touch it (on S3 they read the lake files as they are, like
+    Athena); the next ingest redoes the remaining moves from it."""
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame("AAA", "BBB", "CCC", base=10.0), lake=url)
@@ -188,10 +189,16 @@ def test_s3_lake_interrupted_commit_is_completed_by_the_next_operation(
     with pytest.raises(OSError, match="committed but not fully applied"):
         lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url, replace=True)
     monkeypatch.setattr(lake.S3Store, "move", real_move)
-    assert "lake/.algotrading/journal.json" in _objects(bucket)
+    before = _objects(bucket)
+    assert "lake/.algotrading/journal.json" in before
     closes = lake.read_all(lake=url).groupby("sym")["close"].first()
-    assert (closes == 20.0).all()  # all three new: the read finished the commit first
-    assert sorted(_objects(bucket)) == [f"lake/hist_data_daily/{s}.csv" for s in ("AAA", "BBB", "CCC")]
+    assert sorted(closes.tolist()) == [10.0, 10.0, 20.0]  # the files as they are: one moved
+    assert _objects(bucket) == before  # the read changed nothing
+    lake.write(_frame("DDD", base=30.0), lake=url)  # the next ingest completes the commit first
+    closes = lake.read_all(lake=url).groupby("sym")["close"].first()
+    assert closes.to_dict() == {"AAA": 20.0, "BBB": 20.0, "CCC": 20.0, "DDD": 30.0}
+    assert sorted(_objects(bucket)) == [f"lake/hist_data_daily/{s}.csv"
+                                        for s in ("AAA", "BBB", "CCC", "DDD")]
 
 
 def test_s3_lake_lock_serialises_writers_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,6 +215,64 @@ def test_s3_lake_lock_serialises_writers_and_expires(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(lake, "S3_LOCK_STALE", 0.0)
     lake.write(_frame("AAA"), lake=url)
     assert sorted(_objects(bucket)) == ["lake/hist_data_daily/AAA.csv"]
+
+
+
+def test_s3_lock_is_fenced_by_its_etag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takeover of a stale lock is a PUT with If-Match on the ETag seen stale, so a second
+    waiter holding the same stale ETag loses; release is a DELETE with If-Match on the writer's
+    own ETag, so a writer whose lock was taken over never deletes the new holder's lock, and
+    learns it (LakeError); a writer that lost its lock before the commit point commits nothing."""
+    from botocore.exceptions import ClientError
+
+    bucket = _bucket()
+    url = f"s3://{bucket}/lake"
+    s3 = aws.client("s3")
+    lock_key = "lake/.algotrading/lock"
+    stale = s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"dead": 1}')["ETag"]
+    monkeypatch.setattr(lake, "S3_LOCK_STALE", 0.0)
+    store = lake.S3Store(url, s3, {})
+    with pytest.raises(OSError, match="another writer took the lock over"), \
+            store.lock(exclusive=True):
+        mine = s3.head_object(Bucket=bucket, Key=lock_key)["ETag"]
+        assert mine != stale and store._lock_etag == mine
+        with pytest.raises(ClientError) as err:  # the other waiter, with the same stale ETag
+            s3.put_object(Bucket=bucket, Key=lock_key, Body=b"{}", IfMatch=stale)
+        assert err.value.response["Error"]["Code"] == "PreconditionFailed"
+        # someone takes the lock over from this (slow) writer:
+        theirs = s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"other": 1}')["ETag"]
+        with pytest.raises(OSError, match="no longer holds the lake lock"):
+            store.confirm_lock()
+    # release did not delete the other writer's lock ...
+    assert s3.head_object(Bucket=bucket, Key=lock_key)["ETag"] == theirs
+    s3.delete_object(Bucket=bucket, Key=lock_key)
+    monkeypatch.setattr(lake, "S3_LOCK_STALE", 900.0)
+
+    # ... and an ingest whose lock is taken over before its commit point changes nothing
+    lake.write(_frame("AAA", base=10.0), lake=url)
+    real_put = lake.S3Store.put
+
+    def overtaken(self: lake.S3Store, key: str, data: bytes, atomic: bool = True) -> None:
+        if key.startswith(lake.STAGING):
+            s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"usurper": 1}')
+        real_put(self, key, data, atomic)
+
+    monkeypatch.setattr(lake.S3Store, "put", overtaken)
+    with pytest.raises(OSError, match="nothing in the lake changed.*no longer holds the lake lock"):
+        lake.write(_frame("AAA", base=20.0), lake=url, replace=True)
+    monkeypatch.setattr(lake.S3Store, "put", real_put)
+    assert lake.read("AAA", lake=url)["close"].iloc[0] == 10.0
+    assert lock_key in _objects(bucket)  # the usurper's lock stays
+
+
+def test_s3_lock_release_after_a_takeover_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = _bucket()
+    s3 = aws.client("s3")
+    store = lake.S3Store(f"s3://{bucket}/lake", s3, {})
+    with pytest.raises(OSError, match="another writer took the lock over"):
+        with store.lock(exclusive=True):
+            s3.put_object(Bucket=bucket, Key="lake/.algotrading/lock", Body=b'{"other": 1}')
+    assert "lake/.algotrading/lock" in _objects(bucket)  # not deleted by the loser
 
 
 # --- sources through S3 ------------------------------------------------------------------------
