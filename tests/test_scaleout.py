@@ -17,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -98,7 +101,11 @@ def test_trial_reports_train_objective_and_validation_separately(tmp_path, chann
                                                                  monkeypatch, capsys) -> None:
     hp = {"mode": "trial", "strategy": "ema", "symbol": "GSPC", "params": {"size": 10},
           "fast_period": 8, "slow_period": 21, "train_start": "1999-01-04",
-          "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31"}
+          "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31",
+          # what SageMaker adds to a tuning trial's hyperparameters: never strategy parameters
+          "_tuning_objective_metric": "algo:pnl", "sagemaker_program": "algotrading_entry.py",
+          "sagemaker_submit_directory": "s3://b/k/sourcedir.tar.gz",
+          "sagemaker_region": "us-east-1", "sagemaker_container_log_level": "20"}
     model = _run_entry(tmp_path, channel, "trial", hp, monkeypatch)
     log = capsys.readouterr().out
     prices = schema.to_prices(sample, "GSPC")
@@ -192,7 +199,8 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
 
 @pytest.mark.aws
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
-def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent) -> None:
+def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent, tmp_path,
+                                                                             channel) -> None:
     tuner = job.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
                      train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
                      params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=())
@@ -214,10 +222,44 @@ def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stac
         "mode": "trial", "strategy": "ema", "symbol": "GSPC", "train_start": "1999-01-04",
         "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31"}
     assert "fast_period" not in static and "slow_period" not in static
+    assert json.loads(static["tuned"]) == ["fast_period", "slow_period"]  # JSON, as the entry
+    assert json.loads(static["params"]) == {"size": 10}                     # decodes it
     assert definition["RoleArn"] == stack["SageMakerRoleArn"]
     name = request["HyperParameterTuningJobName"]
     assert name.startswith("algo-tune-ema") and len(name) <= 32
     assert tuner.latest_tuning_job is not None
+
+    # The inputs: the prices channel and the SDK's driver channel; the code as the framework
+    # container finds it (sagemaker_program inside the sagemaker_submit_directory tarball).
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in definition["InputDataConfig"]}
+    assert channels["prices"] == f"s3://{stack['BucketName']}/hist_data_daily/GSPC.csv"
+    assert set(channels) == {"prices", "sm_drivers"}
+    assert static["sagemaker_program"] == jobs.ENTRY_SCRIPT
+    bucket, key = static["sagemaker_submit_directory"][5:].split("/", 1)
+    assert bucket == stack["BucketName"]
+    from algotrading import aws
+
+    tar_bytes = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    code = tmp_path / "opt" / "ml" / "code"
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:gz") as tar:
+        assert {jobs.ENTRY_SCRIPT, "algotrading/backtest/job.py"} <= set(tar.getnames())
+        tar.extractall(code, filter="data")
+    # One trial as the container would run it: every hyperparameter a string, SageMaker's own
+    # among them, `python <sagemaker_program>` from the code folder.
+    hp = {**static, "fast_period": "8", "slow_period": "21", "_tuning_objective_metric": "algo:pnl"}
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "hyperparameters.json").write_text(json.dumps(hp))
+    env = {**os.environ, "SM_INPUT_CONFIG_DIR": str(config), "SM_CHANNEL_PRICES": str(channel),
+           "SM_MODEL_DIR": str(tmp_path / "model"), "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, jobs.ENTRY_SCRIPT], cwd=code, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    saved = json.loads((tmp_path / "model" / job.TRIAL_FILE).read_text())
+    assert saved["params"] == {"size": 10, "fast_period": 8, "slow_period": 21}
+    scraped = {n: float(m[1]) for n, r in job.trial_metric_definitions().items()
+               if (m := re.search(r, out))}
+    assert scraped["algo:pnl"] == pytest.approx(saved["train"]["pnl"], rel=1e-5)
 
 
 def test_tune_refuses_an_objective_outside_the_train_period() -> None:
@@ -272,3 +314,12 @@ def test_backtest_jobs_install_what_the_engine_imports() -> None:
         assert requirement in pins
     names = {re.split(r"[<>=]", r)[0] for r in job.REQUIREMENTS}
     assert {"numpy", "pandas", "numba", "tqdm"} <= names
+
+
+def test_tuning_job_names_keep_the_stack_prefix_or_are_refused() -> None:
+    """The policy allows tuning jobs named `<stack>-*`; names have 32 characters, 15 of them the
+    SDK's timestamp, so a longer stack name is refused instead of cut."""
+    assert job.tuning_prefix("ema", "research") == "research-tune-ema"  # 17 characters
+    assert job.tuning_prefix("ema", "fifteen-chars-x") == "fifteen-chars-x-t"
+    with pytest.raises(ValueError, match="longer than 15 characters"):
+        job.tuning_prefix("ema", "a-much-longer-stack-name")

@@ -99,9 +99,16 @@ def metric_definitions(names: Iterable[str], prefix: str = "") -> dict[str, str]
 
 # --- the client side ---------------------------------------------------------------------------
 
-def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS) -> Path:
+ENTRY_SCRIPT = "algotrading_entry.py"
+
+
+def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS,
+                 entry: str | None = None) -> Path:
     """Copy the installed `algotrading` package (sources only) into `folder/algotrading` and write
-    `folder/requirements.txt`; the folder becomes the job's code channel. Returns `folder`."""
+    `folder/requirements.txt`; the folder becomes the job's code channel. With `entry` (a module),
+    also write ENTRY_SCRIPT, a file that runs it: tuning jobs need a script, because
+    CreateHyperParameterTuningJob has no container entrypoint and the framework container runs
+    `python <sagemaker_program>`. Returns `folder`."""
     folder = Path(folder)
     source = Path(__file__).resolve().parent
     target = folder / PACKAGE
@@ -109,7 +116,30 @@ def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS)
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED))
     (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    if entry is not None:
+        _check_entry(entry, folder)
+        (folder / ENTRY_SCRIPT).write_text(
+            f'"""Run by SageMaker as `python {ENTRY_SCRIPT}` (written by algotrading.jobs)."""\n'
+            f"import runpy\n\nrunpy.run_module({entry!r}, run_name=\"__main__\", alter_sys=True)\n")
     return folder
+
+
+def _check_entry(entry: str, source_dir: str | Path) -> None:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", entry):
+        raise ValueError(f"entry must be a module name like 'algotrading.models.train', "
+                         f"not {entry!r}")
+    if not Path(source_dir, *entry.split(".")).with_suffix(".py").is_file():
+        raise ValueError(f"entry {entry!r} is not in the staged source {source_dir}")
+
+
+# Hyperparameters SageMaker adds to a job's own: never parameters of anything we run.
+SAGEMAKER_ADDED = re.compile(r"^(_|sagemaker_)")
+
+
+def own_hyperparameters(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """`hp` without what SageMaker adds (`_tuning_objective_metric`, `sagemaker_program`,
+    `sagemaker_submit_directory`, ...)."""
+    return {k: v for k, v in hp.items() if not SAGEMAKER_ADDED.match(k)}
 
 
 def job_prefix(kind: str, stack: str | None = None) -> str:
@@ -194,16 +224,14 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
 
     from algotrading.aws import resolve_region
 
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", entry):
-        raise ValueError(f"entry must be a module name like 'algotrading.models.train', "
-                         f"not {entry!r}")
-    if not Path(source_dir, *entry.split(".")).with_suffix(".py").is_file():
-        raise ValueError(f"entry {entry!r} is not in the staged source {source_dir}")
+    _check_entry(entry, source_dir)
+    script = Path(source_dir, ENTRY_SCRIPT).is_file()  # staged with `entry`: run it as a script
     region = resolve_region(region)
     if not region:
         raise ValueError("no AWS region: set AWS_REGION or AWS_DEFAULT_REGION")
     bucket, prefix = split_s3(output_path)
-    code = SourceCode(source_dir=str(source_dir), command=f"python -m {entry}",
+    how = {"entry_script": ENTRY_SCRIPT} if script else {"command": f"python -m {entry}"}
+    code = SourceCode(source_dir=str(source_dir), **how,
                       requirements="requirements.txt" if requirements else None,
                       ignore_patterns=list(IGNORED))
     trainer = ModelTrainer(

@@ -40,7 +40,7 @@ TRAIN_PREFIX = "algo:"  # the workshop's objective name, algo:pnl
 VALID_PREFIX = "valid:"
 REPORTED = ("pnl", "sharpe", "total_return", "max_drawdown", "trades_closed")
 CONTROL = ("mode", "strategy", "symbol", "start", "end", "grid", "shard", "shards", "params",
-           "train_start", "train_end", "valid_start", "valid_end")
+           "train_start", "train_end", "valid_start", "valid_end", "tuned")
 
 
 def shard_grid(grid: Mapping[str, list[Any]], shard: int, shards: int) -> dict[str, list[Any]]:
@@ -91,7 +91,11 @@ def run_shard(hp: Mapping[str, Any], out: Path) -> pd.DataFrame:
 
 
 def run_trial(hp: Mapping[str, Any], out: Path) -> dict[str, dict[str, float]]:
-    params = {**hp.get("params", {}), **{k: v for k, v in hp.items() if k not in CONTROL}}
+    """The strategy gets `params` and the tuned names (`tuned`, else every hyperparameter that
+    is neither ours nor one SageMaker adds, such as `_tuning_objective_metric`)."""
+    own = jobs.own_hyperparameters(hp)
+    tuned = hp["tuned"] if "tuned" in hp else [k for k in own if k not in CONTROL]
+    params = {**hp.get("params", {}), **{k: own[k] for k in tuned}}
     bars = prices(hp["symbol"])
     result = {}
     for name, prefix in (("train", TRAIN_PREFIX), ("valid", VALID_PREFIX)):
@@ -214,11 +218,15 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
                          f"{sorted(k for k in definitions if k.startswith(TRAIN_PREFIX))}")
     uri, out = _prices_uri(symbol, lake), _output_path(output_path, "tune")
     hp = {"mode": "trial", "strategy": strategy, "symbol": symbol, "params": dict(params or {}),
+          "tuned": sorted(ranges),
           **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
                                   (*train, *validation), strict=True) if v}}
     with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
         requirements = list(requirements)
-        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements), out,
+        # JSON text ourselves: the tuner sends static values as str(), a Python repr
+        # ("['a']", "{'size': 10}") that the entry could not decode
+        hp = {k: v if isinstance(v, str) else json.dumps(v) for k, v in hp.items()}
+        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements, entry=ENTRY), out,
                                      hyperparameters=hp, requirements=bool(requirements),
                                      **options)
         tuner = HyperparameterTuner(
@@ -226,12 +234,24 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
             hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},
             metric_definitions=[{"Name": k, "Regex": v} for k, v in definitions.items()],
             max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
-            base_tuning_job_name=jobs.job_prefix(f"tune-{strategy}")[:MAX_TUNING_PREFIX])
+            base_tuning_job_name=tuning_prefix(strategy))
         tuner.tune(inputs=[InputData(channel_name="prices", data_source=uri)], wait=wait)
     return tuner
 
 
 MAX_TUNING_PREFIX = 32 - jobs.UNIQUE_SUFFIX  # tuning job names have at most 32 characters
+
+
+def tuning_prefix(strategy: str, stack: str | None = None) -> str:
+    """`<stack>-tune-<strategy>` cut to MAX_TUNING_PREFIX; refused when the cut would lose the
+    `<stack>-` that the template's policy scopes tuning jobs on (a stack name over 15 characters)."""
+    prefix = jobs.job_prefix(f"tune-{strategy}", stack)[:MAX_TUNING_PREFIX]
+    stack = jobs.job_prefix("x", stack)[:-2]
+    if not prefix.startswith(f"{stack}-"):
+        raise ValueError(f"stack name {stack!r} is longer than {MAX_TUNING_PREFIX - 2} characters: "
+                         "tuning job names (32 characters) could not start with '<stack>-', which "
+                         "the stack's policy requires; deploy under a shorter stack name")
+    return prefix
 
 
 def main() -> None:
