@@ -178,7 +178,9 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
     for i, request in enumerate(requests):
         assert request["RoleArn"] == stack["SageMakerRoleArn"]
         hp = {k: _decode(v) for k, v in request["HyperParameters"].items()}
-        assert hp == {**_shard_hp(i, shards), "grid": GRID}
+        assert hp == {**_shard_hp(i, shards), "grid": {"fast_period": {"range": [5, 11, 1]},
+                                                        "slow_period": {"range": [21, 32, 1]}}}
+        assert job.decode_grid(hp["grid"]) == GRID
         channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                     for c in request["InputDataConfig"]}
         assert channels["prices"] == f"s3://{bucket}/hist_data_daily/GSPC.csv"
@@ -323,3 +325,20 @@ def test_tuning_job_names_keep_the_stack_prefix_or_are_refused() -> None:
     assert job.tuning_prefix("ema", "fifteen-chars-x") == "fifteen-chars-x-t"
     with pytest.raises(ValueError, match="longer than 15 characters"):
         job.tuning_prefix("ema", "a-much-longer-stack-name")
+
+
+def test_shard_grids_fit_sagemakers_hyperparameter_cap() -> None:
+    """fast 5..200 x slow 20..400 is 2,739 characters as a JSON list, over SageMaker's 2,500; sent
+    as ranges it is short and decodes to the same grid. A grid that cannot be made short is
+    refused before any job is submitted (no stack needed: the check comes first)."""
+    big = {"fast_period": list(range(5, 201)), "slow_period": list(range(20, 401))}
+    assert len(json.dumps(big)) > job.HP_VALUE_MAX
+    encoded = job.encode_grid(big)
+    assert len(json.dumps(encoded)) < 100
+    assert job.decode_grid(json.loads(json.dumps(encoded))) == big
+    odd = {"fast_period": [5, 7, 8], "slow_period": [1.5, 2.5, 3.5], "flag": [True, False]}
+    assert job.decode_grid(job.encode_grid(odd)) == odd  # not ranges: kept as lists
+    primes = {"fast_period": [p for p in range(2, 8000) if all(p % d for d in range(2, p))]}
+    with pytest.raises(ValueError, match="hyperparameter 'grid' is .* characters; SageMaker "
+                                         "accepts at most 2,500"):
+        job.sweep_jobs("ema", "GSPC", primes, 2)

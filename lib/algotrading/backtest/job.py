@@ -60,6 +60,42 @@ def shard_grid(grid: Mapping[str, list[Any]], shard: int, shards: int) -> dict[s
                                                           if k != first}}
 
 
+HP_VALUE_MAX = 2500  # SageMaker refuses a hyperparameter value longer than this
+
+
+def encode_grid(grid: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """The grid as a shard's hyperparameter: each run of evenly spaced integers as
+    {"range": [start, stop, step]} (Python's range), other values as their list, so a
+    5..200 x 20..400 grid takes 60 characters instead of 2,739."""
+    out: dict[str, Any] = {}
+    for name, values in grid.items():
+        values = list(values)
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        step = values[1] - values[0] if ints and len(values) > 2 else 0
+        if step and list(range(values[0], values[-1] + step, step)) == values:
+            out[name] = {"range": [values[0], values[-1] + step, step]}
+        else:
+            out[name] = values
+    return out
+
+
+def decode_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """`encode_grid`'s inverse (a plain grid passes unchanged)."""
+    return {k: list(range(*v["range"])) if isinstance(v, dict) else list(v)
+            for k, v in grid.items()}
+
+
+def check_hyperparameters(hp: Mapping[str, Any]) -> None:
+    """Refuse, before anything is submitted, a value SageMaker would refuse (over HP_VALUE_MAX
+    characters as sent), naming it."""
+    for name, value in hp.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if len(text) > HP_VALUE_MAX:
+            raise ValueError(f"hyperparameter {name!r} is {len(text):,} characters; SageMaker "
+                             f"accepts at most {HP_VALUE_MAX:,} (use evenly spaced integer "
+                             "values, which are sent as ranges, or fewer values)")
+
+
 def prices(symbol: str, start: str | None = None, end: str | None = None,
            folder: Path | None = None) -> pd.DataFrame:
     """`symbol`'s bars from the prices channel, between start and end inclusive (as load_prices)."""
@@ -81,7 +117,7 @@ def read_table(data: bytes | str | Path) -> pd.DataFrame:
 
 
 def run_shard(hp: Mapping[str, Any], out: Path) -> pd.DataFrame:
-    grid = shard_grid(hp["grid"], int(hp["shard"]), int(hp["shards"]))
+    grid = shard_grid(decode_grid(hp["grid"]), int(hp["shard"]), int(hp["shards"]))
     table = sweep(hp["strategy"], prices(hp["symbol"], hp.get("start"), hp.get("end")), grid,
                   progress=False, **hp.get("params", {}))
     out.mkdir(parents=True, exist_ok=True)
@@ -158,12 +194,14 @@ def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], sh
     grid = {k: list(v) for k, v in grid.items()}
     for i in range(shards):
         shard_grid(grid, i, shards)  # refuses a bad shard count before anything is submitted
+    hps = [{"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": encode_grid(grid),
+            "shard": i, "shards": shards, "params": dict(params or {}),
+            **{k: v for k, v in (("start", start), ("end", end)) if v}} for i in range(shards)]
+    for hp in hps:
+        check_hyperparameters(hp)
     uri, out = _prices_uri(symbol, lake), _output_path(output_path, "sweep")
     names = []
-    for i in range(shards):
-        hp = {"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": grid, "shard": i,
-              "shards": shards, "params": dict(params or {}),
-              **{k: v for k, v in (("start", start), ("end", end)) if v}}
+    for i, hp in enumerate(hps):
         names.append(jobs.submit(ENTRY, {"prices": uri}, out, hyperparameters=hp,
                                  base_job_name=jobs.job_prefix(f"sweep-{i}-of-{shards}"),
                                  requirements=requirements, **options))
