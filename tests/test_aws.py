@@ -530,6 +530,7 @@ def test_template_deploys_to_moto_and_creates_what_it_says() -> None:
     created = {r["ResourceType"] for r in cf.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
                if r["PhysicalResourceId"]}
     assert created == {"AWS::KMS::Key", "AWS::KMS::Alias", "AWS::S3::Bucket", "AWS::IAM::Role",
+                       "AWS::Logs::LogGroup",
                        "AWS::SageMaker::NotebookInstanceLifecycleConfig",
                        "AWS::SageMaker::NotebookInstance"}
 
@@ -551,6 +552,9 @@ def test_template_deploys_to_moto_and_creates_what_it_says() -> None:
     assert role == f"algo-{STACK}-{REGION}"
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
     assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["jobs", "lake", "sql"]
+    job_role = outputs["JobRoleArn"].split("/")[-1]
+    assert job_role == f"algo-{STACK}-jobs-{REGION}"
+    assert iam.list_role_policies(RoleName=job_role)["PolicyNames"] == ["job"]
     lake_policy = iam.get_role_policy(RoleName=role, PolicyName="lake")["PolicyDocument"]
     if isinstance(lake_policy, str):  # moto keeps a CloudFormation inline policy as the dict's repr
         import ast

@@ -64,7 +64,8 @@ def test_journal_logs_and_topic_are_encrypted_with_the_key(cfn) -> None:
     assert table["KeySchema"] == [{"AttributeName": "run", "KeyType": "HASH"},
                                   {"AttributeName": "key", "KeyType": "RANGE"}]
     assert res["LiveLogGroup"]["Properties"]["KmsKeyId"] == KEY
-    assert res["LiveLogGroup"]["Properties"]["RetentionInDays"] >= 365
+    assert res["LiveLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert min(cfn["Parameters"]["LogRetentionDays"]["AllowedValues"]) >= 30
     assert res["LiveAlertTopic"]["Properties"]["KmsMasterKeyId"] == KEY
     (logs,) = [s for s in cfn["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"]
                if s.get("Principal", {}).get("Service", {}) != {} and "logs" in json.dumps(s["Principal"])]

@@ -176,7 +176,9 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
     requests = sent["CreateTrainingJob"]
     assert len(requests) == shards
     for i, request in enumerate(requests):
-        assert request["RoleArn"] == stack["SageMakerRoleArn"]
+        assert request["RoleArn"] == stack["JobRoleArn"]
+        assert request["ResourceConfig"]["VolumeKmsKeyId"] == stack["KmsKeyArn"]
+        assert request["OutputDataConfig"]["KmsKeyId"] == stack["KmsKeyArn"]
         hp = {k: _decode(v) for k, v in request["HyperParameters"].items()}
         assert hp == {**_shard_hp(i, shards), "grid": {"fast_period": {"range": [5, 11, 1]},
                                                         "slow_period": {"range": [21, 32, 1]}}}
@@ -226,7 +228,8 @@ def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stac
     assert "fast_period" not in static and "slow_period" not in static
     assert json.loads(static["tuned"]) == ["fast_period", "slow_period"]  # JSON, as the entry
     assert json.loads(static["params"]) == {"size": 10}                     # decodes it
-    assert definition["RoleArn"] == stack["SageMakerRoleArn"]
+    assert definition["RoleArn"] == stack["JobRoleArn"]
+    assert definition["OutputDataConfig"]["KmsKeyId"] == stack["KmsKeyArn"]  # the policy's condition
     name = request["HyperParameterTuningJobName"]
     assert name.startswith("algo-tune-ema") and len(name) <= 32
     assert tuner.latest_tuning_job is not None

@@ -177,6 +177,12 @@ def role_arn(role: str | None = None, stack: str | None = None) -> str:
     return found
 
 
+# The SDK's own defaults config, in place of ~/.config/sagemaker/config.yaml: its usage
+# telemetry off (the SDK otherwise reports each call to an AWS endpoint).
+SDK_CONFIG = {"SchemaVersion": "1.0",
+              "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
 def session(bucket: str, prefix: str = "", region: str | None = None) -> Any:
     """A SageMaker session whose staging bucket is `bucket` (the code channel is uploaded there
     instead of the SDK's `sagemaker-<region>-<account>` bucket, which it would create)."""
@@ -186,7 +192,8 @@ def session(bucket: str, prefix: str = "", region: str | None = None) -> Any:
     from algotrading.aws import resolve_region
 
     return Session(boto_session=boto3.Session(region_name=resolve_region(region)),
-                   default_bucket=bucket, default_bucket_prefix=prefix.strip("/") or None)
+                   default_bucket=bucket, default_bucket_prefix=prefix.strip("/") or None,
+                   sagemaker_config=SDK_CONFIG)
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -234,15 +241,19 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     code = SourceCode(source_dir=str(source_dir), **how,
                       requirements="requirements.txt" if requirements else None,
                       ignore_patterns=list(IGNORED))
-    trainer = ModelTrainer(
+    from algotrading.config import settings
+
+    key = settings().kms_key or None  # the stack's key on the volume and the output (its policy
+    trainer = ModelTrainer(            # refuses a job without them)
         sagemaker_session=session(bucket, prefix, region),
         role=role_arn(role),
         base_job_name=base_job_name or job_prefix(entry.rsplit(".", 1)[-1]),
         training_image=image or image_uri(region, instance_type),
         source_code=code,
-        compute=Compute(instance_type=instance_type, instance_count=instance_count),
+        compute=Compute(instance_type=instance_type, instance_count=instance_count,
+                        volume_kms_key_id=key),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime),
-        output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/")),
+        output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/"), kms_key_id=key),
         hyperparameters=dict(hyperparameters or {}),
         environment=dict(environment or {}),
     )
