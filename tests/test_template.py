@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,62 @@ def test_lifecycle_script_without_a_checkout_says_what_to_do(tmp_path: Path) -> 
     assert run.returncode == 1
     assert re.search(r"no checkout of the project under .*/SageMaker", run.stderr)
     assert not (home / ".local").exists()
+
+
+def _shims(folder: Path, log: Path) -> Path:
+    """`id` that says root and that ec2-user exists, and `sudo` that records its arguments (and
+    runs nothing): the script's root branch, on any machine and as any user."""
+    folder.mkdir()
+    (folder / "id").write_text('#!/bin/sh\n[ "$1" = "-u" ] && echo 0\nexit 0\n')
+    (folder / "sudo").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{log}"\n')
+    for shim in ("id", "sudo"):
+        (folder / shim).chmod(0o755)
+    return folder
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Every path under root (symlinks not followed) with its type, mode, owner and content."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        body = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid,
+                                         os.readlink(p) if p.is_symlink() else None, body)
+    return out
+
+
+@pytest.mark.parametrize("plant", [".algotrading", ".algotrading/setup.log",
+                                   ".algotrading/onstart.sh"])
+def test_lifecycle_root_branch_touches_nothing_the_user_controls(tmp_path: Path, plant: str) -> None:
+    """Issue 20 item 3: a symlink the notebook user plants under ~/SageMaker (which survives a
+    restart) is not followed by root: root writes only a fresh file of its own (mktemp) and hands
+    that to ec2-user. Before, `install -d -o ec2-user` chowned the symlink's target to the user
+    and the log redirect wrote through it."""
+    victim = tmp_path / "usr-local-bin"
+    victim.mkdir()
+    (victim / "tool").write_text("root's file\n")
+    home = tmp_path / "home"
+    target = home / "SageMaker" / plant
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(victim if plant == ".algotrading" else victim / "tool")
+    roottmp = tmp_path / "roottmp"
+    roottmp.mkdir()
+    before_victim, before_home = _tree(victim), _tree(home)
+    log = tmp_path / "sudo-args"
+    shims = _shims(tmp_path / "shims", log)
+    run = subprocess.run(["bash", str(LIFECYCLE)], capture_output=True, text=True, check=False,
+                         timeout=60, env={"PATH": f"{shims}:{os.environ['PATH']}", "HOME": "/root",
+                                          "TMPDIR": str(roottmp), "ALGO_STACK": "algo"})
+    assert (run.returncode, run.stderr) == (0, "")
+    for _ in range(100):  # sudo runs in the background (nohup ... &)
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.05)
+    assert _tree(victim) == before_victim and _tree(home) == before_home
+    args = log.read_text().splitlines()
+    assert args[:4] == ["-u", "ec2-user", "-i", "env"]
+    assert args[-2:-1] == ["/bin/bash"]
+    (copy,) = roottmp.iterdir()
+    assert args[-1] == str(copy) and copy.read_text() == LIFECYCLE.read_text()
+    assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (os.geteuid(), 0o755)
+    assert "ALGO_STACK=algo" in args and "ALGO_ONSTART_LOG=1" in args
