@@ -387,3 +387,69 @@ def test_lifecycle_root_branch_touches_nothing_the_user_controls(tmp_path: Path,
     assert args[-1] == str(copy) and copy.read_text() == LIFECYCLE.read_text()
     assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (os.geteuid(), 0o755)
     assert "ALGO_STACK=algo" in args and "ALGO_ONSTART_LOG=1" in args
+
+
+def _value(node: Any, params: dict[str, str], conditions: dict[str, bool]) -> Any:
+    """Evaluate the condition functions of Rules and Conditions over parameter values."""
+    if isinstance(node, str):
+        return node
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return params[arg]
+    if fn == "Condition":
+        return conditions[arg]
+    if fn in ("Fn::Equals",):
+        a, b = (_value(x, params, conditions) for x in arg)
+        return a == b
+    if fn == "Fn::Not":
+        return not _value(arg[0], params, conditions)
+    if fn == "Fn::And":
+        return all(_value(x, params, conditions) for x in arg)
+    if fn == "Fn::Or":
+        return any(_value(x, params, conditions) for x in arg)
+    if fn == "Fn::Join":
+        return arg[0].join(_value(arg[1], params, conditions))
+    raise AssertionError(f"{fn} not modelled")
+
+
+def notebook_network(template: dict, **given: str) -> str | dict:
+    """What CloudFormation does with these parameters: the first Rule assertion that refuses
+    them, or the notebook's network properties."""
+    params = {k: v.get("Default", "") for k, v in template["Parameters"].items()} | given
+    params = {k: (v.split(",") if template["Parameters"][k]["Type"] == "CommaDelimitedList"
+                  and isinstance(v, str) else v) for k, v in params.items()}
+    for rule in template["Rules"].values():
+        if "RuleCondition" in rule and not _value(rule["RuleCondition"], params, {}):
+            continue
+        for a in rule["Assertions"]:
+            if not _value(a["Assert"], params, {}):
+                return a["AssertDescription"]
+    conditions: dict[str, bool] = {}
+    for name, cond in template["Conditions"].items():  # in order: later ones use earlier ones
+        conditions[name] = _value(cond, params, conditions)
+    props = template["Resources"]["NotebookInstance"]["Properties"]
+    pick = lambda v: v["Fn::If"][1] if conditions[v["Fn::If"][0]] else v["Fn::If"][2]  # noqa: E731
+    return {"DirectInternetAccess": pick(props["DirectInternetAccess"]),
+            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"]}
+
+
+def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(template) -> None:
+    vpc, subnet = "vpc-0123456789abcdef0", "subnet-0123456789abcdef0"
+    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i)
+             for v in ("", vpc) for s in ("", subnet) for i in ("false", "true")}
+    assert cases[("", "", "false")].startswith("The notebook has no internet access by default")
+    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled",
+                                       "SubnetId": {"Ref": "AWS::NoValue"}, "endpoints": False}
+    for half in ((vpc, ""), ("", subnet)):
+        for internet in ("false", "true"):
+            assert cases[(*half, internet)].startswith("Give both VpcId and SubnetId")
+    assert cases[(vpc, subnet, "false")] == {"DirectInternetAccess": "Disabled",
+                                             "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
+    assert cases[(vpc, subnet, "true")].startswith("NotebookDirectInternet=true runs the notebook")
+    names = {r["Properties"]["ServiceName"]["Fn::Sub"].split("}.", 1)[1]
+             for r in resources(template, "AWS::EC2::VPCEndpoint").values()}
+    assert names == {"s3", "sagemaker.api", "sagemaker.runtime", "sts", "logs", "athena", "glue",
+                     "ecr.api", "ecr.dkr", "kms", "cloudformation"}
+    notebook = template["Resources"]["NotebookInstance"]["Properties"]
+    assert notebook["PlatformIdentifier"] == "notebook-al2023-v1"
+    assert notebook["RootAccess"] == "Disabled"
