@@ -115,13 +115,29 @@ def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS,
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED))
-    (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in pinned(requirements)))
     if entry is not None:
         _check_entry(entry, folder)
         (folder / ENTRY_SCRIPT).write_text(
             f'"""Run by SageMaker as `python {ENTRY_SCRIPT}` (written by algotrading.jobs)."""\n'
             f"import runpy\n\nrunpy.run_module({entry!r}, run_name=\"__main__\", alter_sys=True)\n")
     return folder
+
+
+def pinned(requirements: Iterable[str]) -> list[str]:
+    """Each requirement at the version installed here (`name==version`), so a job's container
+    installs what the notebook ran, not whatever the index has that day; a requirement not
+    installed here keeps its range."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for spec in requirements:
+        name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(spec)
+    return out
 
 
 def _check_entry(entry: str, source_dir: str | Path) -> None:
