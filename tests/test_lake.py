@@ -174,7 +174,7 @@ def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, mo
         real_move(self, src, dst)
 
     monkeypatch.setattr(LocalStore, "move", failing_move)
-    with pytest.raises(OSError, match="committed but not fully applied.*next lake operation"):
+    with pytest.raises(OSError, match="committed but not fully applied.*next ingest"):
         lake.write(_bars(["AAA", "BBB", "CCC"], 5, version=2.0), lake=str(tmp_path),
                    replace=True)
     monkeypatch.undo()

@@ -572,14 +572,14 @@ def _abort(store: Store) -> str:
         store.delete(JOURNAL)
         store.remove_tree(STAGING)
     except OSError as cleanup:
-        return (f"; could not remove its temporary files ({cleanup}), the next lake operation "
+        return (f"; could not remove its temporary files ({cleanup}), the next ingest "
                 "removes them")
     return ""
 
 
 def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
     """Move the staged files into place and drop the journal; if that fails part way, the
-    journal stays and the next lake operation finishes the moves."""
+    journal stays and the next ingest finishes the moves."""
     try:
         for src, dst in moves:
             store.move(src, dst)
@@ -589,7 +589,7 @@ def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
         store.remove_tree(STAGING)
     except OSError as exc:
         failed = LakeError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
-                         "the next lake operation completes it")
+                         "the next ingest completes it")
         failed.errno = exc.errno
         raise failed from exc
 
