@@ -8,7 +8,8 @@ Alpha Vantage reader and the local SQL engine read through S3; stack outputs bec
 Glue table built from schema.COLUMNS is accepted by the Glue API; Athena receives the exact SQL
 text in the configured workgroup and database, and its result shape comes back as a DataFrame.
 
-What only a real account proves: IAM permissions, bucket policies and encryption; that Athena
+What only a real account proves: bucket policies and encryption (IAM: tests/test_iam.py runs
+every path with the template's roles on moto with IAM enforced, and says what that leaves out); that Athena
 actually executes the SQL (moto returns canned rows; the SQL's semantics are tested by running the
 same text in DuckDB) and reads the lake through the Glue table's SerDe and header skip; the
 workgroup's own result location (moto ignores it, so pyathena falls back to GetQueryResults);

@@ -4,8 +4,8 @@ the code's one definition, and the notebook lifecycle script run in a fake home.
 What this proves: the template is valid CloudFormation (cfn-lint), has no checkov finding, and
 states what a cloud team asks for (encryption everywhere, TLS-only buckets, least privilege, no
 open ingress). What only a real deployment proves: that AWS accepts every property together, and
-that the permissions are enough for the notebooks and jobs (tests/test_aws.py deploys the template
-to moto, which creates the bucket, key, role and notebook but checks no permission).
+that the permissions are enough for the notebooks and jobs as AWS evaluates them
+(tests/test_iam.py runs every AWS path with the template's roles on moto with IAM enforced).
 """
 
 from __future__ import annotations
