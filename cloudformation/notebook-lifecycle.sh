@@ -9,11 +9,15 @@
 set -euo pipefail
 
 if [ "$(id -u)" -eq 0 ] && id ec2-user >/dev/null 2>&1; then
-    state=/home/ec2-user/SageMaker/.algotrading
-    install -d -o ec2-user -g ec2-user "$state"
-    install -m 0755 -o ec2-user -g ec2-user "$0" "$state/onstart.sh"
+    # As root, nothing on a path the notebook user controls: ~/SageMaker survives restarts, so a
+    # symlink planted there would turn a root write, chown or log redirect into a write anywhere.
+    # Root only copies this script into a fresh root-owned file (mktemp: O_EXCL, never a symlink)
+    # and starts it as ec2-user, which writes its own log.
+    copy="$(mktemp -t algotrading-onstart.XXXXXXXX)"
+    cat -- "$0" >"$copy"
+    chmod 0755 "$copy"
     nohup sudo -u ec2-user -i env ALGO_STACK="${ALGO_STACK:-}" AWS_REGION="${AWS_REGION:-}" \
-        "$state/onstart.sh" >"$state/setup.log" 2>&1 &
+        ALGO_ONSTART_LOG=1 /bin/bash "$copy" </dev/null >/dev/null 2>&1 &
     exit 0
 fi
 
@@ -21,6 +25,9 @@ sagemaker="$HOME/SageMaker"
 state="$sagemaker/.algotrading"
 env_dir="$state/env"
 mkdir -p "$state"
+if [ -n "${ALGO_ONSTART_LOG:-}" ]; then
+    exec >>"$state/setup.log" 2>&1
+fi
 
 project=""
 for candidate in "$sagemaker"/*/; do

@@ -8,7 +8,8 @@ Alpha Vantage reader and the local SQL engine read through S3; stack outputs bec
 Glue table built from schema.COLUMNS is accepted by the Glue API; Athena receives the exact SQL
 text in the configured workgroup and database, and its result shape comes back as a DataFrame.
 
-What only a real account proves: IAM permissions, bucket policies and encryption; that Athena
+What only a real account proves: bucket policies and encryption (IAM: tests/test_iam.py runs
+every path with the template's roles on moto with IAM enforced, and says what that leaves out); that Athena
 actually executes the SQL (moto returns canned rows; the SQL's semantics are tested by running the
 same text in DuckDB) and reads the lake through the Glue table's SerDe and header skip; the
 workgroup's own result location (moto ignores it, so pyathena falls back to GetQueryResults);
@@ -172,7 +173,8 @@ def test_s3_lake_failed_ingest_leaves_lake_as_it_was(existing: tuple[str, ...],
 def test_s3_lake_interrupted_commit_is_completed_by_the_next_operation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that dies after its journal (here: the 2nd copy fails) leaves the journal in
-    the bucket; the next lake operation redoes the remaining moves from it."""
+    the bucket; readers do not touch it (on S3 they read the lake files as they are, like
+    Athena); the next ingest redoes the remaining moves from it."""
     bucket = _bucket()
     url = f"s3://{bucket}/lake"
     lake.write(_frame("AAA", "BBB", "CCC", base=10.0), lake=url)
@@ -188,10 +190,16 @@ def test_s3_lake_interrupted_commit_is_completed_by_the_next_operation(
     with pytest.raises(OSError, match="committed but not fully applied"):
         lake.write(_frame("AAA", "BBB", "CCC", base=20.0), lake=url, replace=True)
     monkeypatch.setattr(lake.S3Store, "move", real_move)
-    assert "lake/.algotrading/journal.json" in _objects(bucket)
+    before = _objects(bucket)
+    assert "lake/.algotrading/journal.json" in before
     closes = lake.read_all(lake=url).groupby("sym")["close"].first()
-    assert (closes == 20.0).all()  # all three new: the read finished the commit first
-    assert sorted(_objects(bucket)) == [f"lake/hist_data_daily/{s}.csv" for s in ("AAA", "BBB", "CCC")]
+    assert sorted(closes.tolist()) == [10.0, 10.0, 20.0]  # the files as they are: one moved
+    assert _objects(bucket) == before  # the read changed nothing
+    lake.write(_frame("DDD", base=30.0), lake=url)  # the next ingest completes the commit first
+    closes = lake.read_all(lake=url).groupby("sym")["close"].first()
+    assert closes.to_dict() == {"AAA": 20.0, "BBB": 20.0, "CCC": 20.0, "DDD": 30.0}
+    assert sorted(_objects(bucket)) == [f"lake/hist_data_daily/{s}.csv"
+                                        for s in ("AAA", "BBB", "CCC", "DDD")]
 
 
 def test_s3_lake_lock_serialises_writers_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,6 +216,64 @@ def test_s3_lake_lock_serialises_writers_and_expires(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(lake, "S3_LOCK_STALE", 0.0)
     lake.write(_frame("AAA"), lake=url)
     assert sorted(_objects(bucket)) == ["lake/hist_data_daily/AAA.csv"]
+
+
+
+def test_s3_lock_is_fenced_by_its_etag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takeover of a stale lock is a PUT with If-Match on the ETag seen stale, so a second
+    waiter holding the same stale ETag loses; release is a DELETE with If-Match on the writer's
+    own ETag, so a writer whose lock was taken over never deletes the new holder's lock, and
+    learns it (LakeError); a writer that lost its lock before the commit point commits nothing."""
+    from botocore.exceptions import ClientError
+
+    bucket = _bucket()
+    url = f"s3://{bucket}/lake"
+    s3 = aws.client("s3")
+    lock_key = "lake/.algotrading/lock"
+    stale = s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"dead": 1}')["ETag"]
+    monkeypatch.setattr(lake, "S3_LOCK_STALE", 0.0)
+    store = lake.S3Store(url, s3, {})
+    with pytest.raises(OSError, match="another writer took the lock over"), \
+            store.lock(exclusive=True):
+        mine = s3.head_object(Bucket=bucket, Key=lock_key)["ETag"]
+        assert mine != stale and store._lock_etag == mine
+        with pytest.raises(ClientError) as err:  # the other waiter, with the same stale ETag
+            s3.put_object(Bucket=bucket, Key=lock_key, Body=b"{}", IfMatch=stale)
+        assert err.value.response["Error"]["Code"] == "PreconditionFailed"
+        # someone takes the lock over from this (slow) writer:
+        theirs = s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"other": 1}')["ETag"]
+        with pytest.raises(OSError, match="no longer holds the lake lock"):
+            store.confirm_lock()
+    # release did not delete the other writer's lock ...
+    assert s3.head_object(Bucket=bucket, Key=lock_key)["ETag"] == theirs
+    s3.delete_object(Bucket=bucket, Key=lock_key)
+    monkeypatch.setattr(lake, "S3_LOCK_STALE", 900.0)
+
+    # ... and an ingest whose lock is taken over before its commit point changes nothing
+    lake.write(_frame("AAA", base=10.0), lake=url)
+    real_put = lake.S3Store.put
+
+    def overtaken(self: lake.S3Store, key: str, data: bytes, atomic: bool = True) -> None:
+        if key.startswith(lake.STAGING):
+            s3.put_object(Bucket=bucket, Key=lock_key, Body=b'{"usurper": 1}')
+        real_put(self, key, data, atomic)
+
+    monkeypatch.setattr(lake.S3Store, "put", overtaken)
+    with pytest.raises(OSError, match="nothing in the lake changed.*no longer holds the lake lock"):
+        lake.write(_frame("AAA", base=20.0), lake=url, replace=True)
+    monkeypatch.setattr(lake.S3Store, "put", real_put)
+    assert lake.read("AAA", lake=url)["close"].iloc[0] == 10.0
+    assert lock_key in _objects(bucket)  # the usurper's lock stays
+
+
+def test_s3_lock_release_after_a_takeover_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = _bucket()
+    s3 = aws.client("s3")
+    store = lake.S3Store(f"s3://{bucket}/lake", s3, {})
+    with pytest.raises(OSError, match="another writer took the lock over"):
+        with store.lock(exclusive=True):
+            s3.put_object(Bucket=bucket, Key="lake/.algotrading/lock", Body=b'{"other": 1}')
+    assert "lake/.algotrading/lock" in _objects(bucket)  # not deleted by the loser
 
 
 # --- sources through S3 ------------------------------------------------------------------------
@@ -465,6 +531,7 @@ def test_template_deploys_to_moto_and_creates_what_it_says() -> None:
     created = {r["ResourceType"] for r in cf.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
                if r["PhysicalResourceId"]}
     assert created == {"AWS::KMS::Key", "AWS::KMS::Alias", "AWS::S3::Bucket", "AWS::IAM::Role",
+                       "AWS::Logs::LogGroup",
                        "AWS::SageMaker::NotebookInstanceLifecycleConfig",
                        "AWS::SageMaker::NotebookInstance"}
 
@@ -486,6 +553,9 @@ def test_template_deploys_to_moto_and_creates_what_it_says() -> None:
     assert role == f"algo-{STACK}-{REGION}"
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
     assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["jobs", "lake", "sql"]
+    job_role = outputs["JobRoleArn"].split("/")[-1]
+    assert job_role == f"algo-{STACK}-jobs-{REGION}"
+    assert iam.list_role_policies(RoleName=job_role)["PolicyNames"] == ["job"]
     lake_policy = iam.get_role_policy(RoleName=role, PolicyName="lake")["PolicyDocument"]
     if isinstance(lake_policy, str):  # moto keeps a CloudFormation inline policy as the dict's repr
         import ast

@@ -19,6 +19,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("moto.server")
@@ -109,7 +110,10 @@ def test_submit_records_the_training_job_we_asked_for(sagemaker_env: str, sent: 
     assert not any("__pycache__" in k for k in keys)
     requirements = s3.get_object(Bucket="algo-bucket",
                                  Key=f"{code_prefix}/requirements.txt")["Body"].read().decode()
-    assert requirements.split() == list(jobs.REQUIREMENTS)
+    from importlib.metadata import version
+
+    assert requirements.split() == [f"{r.split('>')[0]}=={version(r.split('>')[0])}"
+                                    for r in jobs.REQUIREMENTS]  # what runs here, pinned
     launcher = _launcher(job)
     assert f"python -m {ENTRY}" in launcher
     assert "install_requirements.py requirements.txt" in launcher
@@ -195,4 +199,5 @@ def test_stage_source_copies_the_package_only(tmp_path) -> None:
     assert (tmp_path / "algotrading" / "backtest" / "engine.py").is_file()
     assert not (tmp_path / "algotrading" / "stale.py").exists()
     assert not list(tmp_path.rglob("__pycache__"))
-    assert (tmp_path / "requirements.txt").read_text() == "pandas>=2.2\n"
+    assert (tmp_path / "requirements.txt").read_text() == f"pandas=={pd.__version__}\n"
+    assert jobs.pinned(["not-installed-anywhere>=1"]) == ["not-installed-anywhere>=1"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algotrading import lake, sources
+from algotrading import lake, query, sources
 from algotrading.lake import JOURNAL, STAGING, LocalStore
 from algotrading.schema import DataError
 
@@ -253,15 +253,84 @@ def test_a_failure_while_applying_is_finished_by_the_next_operation(tmp_path, mo
         real_move(self, src, dst)
 
     monkeypatch.setattr(LocalStore, "move", failing_move)
-    with pytest.raises(OSError, match="committed but not fully applied.*next lake operation"):
+    with pytest.raises(OSError, match="committed but not fully applied.*next ingest"):
         lake.write(_bars(["AAA", "BBB", "CCC"], 5, version=2.0), lake=str(tmp_path),
                    replace=True)
     monkeypatch.undo()
     assert (tmp_path / JOURNAL).exists()
+    on_disk = _raw_versions(tmp_path, ["AAA", "BBB", "CCC"])
+    assert on_disk == {1.0, 2.0}  # the lake files themselves are half new
     with caplog.at_level("WARNING", logger="algotrading.lake"):
-        assert _versions(tmp_path) == {2.0}  # the read completed the ingest first
+        assert _versions(tmp_path) == {2.0}  # a read sees the commit, through its journal
+        assert query.load_prices("CCC", lake=str(tmp_path))["open"].iloc[0] == 2.0 * 12
+    assert caplog.text == "" and (tmp_path / JOURNAL).exists()  # ... and repairs nothing
+    assert _raw_versions(tmp_path, ["AAA", "BBB", "CCC"]) == on_disk
+    with caplog.at_level("WARNING", logger="algotrading.lake"):
+        lake.write(_bars(["AAA"], 5, version=2.0), lake=str(tmp_path))  # the next ingest does
     assert "completed an interrupted ingest (3 file(s))" in caplog.text
     assert not (tmp_path / JOURNAL).exists() and not (tmp_path / STAGING).exists()
+    assert _raw_versions(tmp_path, ["AAA", "BBB", "CCC"]) == {2.0}
+
+
+def _raw_versions(folder: Path, syms: list[str]) -> set[float]:
+    """The `version` of each lake file as it is on disk (no lake code involved)."""
+    return {round(float((folder / "hist_data_daily" / f"{s}.csv").read_text().splitlines()[1]
+                        .split(",")[2]) / (10 + k), 6) for k, s in enumerate(syms)}
+
+
+def _recover(folder: Path) -> None:
+    """What the next ingest does first (readers leave it to a writer)."""
+    store = LocalStore(folder)
+    with store.lock(exclusive=True):
+        lake.recover(store)
+
+
+def test_read_only_commands_create_nothing_and_need_no_write_access(tmp_path, monkeypatch):
+    """read, symbols, query and the CLI's read commands on a lake no ingest ever locked: no
+    `.algotrading/` appears; on a lake folder this user cannot write, reads still work, also
+    while an interrupted commit waits in the journal."""
+    import os
+    import shutil
+
+    from algotrading import cli
+
+    lake.write(_bars(["AAA", "BBB"], 5), lake=str(tmp_path / "made"))
+    plain = tmp_path / "plain"
+    shutil.copytree(tmp_path / "made" / "hist_data_daily", plain / "hist_data_daily")
+    assert lake.symbols(lake=str(plain)) == ["AAA", "BBB"]
+    assert len(lake.read("AAA", lake=str(plain))) == 5
+    assert len(query.load_prices("BBB", lake=str(plain))) == 5
+    monkeypatch.setenv("ALGO_LAKE", str(plain))
+    monkeypatch.setenv("ALGO_BACKEND", "local")
+    assert cli.main(["query", "SELECT count(*) AS n FROM algo_data.hist_data_daily"]) == 0
+    assert sorted(p.name for p in plain.iterdir()) == ["hist_data_daily"]
+
+    locked = tmp_path / "locked"
+    lake.write(_bars(["AAA", "BBB"], 5), lake=str(locked))
+    real_move, calls = LocalStore.move, []
+
+    def failing_move(self, src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "I/O error")
+        real_move(self, src, dst)
+
+    monkeypatch.setattr(LocalStore, "move", failing_move)
+    with pytest.raises(OSError, match="committed but not fully applied"):
+        lake.write(_bars(["AAA", "BBB"], 5, version=2.0), lake=str(locked), replace=True)
+    monkeypatch.undo()
+    before = sorted(p.relative_to(locked).as_posix() for p in locked.rglob("*"))
+    modes = {p: p.stat().st_mode for p in [locked, *locked.rglob("*")] if p.is_dir()}
+    try:
+        for folder in modes:
+            folder.chmod(0o555)
+        # (as root the folders stay writable; the unchanged tree below is the check then)
+        assert os.access(locked, os.W_OK) == (os.geteuid() == 0)
+        assert _versions(locked) == {2.0}
+        assert sorted(p.relative_to(locked).as_posix() for p in locked.rglob("*")) == before
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
 
 
 # ------------------------------------------------------------------ real separate processes
@@ -307,7 +376,9 @@ def test_kill_9_mid_ingest_is_rolled_back_or_completed(tmp_path, mode, expect):
         raw = [float((dest / "hist_data_daily" / f"{s}.csv").read_text().splitlines()[1]
                      .split(",")[2]) / (10 + k) for k, s in enumerate(SYMS)]
         assert {round(v, 6) for v in raw} == {1.0, 2.0}
-    assert _versions(dest) == {expect}  # the next lake operation: all old or all new
+    assert _versions(dest) == {expect}  # readers see all old or all new ...
+    _recover(dest)  # ... and the next ingest repairs the files
+    assert _raw_versions(dest, SYMS) == {expect}
     assert not (dest / JOURNAL).exists() and not (dest / STAGING).exists()
     assert not [p for p in (dest / "hist_data_daily").iterdir() if p.name.startswith(".")]
 
@@ -336,6 +407,8 @@ def test_cli_ingest_killed_at_any_moment_is_all_or_nothing(tmp_path):
         versions = _versions(dest)
         assert versions in ({1.0}, {2.0}), versions
         seen |= versions
+        _recover(dest)
+        assert _raw_versions(dest, syms) == versions
         assert not (dest / STAGING).exists() and not (dest / JOURNAL).exists()
     assert seen  # and the lake is readable after every kill
 

@@ -3,7 +3,8 @@
 What the emulator proves: the DynamoDB journal's table layout, conditional puts and paged
 queries work through boto3, so a runner on DynamoDB resumes exactly like one on SQLite; alerts
 reach an SNS topic (read back through an SQS subscription). What only a real account proves:
-IAM, encryption at rest, throughput and SNS delivery to e-mail.
+IAM as AWS evaluates it (tests/test_iam.py runs the runner's role on moto with IAM enforced),
+encryption at rest, throughput and SNS delivery to e-mail.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def test_journal_logs_and_topic_are_encrypted_with_the_key(cfn) -> None:
     assert table["KeySchema"] == [{"AttributeName": "run", "KeyType": "HASH"},
                                   {"AttributeName": "key", "KeyType": "RANGE"}]
     assert res["LiveLogGroup"]["Properties"]["KmsKeyId"] == KEY
-    assert res["LiveLogGroup"]["Properties"]["RetentionInDays"] >= 365
+    assert res["LiveLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert min(cfn["Parameters"]["LogRetentionDays"]["AllowedValues"]) >= 30
     assert res["LiveAlertTopic"]["Properties"]["KmsMasterKeyId"] == KEY
     (logs,) = [s for s in cfn["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"]
                if s.get("Principal", {}).get("Service", {}) != {} and "logs" in json.dumps(s["Principal"])]
@@ -122,3 +123,32 @@ def test_metric_filters_match_the_runners_log_lines(cfn, caplog) -> None:
         assert transform["MetricValue"] == "$.value"
         (line,) = [x for x in lines if x["metric"] == name]  # the pattern selects exactly one line
         assert isinstance(line["value"], float)
+
+
+def test_operations_alert_someone(cfn) -> None:
+    """Issue 20 item 8: a failed start is retried then dead-lettered (and alarms), a task that
+    exits non-zero alerts, drawdown and silence alarm, the topic refuses plain HTTP, and
+    SageMaker's own log groups get the key and a retention."""
+    res = live(cfn)
+    (target,) = res["LiveSchedule"]["Properties"]["Targets"]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["LiveDeadLetterQueue", "Arn"]}}
+    assert res["LiveDeadLetterQueue"]["Properties"]["KmsMasterKeyId"] == KEY
+    rule = res["LiveTaskFailedRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["lastStatus"] == ["STOPPED"]
+    assert rule["EventPattern"]["detail"]["containers"]["exitCode"] == [{"anything-but": 0}]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "LiveAlertTopic"}
+    alarms = {name: r["Properties"] for name, r in res.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {a["MetricName"] for a in alarms.values()} == {"ApproximateNumberOfMessagesVisible",
+                                                         "Drawdown", "PnL"}
+    assert all(a["AlarmActions"] == [{"Ref": "LiveAlertTopic"}] for a in alarms.values())
+    (deny,) = [s for s in res["LiveAlertTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+               if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    for name in ("TrainingJobLogGroup", "NotebookLogGroup"):
+        props = cfn["Resources"][name]["Properties"]
+        assert props["KmsKeyId"] == KEY and props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    (logs,) = [s for s in cfn["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"]
+               if s["Sid"] == "CloudWatchLogsEncryptsTheRunnersLogGroup"]
+    assert any(a.get("Fn::Sub", "").endswith(":log-group:/aws/sagemaker/TrainingJobs")
+               for a in logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])

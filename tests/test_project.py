@@ -88,7 +88,11 @@ def test_every_install_goes_through_the_lock():
     assert pip_section == ["--require-hashes", "-r requirements/dev.txt"]
     docker = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes --no-deps -r requirements/live.txt" in docker
-    assert "extra-index-url" not in docker
+    assert "extra-index-url" not in docker and "index-url" not in docker
+    (base,) = re.findall(r"^FROM\s+(\S+)", docker, re.MULTILINE)
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base)  # pinned by digest
+    installs = re.findall(r"pip install ([^\n\\]+)", docker)
+    assert installs == ["--require-hashes --no-deps -r requirements/live.txt", "--no-deps . "]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "pip install" not in ci
     # the dev lock pins torch's CPU build (a CUDA build is several GB)

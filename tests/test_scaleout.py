@@ -17,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -98,7 +101,11 @@ def test_trial_reports_train_objective_and_validation_separately(tmp_path, chann
                                                                  monkeypatch, capsys) -> None:
     hp = {"mode": "trial", "strategy": "ema", "symbol": "GSPC", "params": {"size": 10},
           "fast_period": 8, "slow_period": 21, "train_start": "1999-01-04",
-          "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31"}
+          "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31",
+          # what SageMaker adds to a tuning trial's hyperparameters: never strategy parameters
+          "_tuning_objective_metric": "algo:pnl", "sagemaker_program": "algotrading_entry.py",
+          "sagemaker_submit_directory": "s3://b/k/sourcedir.tar.gz",
+          "sagemaker_region": "us-east-1", "sagemaker_container_log_level": "20"}
     model = _run_entry(tmp_path, channel, "trial", hp, monkeypatch)
     log = capsys.readouterr().out
     prices = schema.to_prices(sample, "GSPC")
@@ -169,9 +176,13 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
     requests = sent["CreateTrainingJob"]
     assert len(requests) == shards
     for i, request in enumerate(requests):
-        assert request["RoleArn"] == stack["SageMakerRoleArn"]
+        assert request["RoleArn"] == stack["JobRoleArn"]
+        assert request["ResourceConfig"]["VolumeKmsKeyId"] == stack["KmsKeyArn"]
+        assert request["OutputDataConfig"]["KmsKeyId"] == stack["KmsKeyArn"]
         hp = {k: _decode(v) for k, v in request["HyperParameters"].items()}
-        assert hp == {**_shard_hp(i, shards), "grid": GRID}
+        assert hp == {**_shard_hp(i, shards), "grid": {"fast_period": {"range": [5, 11, 1]},
+                                                        "slow_period": {"range": [21, 32, 1]}}}
+        assert job.decode_grid(hp["grid"]) == GRID
         channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                     for c in request["InputDataConfig"]}
         assert channels["prices"] == f"s3://{bucket}/hist_data_daily/GSPC.csv"
@@ -192,7 +203,8 @@ def test_sweep_jobs_request_n_shards_and_gather_from_s3(stack, sent, sample, tmp
 
 @pytest.mark.aws
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
-def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent) -> None:
+def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stack, sent, tmp_path,
+                                                                             channel) -> None:
     tuner = job.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
                      train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
                      params={"size": 10}, max_jobs=12, max_parallel_jobs=3, requirements=())
@@ -214,10 +226,45 @@ def test_tuning_job_request_is_the_workshops_ema_tuning_on_the_train_period(stac
         "mode": "trial", "strategy": "ema", "symbol": "GSPC", "train_start": "1999-01-04",
         "train_end": "2006-12-29", "valid_start": "2007-01-03", "valid_end": "2012-12-31"}
     assert "fast_period" not in static and "slow_period" not in static
-    assert definition["RoleArn"] == stack["SageMakerRoleArn"]
+    assert json.loads(static["tuned"]) == ["fast_period", "slow_period"]  # JSON, as the entry
+    assert json.loads(static["params"]) == {"size": 10}                     # decodes it
+    assert definition["RoleArn"] == stack["JobRoleArn"]
+    assert definition["OutputDataConfig"]["KmsKeyId"] == stack["KmsKeyArn"]  # the policy's condition
     name = request["HyperParameterTuningJobName"]
     assert name.startswith("algo-tune-ema") and len(name) <= 32
     assert tuner.latest_tuning_job is not None
+
+    # The inputs: the prices channel and the SDK's driver channel; the code as the framework
+    # container finds it (sagemaker_program inside the sagemaker_submit_directory tarball).
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in definition["InputDataConfig"]}
+    assert channels["prices"] == f"s3://{stack['BucketName']}/hist_data_daily/GSPC.csv"
+    assert set(channels) == {"prices", "sm_drivers"}
+    assert static["sagemaker_program"] == jobs.ENTRY_SCRIPT
+    bucket, key = static["sagemaker_submit_directory"][5:].split("/", 1)
+    assert bucket == stack["BucketName"]
+    from algotrading import aws
+
+    tar_bytes = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    code = tmp_path / "opt" / "ml" / "code"
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:gz") as tar:
+        assert {jobs.ENTRY_SCRIPT, "algotrading/backtest/job.py"} <= set(tar.getnames())
+        tar.extractall(code, filter="data")
+    # One trial as the container would run it: every hyperparameter a string, SageMaker's own
+    # among them, `python <sagemaker_program>` from the code folder.
+    hp = {**static, "fast_period": "8", "slow_period": "21", "_tuning_objective_metric": "algo:pnl"}
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "hyperparameters.json").write_text(json.dumps(hp))
+    env = {**os.environ, "SM_INPUT_CONFIG_DIR": str(config), "SM_CHANNEL_PRICES": str(channel),
+           "SM_MODEL_DIR": str(tmp_path / "model"), "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, jobs.ENTRY_SCRIPT], cwd=code, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    saved = json.loads((tmp_path / "model" / job.TRIAL_FILE).read_text())
+    assert saved["params"] == {"size": 10, "fast_period": 8, "slow_period": 21}
+    scraped = {n: float(m[1]) for n, r in job.trial_metric_definitions().items()
+               if (m := re.search(r, out))}
+    assert scraped["algo:pnl"] == pytest.approx(saved["train"]["pnl"], rel=1e-5)
 
 
 def test_tune_refuses_an_objective_outside_the_train_period() -> None:
@@ -272,3 +319,29 @@ def test_backtest_jobs_install_what_the_engine_imports() -> None:
         assert requirement in pins
     names = {re.split(r"[<>=]", r)[0] for r in job.REQUIREMENTS}
     assert {"numpy", "pandas", "numba", "tqdm"} <= names
+
+
+def test_tuning_job_names_keep_the_stack_prefix_or_are_refused() -> None:
+    """The policy allows tuning jobs named `<stack>-*`; names have 32 characters, 15 of them the
+    SDK's timestamp, so a longer stack name is refused instead of cut."""
+    assert job.tuning_prefix("ema", "research") == "research-tune-ema"  # 17 characters
+    assert job.tuning_prefix("ema", "fifteen-chars-x") == "fifteen-chars-x-t"
+    with pytest.raises(ValueError, match="longer than 15 characters"):
+        job.tuning_prefix("ema", "a-much-longer-stack-name")
+
+
+def test_shard_grids_fit_sagemakers_hyperparameter_cap() -> None:
+    """fast 5..200 x slow 20..400 is 2,739 characters as a JSON list, over SageMaker's 2,500; sent
+    as ranges it is short and decodes to the same grid. A grid that cannot be made short is
+    refused before any job is submitted (no stack needed: the check comes first)."""
+    big = {"fast_period": list(range(5, 201)), "slow_period": list(range(20, 401))}
+    assert len(json.dumps(big)) > job.HP_VALUE_MAX
+    encoded = job.encode_grid(big)
+    assert len(json.dumps(encoded)) < 100
+    assert job.decode_grid(json.loads(json.dumps(encoded))) == big
+    odd = {"fast_period": [5, 7, 8], "slow_period": [1.5, 2.5, 3.5], "flag": [True, False]}
+    assert job.decode_grid(job.encode_grid(odd)) == odd  # not ranges: kept as lists
+    primes = {"fast_period": [p for p in range(2, 8000) if all(p % d for d in range(2, p))]}
+    with pytest.raises(ValueError, match="hyperparameter 'grid' is .* characters; SageMaker "
+                                         "accepts at most 2,500"):
+        job.sweep_jobs("ema", "GSPC", primes, 2)

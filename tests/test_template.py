@@ -4,8 +4,8 @@ the code's one definition, and the notebook lifecycle script run in a fake home.
 What this proves: the template is valid CloudFormation (cfn-lint), has no checkov finding, and
 states what a cloud team asks for (encryption everywhere, TLS-only buckets, least privilege, no
 open ingress). What only a real deployment proves: that AWS accepts every property together, and
-that the permissions are enough for the notebooks and jobs (tests/test_aws.py deploys the template
-to moto, which creates the bucket, key, role and notebook but checks no permission).
+that the permissions are enough for the notebooks and jobs as AWS evaluates them
+(tests/test_iam.py runs every AWS path with the template's roles on moto with IAM enforced).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,35 +104,84 @@ def test_no_managed_full_access_policy_and_no_wildcard_action(template) -> None:
 
 
 def test_resource_star_only_where_aws_allows_no_resource(template) -> None:
-    """ecr:GetAuthorizationToken has no resource-level permission; nothing else gets '*'."""
+    """ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited to SageMaker's namespace)
+    have no resource-level permission; nothing else gets '*'."""
     star = [s for s in statements(template) if "*" in as_list(s["Resource"])]
-    assert star and all(as_list(s["Action"]) == ["ecr:GetAuthorizationToken"] for s in star)
+    assert star and all(as_list(s["Action"]) in (["ecr:GetAuthorizationToken"],
+                                                 ["cloudwatch:PutMetricData"]) for s in star)
+    for s in star:
+        if s["Action"] == "cloudwatch:PutMetricData":
+            assert s["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     for s in statements(template):
         for resource in as_list(s["Resource"]):
             text = json.dumps(resource)
             assert text == '"*"' or "${" in text or "Ref" in text or "GetAtt" in text or "Fn::If" in text
 
 
-def test_pass_role_limited_to_itself_and_jobs_to_the_prefix(template) -> None:
+def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(template) -> None:
+    """The notebook passes only JobRole, only to SageMaker; it creates jobs only named
+    `<stack>-*` and only with the stack's key on the job's volume and output."""
     role = template["Resources"]["Role"]  # the live runner's roles: tests/test_live_template.py
-    name = role["Properties"]["RoleName"]["Fn::Sub"]
     own = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
     (pass_role,) = [s for s in own if s["Action"] == "iam:PassRole"]
-    assert pass_role["Resource"]["Fn::Sub"].endswith(f":role/{name}")
+    assert pass_role["Resource"] == {"Fn::GetAtt": ["JobRole", "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     sagemaker = [s for s in own if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))]
     for s in sagemaker:
         for resource in as_list(s["Resource"]):
             assert resource["Fn::Sub"].endswith("/${AWS::StackName}-*")  # jobs.job_prefix
-    principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
-    assert principal == {"Service": "sagemaker.amazonaws.com"}
+    key = {"Fn::If": ["CreateKey", {"Fn::GetAtt": ["Key", "Arn"]}, {"Ref": "KmsKeyArn"}]}
+    (create,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateTrainingJob"]
+    assert create["Condition"] == {"ArnEquals": {"sagemaker:VolumeKmsKey": key,
+                                                 "sagemaker:OutputKmsKey": key}}
+    (tune,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateHyperParameterTuningJob"]
+    assert tune["Condition"] == {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    for name in ("Role", "JobRole"):
+        principal = template["Resources"][name]["Properties"]["AssumeRolePolicyDocument"][
+            "Statement"][0]["Principal"]
+        assert principal == {"Service": "sagemaker.amazonaws.com"}
+
+
+def test_reviewers_hand_found_iam_gaps_are_closed(template) -> None:
+    """What checkov does not check (issue 20, item 7): no delete on the lake files, CreateGrant
+    only for AWS resources, the training-image account a parameter, the runner pulls only its
+    own repository, a permissions boundary on every role when given, the job role writes only
+    jobs/."""
+    res = template["Resources"]
+    by_sid = {s["Sid"]: s for s in statements(template)}
+    deletes = [s for s in statements(template) if "s3:DeleteObject" in as_list(s["Action"])]
+    assert [d["Resource"] for d in deletes] == [{"Fn::Sub": "${DataBucket.Arn}/.algotrading/*"}]
+    grants = [s for s in statements(template) if "kms:CreateGrant" in as_list(s["Action"])]
+    assert grants and all(g["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+                          for g in grants)
+    assert "763104351884" not in json.dumps(res)
+    assert "${TrainingImageAccount}" in by_sid["PullTheFrameworkImages"]["Resource"]["Fn::Sub"]
+    assert "repository/*" not in json.dumps(res)
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        assert role["Properties"]["PermissionsBoundary"] == {
+            "Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]}, name
+    job = [s for p in res["JobRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    writes = [s for s in job if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(s["Action"]))]
+    assert [w["Resource"] for w in writes] == [{"Fn::Sub": "${DataBucket.Arn}/jobs/*"}]
+    for param in template["Parameters"].values():  # every free-text parameter is constrained
+        if param["Type"] == "String" and "AllowedValues" not in param:
+            assert "AllowedPattern" in param or "MaxLength" in param, param["Description"]
 
 
 def test_no_open_ingress(template) -> None:
-    for group in resources(template, "AWS::EC2::SecurityGroup").values():
-        assert "SecurityGroupIngress" not in group["Properties"]
-        for rule in group["Properties"].get("SecurityGroupEgress", []):
+    """No ingress except HTTPS into the VPC endpoints from the notebook's own group; egress
+    HTTPS only (the endpoints' group: none, an unroutable placeholder)."""
+    for name, group in resources(template, "AWS::EC2::SecurityGroup").items():
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert name == "EndpointSecurityGroup"
             assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+            assert rule["SourceSecurityGroupId"] == {"Ref": "NotebookSecurityGroup"}
+            assert "CidrIp" not in rule
+        for rule in group["Properties"].get("SecurityGroupEgress", []):
+            if name == "EndpointSecurityGroup":
+                assert rule["CidrIp"] == "127.0.0.1/32"
+            else:
+                assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
     assert resources(template, "AWS::EC2::SecurityGroupIngress") == {}
     assert "0.0.0.0/0" not in json.dumps({k: v for k, v in template["Resources"].items()
                                           if v["Type"] != "AWS::EC2::SecurityGroup"})
@@ -198,7 +248,8 @@ def test_glue_table_equals_the_codes_definition(template) -> None:
 
 def test_outputs_are_the_keys_the_code_reads(template) -> None:
     outputs = set(template["Outputs"])
-    assert set(config.STACK_OUTPUTS) | {config.ROLE_OUTPUT, config.PREFIX_OUTPUT} <= outputs
+    assert set(config.STACK_OUTPUTS) | {config.ROLE_OUTPUT, config.NOTEBOOK_ROLE_OUTPUT,
+                                        config.PREFIX_OUTPUT} <= outputs
     assert {"TableName", "NotebookInstanceName", "KmsKeyArn"} <= outputs
 
 
@@ -277,3 +328,128 @@ def test_lifecycle_script_without_a_checkout_says_what_to_do(tmp_path: Path) -> 
     assert run.returncode == 1
     assert re.search(r"no checkout of the project under .*/SageMaker", run.stderr)
     assert not (home / ".local").exists()
+
+
+def _shims(folder: Path, log: Path) -> Path:
+    """`id` that says root and that ec2-user exists, and `sudo` that records its arguments (and
+    runs nothing): the script's root branch, on any machine and as any user."""
+    folder.mkdir()
+    (folder / "id").write_text('#!/bin/sh\n[ "$1" = "-u" ] && echo 0\nexit 0\n')
+    (folder / "sudo").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{log}"\n')
+    for shim in ("id", "sudo"):
+        (folder / shim).chmod(0o755)
+    return folder
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Every path under root (symlinks not followed) with its type, mode, owner and content."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        body = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid,
+                                         os.readlink(p) if p.is_symlink() else None, body)
+    return out
+
+
+@pytest.mark.parametrize("plant", [".algotrading", ".algotrading/setup.log",
+                                   ".algotrading/onstart.sh"])
+def test_lifecycle_root_branch_touches_nothing_the_user_controls(tmp_path: Path, plant: str) -> None:
+    """Issue 20 item 3: a symlink the notebook user plants under ~/SageMaker (which survives a
+    restart) is not followed by root: root writes only a fresh file of its own (mktemp) and hands
+    that to ec2-user. Before, `install -d -o ec2-user` chowned the symlink's target to the user
+    and the log redirect wrote through it."""
+    victim = tmp_path / "usr-local-bin"
+    victim.mkdir()
+    (victim / "tool").write_text("root's file\n")
+    home = tmp_path / "home"
+    target = home / "SageMaker" / plant
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(victim if plant == ".algotrading" else victim / "tool")
+    roottmp = tmp_path / "roottmp"
+    roottmp.mkdir()
+    before_victim, before_home = _tree(victim), _tree(home)
+    log = tmp_path / "sudo-args"
+    shims = _shims(tmp_path / "shims", log)
+    run = subprocess.run(["bash", str(LIFECYCLE)], capture_output=True, text=True, check=False,
+                         timeout=60, env={"PATH": f"{shims}:{os.environ['PATH']}", "HOME": "/root",
+                                          "TMPDIR": str(roottmp), "ALGO_STACK": "algo"})
+    assert (run.returncode, run.stderr) == (0, "")
+    for _ in range(100):  # sudo runs in the background (nohup ... &)
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.05)
+    assert _tree(victim) == before_victim and _tree(home) == before_home
+    args = log.read_text().splitlines()
+    assert args[:4] == ["-u", "ec2-user", "-i", "env"]
+    assert args[-2:-1] == ["/bin/bash"]
+    (copy,) = roottmp.iterdir()
+    assert args[-1] == str(copy) and copy.read_text() == LIFECYCLE.read_text()
+    assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (os.geteuid(), 0o755)
+    assert "ALGO_STACK=algo" in args and "ALGO_ONSTART_LOG=1" in args
+
+
+def _value(node: Any, params: dict[str, str], conditions: dict[str, bool]) -> Any:
+    """Evaluate the condition functions of Rules and Conditions over parameter values."""
+    if isinstance(node, str):
+        return node
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return params[arg]
+    if fn == "Condition":
+        return conditions[arg]
+    if fn in ("Fn::Equals",):
+        a, b = (_value(x, params, conditions) for x in arg)
+        return a == b
+    if fn == "Fn::Not":
+        return not _value(arg[0], params, conditions)
+    if fn == "Fn::And":
+        return all(_value(x, params, conditions) for x in arg)
+    if fn == "Fn::Or":
+        return any(_value(x, params, conditions) for x in arg)
+    if fn == "Fn::Join":
+        return arg[0].join(_value(arg[1], params, conditions))
+    raise AssertionError(f"{fn} not modelled")
+
+
+def notebook_network(template: dict, **given: str) -> str | dict:
+    """What CloudFormation does with these parameters: the first Rule assertion that refuses
+    them, or the notebook's network properties."""
+    params = {k: v.get("Default", "") for k, v in template["Parameters"].items()} | given
+    params = {k: (v.split(",") if template["Parameters"][k]["Type"] == "CommaDelimitedList"
+                  and isinstance(v, str) else v) for k, v in params.items()}
+    for rule in template["Rules"].values():
+        if "RuleCondition" in rule and not _value(rule["RuleCondition"], params, {}):
+            continue
+        for a in rule["Assertions"]:
+            if not _value(a["Assert"], params, {}):
+                return a["AssertDescription"]
+    conditions: dict[str, bool] = {}
+    for name, cond in template["Conditions"].items():  # in order: later ones use earlier ones
+        conditions[name] = _value(cond, params, conditions)
+    props = template["Resources"]["NotebookInstance"]["Properties"]
+    pick = lambda v: v["Fn::If"][1] if conditions[v["Fn::If"][0]] else v["Fn::If"][2]  # noqa: E731
+    return {"DirectInternetAccess": pick(props["DirectInternetAccess"]),
+            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"]}
+
+
+def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(template) -> None:
+    vpc, subnet = "vpc-0123456789abcdef0", "subnet-0123456789abcdef0"
+    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i)
+             for v in ("", vpc) for s in ("", subnet) for i in ("false", "true")}
+    assert cases[("", "", "false")].startswith("The notebook has no internet access by default")
+    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled",
+                                       "SubnetId": {"Ref": "AWS::NoValue"}, "endpoints": False}
+    for half in ((vpc, ""), ("", subnet)):
+        for internet in ("false", "true"):
+            assert cases[(*half, internet)].startswith("Give both VpcId and SubnetId")
+    assert cases[(vpc, subnet, "false")] == {"DirectInternetAccess": "Disabled",
+                                             "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
+    assert cases[(vpc, subnet, "true")].startswith("NotebookDirectInternet=true runs the notebook")
+    names = {r["Properties"]["ServiceName"]["Fn::Sub"].split("}.", 1)[1]
+             for r in resources(template, "AWS::EC2::VPCEndpoint").values()}
+    assert names == {"s3", "sagemaker.api", "sagemaker.runtime", "sts", "logs", "athena", "glue",
+                     "ecr.api", "ecr.dkr", "kms", "cloudformation"}
+    notebook = template["Resources"]["NotebookInstance"]["Properties"]
+    assert notebook["PlatformIdentifier"] == "notebook-al2023-v1"
+    assert notebook["RootAccess"] == "Disabled"

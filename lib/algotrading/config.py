@@ -21,7 +21,8 @@ STACK_OUTPUTS: dict[str, tuple[str, str]] = {
     "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
     "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
 }
-ROLE_OUTPUT = "SageMakerRoleArn"
+ROLE_OUTPUT = "JobRoleArn"  # the jobs' own role; stacks from before it have only:
+NOTEBOOK_ROLE_OUTPUT = "SageMakerRoleArn"
 PREFIX_OUTPUT = "JobPrefix"  # training and tuning job names must start with "<prefix>-"
 
 
@@ -123,8 +124,8 @@ def apply_stack_outputs(settings: Settings, outputs: Mapping[str, str],
 
 
 def role_arn(outputs: Mapping[str, str]) -> str | None:
-    """The SageMaker execution role the stack created (for training jobs), if it has one."""
-    return outputs.get(ROLE_OUTPUT) or None
+    """The execution role the stack created for training and tuning jobs, if it has one."""
+    return outputs.get(ROLE_OUTPUT) or outputs.get(NOTEBOOK_ROLE_OUTPUT) or None
 
 
 @functools.cache

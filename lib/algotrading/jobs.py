@@ -99,17 +99,63 @@ def metric_definitions(names: Iterable[str], prefix: str = "") -> dict[str, str]
 
 # --- the client side ---------------------------------------------------------------------------
 
-def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS) -> Path:
+ENTRY_SCRIPT = "algotrading_entry.py"
+
+
+def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS,
+                 entry: str | None = None) -> Path:
     """Copy the installed `algotrading` package (sources only) into `folder/algotrading` and write
-    `folder/requirements.txt`; the folder becomes the job's code channel. Returns `folder`."""
+    `folder/requirements.txt`; the folder becomes the job's code channel. With `entry` (a module),
+    also write ENTRY_SCRIPT, a file that runs it: tuning jobs need a script, because
+    CreateHyperParameterTuningJob has no container entrypoint and the framework container runs
+    `python <sagemaker_program>`. Returns `folder`."""
     folder = Path(folder)
     source = Path(__file__).resolve().parent
     target = folder / PACKAGE
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED))
-    (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in pinned(requirements)))
+    if entry is not None:
+        _check_entry(entry, folder)
+        (folder / ENTRY_SCRIPT).write_text(
+            f'"""Run by SageMaker as `python {ENTRY_SCRIPT}` (written by algotrading.jobs)."""\n'
+            f"import runpy\n\nrunpy.run_module({entry!r}, run_name=\"__main__\", alter_sys=True)\n")
     return folder
+
+
+def pinned(requirements: Iterable[str]) -> list[str]:
+    """Each requirement at the version installed here (`name==version`), so a job's container
+    installs what the notebook ran, not whatever the index has that day; a requirement not
+    installed here keeps its range."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for spec in requirements:
+        name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(spec)
+    return out
+
+
+def _check_entry(entry: str, source_dir: str | Path) -> None:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", entry):
+        raise ValueError(f"entry must be a module name like 'algotrading.models.train', "
+                         f"not {entry!r}")
+    if not Path(source_dir, *entry.split(".")).with_suffix(".py").is_file():
+        raise ValueError(f"entry {entry!r} is not in the staged source {source_dir}")
+
+
+# Hyperparameters SageMaker adds to a job's own: never parameters of anything we run.
+SAGEMAKER_ADDED = re.compile(r"^(_|sagemaker_)")
+
+
+def own_hyperparameters(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """`hp` without what SageMaker adds (`_tuning_objective_metric`, `sagemaker_program`,
+    `sagemaker_submit_directory`, ...)."""
+    return {k: v for k, v in hp.items() if not SAGEMAKER_ADDED.match(k)}
 
 
 def job_prefix(kind: str, stack: str | None = None) -> str:
@@ -147,6 +193,12 @@ def role_arn(role: str | None = None, stack: str | None = None) -> str:
     return found
 
 
+# The SDK's own defaults config, in place of ~/.config/sagemaker/config.yaml: its usage
+# telemetry off (the SDK otherwise reports each call to an AWS endpoint).
+SDK_CONFIG = {"SchemaVersion": "1.0",
+              "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
 def session(bucket: str, prefix: str = "", region: str | None = None) -> Any:
     """A SageMaker session whose staging bucket is `bucket` (the code channel is uploaded there
     instead of the SDK's `sagemaker-<region>-<account>` bucket, which it would create)."""
@@ -156,7 +208,8 @@ def session(bucket: str, prefix: str = "", region: str | None = None) -> Any:
     from algotrading.aws import resolve_region
 
     return Session(boto_session=boto3.Session(region_name=resolve_region(region)),
-                   default_bucket=bucket, default_bucket_prefix=prefix.strip("/") or None)
+                   default_bucket=bucket, default_bucket_prefix=prefix.strip("/") or None,
+                   sagemaker_config=SDK_CONFIG)
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -194,27 +247,29 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
 
     from algotrading.aws import resolve_region
 
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", entry):
-        raise ValueError(f"entry must be a module name like 'algotrading.models.train', "
-                         f"not {entry!r}")
-    if not Path(source_dir, *entry.split(".")).with_suffix(".py").is_file():
-        raise ValueError(f"entry {entry!r} is not in the staged source {source_dir}")
+    _check_entry(entry, source_dir)
+    script = Path(source_dir, ENTRY_SCRIPT).is_file()  # staged with `entry`: run it as a script
     region = resolve_region(region)
     if not region:
         raise ValueError("no AWS region: set AWS_REGION or AWS_DEFAULT_REGION")
     bucket, prefix = split_s3(output_path)
-    code = SourceCode(source_dir=str(source_dir), command=f"python -m {entry}",
+    how = {"entry_script": ENTRY_SCRIPT} if script else {"command": f"python -m {entry}"}
+    code = SourceCode(source_dir=str(source_dir), **how,
                       requirements="requirements.txt" if requirements else None,
                       ignore_patterns=list(IGNORED))
-    trainer = ModelTrainer(
+    from algotrading.config import settings
+
+    key = settings().kms_key or None  # the stack's key on the volume and the output (its policy
+    trainer = ModelTrainer(            # refuses a job without them)
         sagemaker_session=session(bucket, prefix, region),
         role=role_arn(role),
         base_job_name=base_job_name or job_prefix(entry.rsplit(".", 1)[-1]),
         training_image=image or image_uri(region, instance_type),
         source_code=code,
-        compute=Compute(instance_type=instance_type, instance_count=instance_count),
+        compute=Compute(instance_type=instance_type, instance_count=instance_count,
+                        volume_kms_key_id=key),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime),
-        output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/")),
+        output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/"), kms_key_id=key),
         hyperparameters=dict(hyperparameters or {}),
         environment=dict(environment or {}),
     )

@@ -8,11 +8,14 @@ validates every merged series, and commits all symbols or none:
 2. a small journal `.algotrading/journal.json` listing the moves is written: the commit point;
 3. each staged file is renamed over its lake file, then the journal is removed.
 
-Every lake operation (read, query, ingest) first finishes an interrupted commit from its journal
-or removes the staged files of one that never reached its journal. Local readers take the lock
-shared, so they never see a half-applied ingest. On S3 the lock is an object created with
-`If-None-Match: *` and a move is copy + delete; readers there (Athena included) do not take the
-lock (see docs/data.md for what S3 does not guarantee).
+Only writers recover: an ingest first finishes an interrupted commit from its journal or removes
+the staged files of one that never reached its journal. Readers never write, never need the
+writer's permissions and never create anything: a local reader takes the lock shared when the
+lock file exists (opened read-only), and reads a committed-but-unapplied ingest through its
+journal; on S3 readers (the live runner, Athena) read the lake files as they are, with no lock and
+no journal lookup. On S3 the writer lock is an object created with `If-None-Match: *`, taken over
+when stale and released only with `If-Match` on its own ETag (a fenced lock); a move is
+copy + delete (see docs/data.md for what S3 does not guarantee).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -167,18 +170,20 @@ class LocalStore:
     @contextmanager
     def lock(self, exclusive: bool) -> Iterator[None]:
         """flock on `.algotrading/lock`: one writer, or any number of readers. The kernel
-        releases it when the process dies, so a kill -9 never leaves the lake locked."""
+        releases it when the process dies, so a kill -9 never leaves the lake locked. A reader
+        opens the file read-only and never creates it or its folder: with no lock file no ingest
+        has ever run here (or the first is starting), and there is nothing to wait for."""
         path = self.root / LOCK
-        if not exclusive and not self.root.is_dir():
-            yield  # no lake yet: nothing to read, and a reader creates nothing
-            return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if exclusive:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            else:
+                fd = os.open(path, os.O_RDONLY)
         except OSError:
             if exclusive:
                 raise
-            yield  # a read-only lake nobody can write to: nothing to serialise with
+            yield  # no lock file, or one this user may not open: nothing to serialise with
             return
         try:
             timeout = limits.value("lock_seconds")
@@ -206,6 +211,10 @@ class LocalStore:
             yield
         finally:
             os.close(fd)
+
+
+    def confirm_lock(self) -> None:
+        """Nothing to check: the kernel keeps a flock for as long as this process lives."""
 
 
 class S3Store:
@@ -299,41 +308,76 @@ class S3Store:
 
     @contextmanager
     def lock(self, exclusive: bool) -> Iterator[None]:
-        """Writers create `.algotrading/lock` with If-None-Match: * (only one create succeeds).
-        Readers do not lock on S3. A lock older than S3_LOCK_STALE is from a dead writer and is
-        removed; docs/data.md says why that is a weaker promise than the local flock."""
+        """A fenced writer lock: `.algotrading/lock` is created with If-None-Match: * (only one
+        create succeeds). A lock older than S3_LOCK_STALE is from a dead writer: it is taken over
+        by a PUT with If-Match on the ETag seen stale, so of two waiters only one wins; release
+        deletes with If-Match on this writer's own ETag, so it never removes another writer's
+        lock. Readers do not lock on S3; docs/data.md says why this is weaker than the flock."""
         if not exclusive:
             yield
             return
         from botocore.exceptions import ClientError
 
-        body = json.dumps({"pid": os.getpid(), "host": os.uname().nodename}).encode()
+        lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "NotFound")
+        body = json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                           "token": uuid.uuid4().hex}).encode()  # a unique body, a unique ETag
+        put = {"Bucket": self.bucket, "Key": self._key(LOCK), "Body": body, **self.put_args}
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             try:
-                self.s3.put_object(Bucket=self.bucket, Key=self._key(LOCK), Body=body,
-                                   IfNoneMatch="*", **self.put_args)
+                self._lock_etag = self.s3.put_object(IfNoneMatch="*", **put)["ETag"]
                 break
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed",
-                                                                     "ConditionalRequestConflict"):
+                if exc.response.get("Error", {}).get("Code") not in lost:
                     raise
             try:
                 head = self.s3.head_object(Bucket=self.bucket, Key=self._key(LOCK))
-                age = time.time() - head["LastModified"].timestamp()
-                if age > S3_LOCK_STALE:
-                    self.delete(LOCK)
-                    continue
             except ClientError:
                 continue  # released in between
+            if time.time() - head["LastModified"].timestamp() > S3_LOCK_STALE:
+                try:
+                    self._lock_etag = self.s3.put_object(IfMatch=head["ETag"], **put)["ETag"]
+                    logging.getLogger(__name__).warning(
+                        "%s: took over a lock older than %.0f s", self.describe(LOCK), S3_LOCK_STALE)
+                    break
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in lost:
+                        raise
+                    continue  # another waiter took it over, or it was released
             if time.monotonic() > deadline:
                 raise DataError(self.describe(LOCK), "the lake is locked by another ingest for "
                                                      f"more than {LOCK_TIMEOUT:.0f} s")
             time.sleep(0.2)
+        failed = True
         try:
             yield
+            failed = False
         finally:
-            self.delete(LOCK)
+            etag, self._lock_etag = self._lock_etag, None
+            try:
+                self.s3.delete_object(Bucket=self.bucket, Key=self._key(LOCK), IfMatch=etag)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in lost:
+                    raise
+                if not failed:  # never hide the error already on its way out
+                    raise LakeError(f"{self.describe(LOCK)}: another writer took the lock over "
+                                    f"while this ingest held it (held more than "
+                                    f"{S3_LOCK_STALE:.0f} s); check the lake") from exc
+
+    _lock_etag: str | None = None
+
+    def confirm_lock(self) -> None:
+        """Before the commit point: the lock object is still the one this writer created (a
+        writer slower than S3_LOCK_STALE may have been taken over; it must not commit then)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            etag = self.s3.head_object(Bucket=self.bucket, Key=self._key(LOCK))["ETag"]
+        except ClientError:
+            etag = None
+        if self._lock_etag is None or etag != self._lock_etag:
+            raise LakeError(f"{self.describe(LOCK)}: this ingest no longer holds the lake lock "
+                            f"(taken over after {S3_LOCK_STALE:.0f} s); nothing was committed")
 
 
 Store = LocalStore | S3Store
@@ -451,22 +495,28 @@ def recover(store: Store) -> str | None:
     return done
 
 
-def _pending(store: Store) -> bool:
-    return store.has(JOURNAL) or bool(store.all_keys(STAGING))
+def _journal_view(store: Store) -> dict[str, str]:
+    """Lake key -> staged key holding its committed bytes, for an ingest that reached its
+    journal but whose writer died before every move was applied (empty when there is none)."""
+    data = store.get(JOURNAL)
+    if data is None:
+        return {}
+    return {dst: src for src, dst in journal_moves(store, data) if store.has(src)}
 
 
 @contextmanager
-def reading(store: Store) -> Iterator[None]:
-    """Hold the lake steady while reading: a shared lock (local), after recovering any
-    interrupted ingest (which needs the writer lock for a moment)."""
-    while True:
-        if _pending(store):
-            with store.lock(exclusive=True):
-                recover(store)
-        with store.lock(exclusive=False):
-            if isinstance(store, S3Store) or not store.has(JOURNAL):
-                yield
-                return
+def reading(store: Store) -> Iterator[Callable[[str], str]]:
+    """Hold the lake steady while reading; yields `where(key)`, the key that holds `key`'s
+    committed bytes. Readers recover nothing and create nothing (the next ingest recovers):
+    locally they share the lock and read an interrupted commit through its journal; on S3 they
+    read the lake files as they are (no lock, no journal: the runner's role may read only
+    hist_data_daily/)."""
+    if isinstance(store, S3Store):
+        yield lambda k: k
+        return
+    with store.lock(exclusive=False):
+        view = _journal_view(store)
+        yield lambda k: view.get(k, k)
 
 
 def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -556,6 +606,7 @@ def write(frame: pd.DataFrame, lake: str | None = None, store: Store | None = No
                 store.put(staged, data, atomic=False)
                 moves.append((staged, k))
             if moves:
+                store.confirm_lock()
                 store.put(JOURNAL, json.dumps({"txid": txid, "moves": moves}).encode())
         except BaseException as exc:
             note = _abort(store)
@@ -599,14 +650,14 @@ def _abort(store: Store) -> str:
         store.delete(JOURNAL)
         store.remove_tree(STAGING)
     except OSError as cleanup:
-        return (f"; could not remove its temporary files ({cleanup}), the next lake operation "
+        return (f"; could not remove its temporary files ({cleanup}), the next ingest "
                 "removes them")
     return ""
 
 
 def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
     """Move the staged files into place and drop the journal; if that fails part way, the
-    journal stays and the next lake operation finishes the moves."""
+    journal stays and the next ingest finishes the moves."""
     try:
         for src, dst in moves:
             store.move(src, dst)
@@ -616,7 +667,7 @@ def _apply(store: Store, moves: list[tuple[str, str]]) -> None:
         store.remove_tree(STAGING)
     except OSError as exc:
         failed = LakeError(f"ingest committed but not fully applied ({exc.strerror or exc}); "
-                         "the next lake operation completes it")
+                         "the next ingest completes it")
         failed.errno = exc.errno
         raise failed from exc
 
@@ -629,8 +680,10 @@ def symbols(lake: str | None = None, store: Store | None = None) -> list[str]:
 
 
 def _symbols(store: Store) -> list[str]:
+    """Symbols with a lake file, plus (locally) new ones an interrupted commit has staged."""
     pat = re.compile(rf"^{TABLE}/([^/]+)\.csv$")
-    return [m[1] for k in store.keys(TABLE) if (m := pat.match(k))]
+    staged = list(_journal_view(store)) if isinstance(store, LocalStore) else []
+    return sorted({m[1] for k in [*store.keys(TABLE), *staged] if (m := pat.match(k))})
 
 
 def missing(store: Store, sym: str) -> DataError:
@@ -645,8 +698,8 @@ def read(sym: str, lake: str | None = None, store: Store | None = None) -> pd.Da
     """One symbol's canonical rows from the lake."""
     store = store or lake_store(lake)
     sym = check_symbol(sym)
-    with reading(store):
-        data = store.get(key(sym))
+    with reading(store) as where:
+        data = store.get(where(key(sym)))
         if data is None:
             raise missing(store, sym)
     return parse_lake_csv(data, store.describe(key(sym)))
@@ -656,13 +709,13 @@ def read_all(syms: Iterable[str] | None = None, lake: str | None = None,
              store: Store | None = None) -> pd.DataFrame:
     """Several symbols' canonical rows (all of them by default), from one consistent state."""
     store = store or lake_store(lake)
-    with reading(store):
+    with reading(store) as where:
         names = [check_symbol(s) for s in syms] if syms is not None else _symbols(store)
         if not names:
             raise DataError(store.describe(TABLE), "the lake is empty; run `algotrading ingest sample`")
         frames = []
         for s in names:
-            data = store.get(key(s))
+            data = store.get(where(key(s)))
             if data is None:
                 raise missing(store, s)
             frames.append(parse_lake_csv(data, store.describe(key(s))))

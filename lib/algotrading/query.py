@@ -6,6 +6,7 @@ Athena queries run unchanged on a laptop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import pandas as pd
@@ -17,20 +18,22 @@ from algotrading.schema import COLUMNS, NUMERIC, TABLE, DataError, check_symbol
 DUCKDB_TYPES = {"string": "VARCHAR", "double": "DOUBLE"}
 
 
-def _lake_view(con, cfg: Settings, store, only: str | None) -> None:
+def _lake_view(con, cfg: Settings, store, only: str | None,
+               where: Callable[[str], str] = str) -> None:
     """The `hist_data_daily` view: the lake's CSV files (or only `only`'s file: every price
     load filters by one symbol, and each symbol is one file) read with the known columns and
-    dialect, so DuckDB sniffs nothing."""
+    dialect, so DuckDB sniffs nothing. `where` maps a lake key to the file holding its committed
+    bytes (see lake.reading)."""
     from algotrading import lake
 
     columns = "{" + ", ".join(f"'{n}': '{DUCKDB_TYPES[t]}'" for n, t in COLUMNS) + "}"
     if isinstance(store, lake.LocalStore):
         if only is not None:
-            if not store.has(lake.key(only)):
+            if not store.has(where(lake.key(only))):
                 raise lake.missing(store, only)
-            keys = [lake.key(only)]
+            keys = [where(lake.key(only))]
         else:
-            keys = [k for k in store.keys(TABLE) if k.endswith(".csv")]
+            keys = [where(lake.key(s)) for s in lake.symbols(store=store)]
         if not keys:
             raise DataError(store.describe(TABLE),
                             "the lake is empty; run `algotrading ingest sample` first")
@@ -47,7 +50,7 @@ def _lake_view(con, cfg: Settings, store, only: str | None) -> None:
         con.execute(f"CREATE VIEW {cfg.database}.{TABLE} AS SELECT {casts} FROM _lake_rows")
 
 
-def _duckdb(cfg: Settings, store, only: str | None = None):
+def _duckdb(cfg: Settings, store, only: str | None = None, where: Callable[[str], str] = str):
     """An in-memory DuckDB with the lake view, then locked down: no file or network access
     beyond the lake files, no extension installs, settings frozen."""
     import duckdb
@@ -56,7 +59,7 @@ def _duckdb(cfg: Settings, store, only: str | None = None):
                                  "autoload_known_extensions": False})
     con.execute("CREATE MACRO date_parse(s, fmt) AS strptime(s, fmt)")
     con.execute(f"CREATE SCHEMA {cfg.database}")
-    _lake_view(con, cfg, store, only)
+    _lake_view(con, cfg, store, only, where)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -96,8 +99,8 @@ def sql(text: str, cfg: Settings | None = None, lake: str | None = None,
     from algotrading import lake as lake_mod
 
     store = lake_mod.lake_store(cfg.lake_path())
-    with lake_mod.reading(store):
-        con = _duckdb(cfg, store, only)
+    with lake_mod.reading(store) as where:
+        con = _duckdb(cfg, store, only, where)
         try:
             _one_select(con, text)
             cap = int(limits.value("query_rows"))

@@ -40,7 +40,7 @@ TRAIN_PREFIX = "algo:"  # the workshop's objective name, algo:pnl
 VALID_PREFIX = "valid:"
 REPORTED = ("pnl", "sharpe", "total_return", "max_drawdown", "trades_closed")
 CONTROL = ("mode", "strategy", "symbol", "start", "end", "grid", "shard", "shards", "params",
-           "train_start", "train_end", "valid_start", "valid_end")
+           "train_start", "train_end", "valid_start", "valid_end", "tuned")
 
 
 def shard_grid(grid: Mapping[str, list[Any]], shard: int, shards: int) -> dict[str, list[Any]]:
@@ -58,6 +58,42 @@ def shard_grid(grid: Mapping[str, list[Any]], shard: int, shards: int) -> dict[s
     cut = np.array_split(np.arange(len(values)), shards)[shard]
     return {first: [values[i] for i in cut.tolist()], **{k: list(v) for k, v in grid.items()
                                                           if k != first}}
+
+
+HP_VALUE_MAX = 2500  # SageMaker refuses a hyperparameter value longer than this
+
+
+def encode_grid(grid: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """The grid as a shard's hyperparameter: each run of evenly spaced integers as
+    {"range": [start, stop, step]} (Python's range), other values as their list, so a
+    5..200 x 20..400 grid takes 60 characters instead of 2,739."""
+    out: dict[str, Any] = {}
+    for name, values in grid.items():
+        values = list(values)
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        step = values[1] - values[0] if ints and len(values) > 2 else 0
+        if step and list(range(values[0], values[-1] + step, step)) == values:
+            out[name] = {"range": [values[0], values[-1] + step, step]}
+        else:
+            out[name] = values
+    return out
+
+
+def decode_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """`encode_grid`'s inverse (a plain grid passes unchanged)."""
+    return {k: list(range(*v["range"])) if isinstance(v, dict) else list(v)
+            for k, v in grid.items()}
+
+
+def check_hyperparameters(hp: Mapping[str, Any]) -> None:
+    """Refuse, before anything is submitted, a value SageMaker would refuse (over HP_VALUE_MAX
+    characters as sent), naming it."""
+    for name, value in hp.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if len(text) > HP_VALUE_MAX:
+            raise ValueError(f"hyperparameter {name!r} is {len(text):,} characters; SageMaker "
+                             f"accepts at most {HP_VALUE_MAX:,} (use evenly spaced integer "
+                             "values, which are sent as ranges, or fewer values)")
 
 
 def prices(symbol: str, start: str | None = None, end: str | None = None,
@@ -81,7 +117,7 @@ def read_table(data: bytes | str | Path) -> pd.DataFrame:
 
 
 def run_shard(hp: Mapping[str, Any], out: Path) -> pd.DataFrame:
-    grid = shard_grid(hp["grid"], int(hp["shard"]), int(hp["shards"]))
+    grid = shard_grid(decode_grid(hp["grid"]), int(hp["shard"]), int(hp["shards"]))
     start = {"start": hp["start"]} if hp.get("start") else {}  # earlier bars warm indicators up
     table = sweep(hp["strategy"], prices(hp["symbol"], end=hp.get("end")), grid,
                   progress=False, **start, **hp.get("params", {}))
@@ -92,7 +128,11 @@ def run_shard(hp: Mapping[str, Any], out: Path) -> pd.DataFrame:
 
 
 def run_trial(hp: Mapping[str, Any], out: Path) -> dict[str, dict[str, float]]:
-    params = {**hp.get("params", {}), **{k: v for k, v in hp.items() if k not in CONTROL}}
+    """The strategy gets `params` and the tuned names (`tuned`, else every hyperparameter that
+    is neither ours nor one SageMaker adds, such as `_tuning_objective_metric`)."""
+    own = jobs.own_hyperparameters(hp)
+    tuned = hp["tuned"] if "tuned" in hp else [k for k in own if k not in CONTROL]
+    params = {**hp.get("params", {}), **{k: own[k] for k in tuned}}
     bars = prices(hp["symbol"])
     result = {}
     for name, prefix in (("train", TRAIN_PREFIX), ("valid", VALID_PREFIX)):
@@ -156,12 +196,14 @@ def sweep_jobs(strategy: str, symbol: str, grid: Mapping[str, Iterable[Any]], sh
     grid = {k: list(v) for k, v in grid.items()}
     for i in range(shards):
         shard_grid(grid, i, shards)  # refuses a bad shard count before anything is submitted
+    hps = [{"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": encode_grid(grid),
+            "shard": i, "shards": shards, "params": dict(params or {}),
+            **{k: v for k, v in (("start", start), ("end", end)) if v}} for i in range(shards)]
+    for hp in hps:
+        check_hyperparameters(hp)
     uri, out = _prices_uri(symbol, lake), _output_path(output_path, "sweep")
     names = []
-    for i in range(shards):
-        hp = {"mode": "shard", "strategy": strategy, "symbol": symbol, "grid": grid, "shard": i,
-              "shards": shards, "params": dict(params or {}),
-              **{k: v for k, v in (("start", start), ("end", end)) if v}}
+    for i, hp in enumerate(hps):
         names.append(jobs.submit(ENTRY, {"prices": uri}, out, hyperparameters=hp,
                                  base_job_name=jobs.job_prefix(f"sweep-{i}-of-{shards}"),
                                  requirements=requirements, **options))
@@ -216,11 +258,15 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
                          f"{sorted(k for k in definitions if k.startswith(TRAIN_PREFIX))}")
     uri, out = _prices_uri(symbol, lake), _output_path(output_path, "tune")
     hp = {"mode": "trial", "strategy": strategy, "symbol": symbol, "params": dict(params or {}),
+          "tuned": sorted(ranges),
           **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
                                   (*train, *validation), strict=True) if v}}
     with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
         requirements = list(requirements)
-        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements), out,
+        # JSON text ourselves: the tuner sends static values as str(), a Python repr
+        # ("['a']", "{'size': 10}") that the entry could not decode
+        hp = {k: v if isinstance(v, str) else json.dumps(v) for k, v in hp.items()}
+        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements, entry=ENTRY), out,
                                      hyperparameters=hp, requirements=bool(requirements),
                                      **options)
         tuner = HyperparameterTuner(
@@ -228,12 +274,24 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
             hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},
             metric_definitions=[{"Name": k, "Regex": v} for k, v in definitions.items()],
             max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
-            base_tuning_job_name=jobs.job_prefix(f"tune-{strategy}")[:MAX_TUNING_PREFIX])
+            base_tuning_job_name=tuning_prefix(strategy))
         tuner.tune(inputs=[InputData(channel_name="prices", data_source=uri)], wait=wait)
     return tuner
 
 
 MAX_TUNING_PREFIX = 32 - jobs.UNIQUE_SUFFIX  # tuning job names have at most 32 characters
+
+
+def tuning_prefix(strategy: str, stack: str | None = None) -> str:
+    """`<stack>-tune-<strategy>` cut to MAX_TUNING_PREFIX; refused when the cut would lose the
+    `<stack>-` that the template's policy scopes tuning jobs on (a stack name over 15 characters)."""
+    prefix = jobs.job_prefix(f"tune-{strategy}", stack)[:MAX_TUNING_PREFIX]
+    stack = jobs.job_prefix("x", stack)[:-2]
+    if not prefix.startswith(f"{stack}-"):
+        raise ValueError(f"stack name {stack!r} is longer than {MAX_TUNING_PREFIX - 2} characters: "
+                         "tuning job names (32 characters) could not start with '<stack>-', which "
+                         "the stack's policy requires; deploy under a shorter stack name")
+    return prefix
 
 
 def main() -> None:
