@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STALE = pytest.mark.xfail(strict=True, reason="issue 19 changed this figure; results/*.json are "
-                                              "regenerated after the merge (then drop this mark)")
 
 
 def money(v: float) -> str:
@@ -71,10 +69,9 @@ def whatif_row(model: str) -> list:
 ROWS = [
     ("docs/backtests.md", "SMA 50/200 (long/short), with costs", "Strategy_SMA", run_row("test.with_costs")),
     ("docs/backtests.md", "SMA 50/200, no costs", "Strategy_SMA", run_row("test.no_costs")),
-    pytest.param("docs/backtests.md", "Breakout 195 (long only, chosen on train), with costs",
-                 "Strategy_Breakout", run_row("test.with_costs"), marks=STALE),
-    pytest.param("docs/backtests.md", "Breakout 195, no costs", "Strategy_Breakout",
-                 run_row("test.no_costs"), marks=STALE),
+    ("docs/backtests.md", "Breakout 195 (long only, chosen on train), with costs",
+     "Strategy_Breakout", run_row("test.with_costs")),
+    ("docs/backtests.md", "Breakout 195, no costs", "Strategy_Breakout", run_row("test.no_costs")),
     ("docs/backtests.md", "buy-and-hold#2", "Strategy_SMA", hold_row("test.buy_and_hold")),
     ("docs/models.md", "network (PyTorch MLP)", "Train_Model_Forecast", scores_row("network")),
     ("docs/models.md", 'majority ("no trade")', "Train_Model_Forecast", scores_row("majority")),
@@ -83,9 +80,8 @@ ROWS = [
     ("docs/models.md", "ML forecast, with costs", "Strategy_ML_Forecast", run_row("test.with_costs")),
     ("docs/models.md", "ML forecast, no costs", "Strategy_ML_Forecast", run_row("test.no_costs")),
     ("docs/models.md", "SMA 50/200, with costs", "Strategy_ML_Forecast", run_row("test.sma")),
-    pytest.param("docs/models.md", "GBM", "Strategy_WhatIfScenarios", whatif_row("gbm"), marks=STALE),
-    pytest.param("docs/models.md", "GARCH(1,1)-t", "Strategy_WhatIfScenarios", whatif_row("garch"),
-                 marks=STALE),
+    ("docs/models.md", "GBM", "Strategy_WhatIfScenarios", whatif_row("gbm")),
+    ("docs/models.md", "GARCH(1,1)-t", "Strategy_WhatIfScenarios", whatif_row("garch")),
     ("docs/models.md", "block bootstrap", "Strategy_WhatIfScenarios", whatif_row("bootstrap")),
 ]
 

@@ -30,8 +30,8 @@ NOTEBOOKS = [nb.as_posix() for nb in pipeline.notebooks(ROOT)]
 # metric by far more. Exact: integers, strings (conclusions, dates, sha256 of weights and data),
 # booleans, None, the keys of every mapping and the length of every list.
 REL, ABS = 1e-6, 1e-9
-# Compared by their keys only: wall-clock seconds vary from run to run.
-VOLATILE = {"train_seconds"}
+# Compared by their keys only: wall-clock seconds and times vary from run to run.
+VOLATILE = {"train_seconds", "when"}  # when: the UTC time of a look at the test period
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
