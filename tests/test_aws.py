@@ -646,8 +646,9 @@ def test_aws_backend_end_to_end_on_the_deployed_stack(stack, aws_env, capsys) ->
         _unhook("before-send.s3.PutObject")
         _unhook("before-send.s3.CopyObject")
     bucket = stack["BucketName"]
-    assert sorted(_objects(bucket)) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv"]
-    assert len(copies) == 2 and len(puts) >= 2
+    assert sorted(_objects(bucket)) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv",
+                                 "provenance/GSPC.json", "provenance/IXIC.json"]
+    assert len(copies) == 4 and len(puts) >= 4  # two symbols: prices and provenance
     for headers in puts + copies:
         assert headers["x-amz-server-side-encryption"] == "aws:kms"
         assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == stack["KmsKeyArn"]

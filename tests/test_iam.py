@@ -407,7 +407,8 @@ def test_ingest_as_the_notebook_role(stack: Stack, calls: Calls) -> None:
     assert ("cloudformation:DescribeStacks", stack.stack_id) in checked
     stack.become("admin")
     keys = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=stack.bucket)["Contents"]]
-    assert sorted(keys) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv"]
+    assert sorted(keys) == ["hist_data_daily/GSPC.csv", "hist_data_daily/IXIC.csv",
+                                 "provenance/GSPC.json", "provenance/IXIC.json"]
 
 
 def test_query_as_the_notebook_role(stack: Stack, calls: Calls) -> None:

@@ -99,7 +99,8 @@ def test_pipeline_run_only_updates_its_entries_and_reports_failures(run_dir, cap
     pipeline.run(only=["Load_Hist"], parameters={"symbols": ["GSPC"]}, out=out)
     load = pipeline.load_manifest(out)["1_Data/Load_Hist_Data_Daily.ipynb"]
     assert load["status"] == "ok" and load["overrides"] == {"symbols": ["GSPC"]}
-    assert load["parameters"] == {"source": "sample", "path": None, "symbols": ["GSPC"]}
+    assert load["parameters"] == {"source": "sample", "path": None, "symbols": ["GSPC"],
+                                  "corrections": None, "jump": 0.3, "accept_jumps": False}
     lake_file = Path(os.environ["ALGO_LAKE"]) / "hist_data_daily" / "GSPC.csv"
     assert load["data"]["files"] == {"GSPC.csv": hashlib.sha256(lake_file.read_bytes()).hexdigest()}
     assert load["version"] == version("algotrading")
@@ -129,7 +130,7 @@ def test_pipeline_run_only_updates_its_entries_and_reports_failures(run_dir, cap
     assert "without encryption" not in capfd.readouterr().err  # kernels run with CurveZMQ
     assert os.environ["ALGO_RUN_DIR"] == str(run_dir)  # the caller's setting is restored
 
-    with pytest.raises(ValueError, match="sourc not declared.*source, path, symbols"):
+    with pytest.raises(ValueError, match="sourc not declared.*source, path, symbols, corrections"):
         pipeline.run(only=["Load_Hist"], parameters={"sourc": "csv"}, out=run_dir / "never")
     assert not (run_dir / "never").exists()
     with pytest.raises(ValueError, match="no notebook matches"):

@@ -83,8 +83,16 @@ def test_every_block_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
     assert namespace["rsi_study"].conclusion().startswith("On the test period (2017-01-03..2018-12-31) rsi "
                                                           "with period=25, low=30 (chosen on train")
     assert len(shell) == 4 and "ingested" in shell[0] and "final_value" in shell[1]
+    # the CLI's --start trades from 2010 with the earlier bars as the RSI's warm-up, as section 5
+    # would with every bar loaded and `start=` (its own prices start cold in 2010)
+    from algotrading import backtest, query
+
+    warm = backtest.sweep(namespace["rsi"], query.load_prices("GSPC"),
+                          {"period": range(5, 30, 5), "low": [20, 25, 30]}, sort="sharpe",
+                          start="2010-01-01").iloc[0]
     top = shell[2].splitlines()[1].split()
-    assert top[:2] == ["25", "30"] and float(top[6]) == pytest.approx(best["sharpe"], abs=1e-6)
+    assert top[:2] == [str(warm["period"]), str(int(warm["low"]))]
+    assert float(top[6]) == pytest.approx(warm["sharpe"], abs=1e-6)
     assert "last_bar: 2018-12-31" in shell[3]
 
 
