@@ -148,6 +148,20 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     for t in range(n):
         if carries and t > 0 and not broke:  # the night's interest and borrow fee
             cash += rules.carry(cash, held, c[t - 1], r)
+        # a quiet bar (most bars): nothing fills at the open, no stop or target is hit, and at
+        # the close the rules of phase 2 below ask for nothing, so only the books are written;
+        # any other bar takes the three phases
+        quiet = pend_reason == NONE and not broke
+        if quiet and stops and held != 0.0:
+            quiet = rules.exit_hit(o[t], h[t], lo[t], entry_px, 1.0 if held > 0 else -1.0,
+                                   r)[1] == NONE
+        if quiet:
+            close_value = cash + held * c[t]
+            if not rules.bankrupt(close_value) and not rules.resend(want[t], sized_for) and \
+                    not (held != 0.0 and rules.held_too_long(t, entry_bar, r)):
+                equity[t] = close_value
+                position[t] = held
+                continue
         for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
             base = 0.0
             qty = 0.0
