@@ -9,8 +9,9 @@ best rows of each block are kept, so memory stays bounded however large the grid
 
 Each block gets its targets from the strategy's `grid` (all combinations at once), then runs
 through the compiled kernel (the Broker's rules, kernel.py; metrics computed inside the loop, no
-equity matrices), blocks in a thread per core. Every row equals `backtest.run` with the same
-parameters.
+equity matrices), blocks in a thread per core. The built-in SMA, EMA and breakout, with no engine
+setting in the grid, skip the blocks: one table of averages or channels, then every combination in
+one compiled parallel loop (fused.py). Every row equals `backtest.run` with the same parameters.
 """
 
 from __future__ import annotations
