@@ -94,3 +94,34 @@ def test_threads_follow_numba_setting():
         assert fused.threads() == 1
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"size": 10}, {"commission_bps": 5.0, "slippage_bps": 3.0},
+    {"stop_loss": 0.05, "take_profit": 0.1}, {"fill": "close", "max_bars": 7},
+    {"start": "2010-06-01"}, {"leverage": 2.0, "fraction": 1.5},
+])
+def test_fused_breakout_rows_equal_the_unfused_path(params, monkeypatch):
+    """Whole-dollar prices, so the close often equals the channel's high or low (no entry, no
+    exit: the comparisons are strict)."""
+    prices = ticked(400, seed=5)
+    grid = {"period": [1, 2, 3, 5, 8, 13, 21, 34, 55], "go_long": [True, False],
+            "go_short": [True, False]}
+    calls = []
+    real = fused.run_breakout
+    monkeypatch.setattr(fused, "run_breakout", lambda *a: calls.append(a) or real(*a))
+    table, unfused = _both(prices, grid, monkeypatch, "breakout", **params)
+    assert len(calls) == 1  # the fused path ran once, the unfused one not at all
+    pd.testing.assert_frame_equal(table, unfused, check_exact=True)
+    assert len(table) == 9 * 4 and (table["trades_closed"] > 0).sum() >= 9 * 3
+
+
+def test_fused_breakout_fixed_parameter_and_one_row_equal_run(monkeypatch):
+    prices = random_walk(300, seed=8)
+    grid = {"period": [4, 9, 30]}
+    table, unfused = _both(prices, grid, monkeypatch, "breakout", go_short=False)
+    pd.testing.assert_frame_equal(table, unfused, check_exact=True)
+    single = backtest.run("breakout", prices, period=9, go_short=False).metrics
+    row = table[table.period == 9].iloc[0]
+    assert row["final_value"] == single["final_value"]
+    assert row["trades_closed"] == single["trades_closed"]

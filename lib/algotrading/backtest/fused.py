@@ -1,4 +1,5 @@
-"""The fused crossover sweep: targets computed inside the compiled loop, combinations in parallel.
+"""The fused sweeps (SMA and EMA crossovers, breakout): targets computed inside the compiled loop,
+combinations in parallel.
 
 `sweep("sma" or "ema", ...)` without engine settings in its grid comes here (the EMA the same way
 with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving averages
@@ -10,9 +11,13 @@ previous target, short on the first bar; `long_only` flat instead of short) into
 row of bars, and runs `kernel.simulate` (the shared rules) on it, metrics only. No combinations x
 bars matrix is built, so memory grows with bars + windows x bars, not with combinations.
 
+The breakout the same way: one table of channels per window (`breakout.channel`: highest and
+lowest close of the bars before, windows x bars each), then per combination its targets (the rules
+of `breakout.targets`) and `kernel.simulate`.
+
 Threads: numba's pool, `NUMBA_NUM_THREADS` (default: every core; `threads()`), the one setting
 that bounds every sweep (the thread pool of other strategies' blocks takes the same number).
-tests/test_fused.py holds every row to the unfused path (sma.grid, then the kernel).
+tests/test_fused.py holds every row to the unfused path (the strategy's grid, then the kernel).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 
 from algotrading import rules
 from algotrading.backtest import kernel
-from algotrading.strategies import ema, sma
+from algotrading.strategies import breakout, ema, sma
 
 PARTIALS = 128  # exact summation: non-overlapping partials of a float64 sum (at most ~40)
 
@@ -164,6 +169,52 @@ def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast:
     cross_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
                 fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_),
                 kind == "sma", r, stats)
+    return stats
+
+
+@numba.njit(cache=True, nogil=True)
+def breakout_targets(close: np.ndarray, high: np.ndarray, low: np.ndarray, go_long: bool,
+                     go_short: bool, first: int, want: np.ndarray) -> None:
+    """One combination's targets (the rules of breakout.targets: when flat, long above the
+    channel's high or short below its low; out again once the close is back inside it; NaN
+    channels decide nothing) for bars first.. into `want`."""
+    side = 0.0
+    for t in range(len(close)):
+        if side == 0.0:
+            if go_long and close[t] > high[t]:
+                side = 1.0
+            elif go_short and close[t] < low[t]:
+                side = -1.0
+        elif (side > 0.0 and close[t] < high[t]) or (side < 0.0 and close[t] > low[t]):
+            side = 0.0
+        if t >= first:
+            want[t - first] = side
+
+
+@numba.njit(cache=True, parallel=True)
+def breakout_sweep(bars, close, first, highs, lows, row, go_long, go_short, r, stats):
+    """Every combination k: targets from rows row[k] of the channel tables `highs` / `lows`
+    over `close` (all bars), simulated on `bars` (the bars from `first` on) into stats[k]."""
+    n = len(bars.close)
+    for k in numba.prange(len(row)):
+        want = np.empty(n)
+        breakout_targets(close, highs[row[k]], lows[row[k]], go_long[k], go_short[k], first, want)
+        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
+                        stats, k)
+
+
+def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.ndarray,
+                 go_long: np.ndarray, go_short: np.ndarray, r: rules.Rules) -> np.ndarray:
+    """STATS_DTYPE rows, one per (period, go_long, go_short) breakout combination; `close` is
+    every bar (the channels' history), `bars` the ones traded (from bar `first` on). The tables
+    hold the strategy's own channels (breakout.channel), built once per window."""
+    windows, row = np.unique(period, return_inverse=True)
+    channels = [breakout.channel(close, w) for w in windows.tolist()]
+    highs = np.stack([h for h, _ in channels])
+    lows = np.stack([lo for _, lo in channels])
+    stats = kernel.stats_table(len(period))
+    breakout_sweep(bars, close, first, highs, lows, row.astype(np.int64),
+                   go_long.astype(np.bool_), go_short.astype(np.bool_), r, stats)
     return stats
 
 

@@ -32,6 +32,7 @@ TRADE_DTYPE = np.dtype([("entry_bar", np.int64), ("exit_bar", np.int64), ("size"
                         ("entry_price", np.float64), ("exit_price", np.float64),
                         ("commission", np.float64), ("pnl", np.float64), ("reason", np.int64)])
 YEAR = 252.0
+SHY = 1.0 - 2.0 ** -50  # a little under 1: below every rounding of a product of two floats
 
 
 class Bars(NamedTuple):
@@ -50,13 +51,15 @@ def stats_table(rows: int) -> np.ndarray:
 
 @rules.compiled
 def curve_stats(equity, shares, close, r, traded, bankrupt, st):
-    """The equity-curve metrics of metrics.py in one pass (Welford for the standard deviation)
-    into the record `st`; a bankrupt run gets no ratios and a CAGR of -1."""
+    """The equity-curve metrics of metrics.py into the record `st`: one pass over the curve, then
+    one over its returns for the standard deviation (two passes, as numpy's std; a running
+    Welford mean would put a division on every bar's dependency chain, which cost more than the
+    bar cycle itself); a bankrupt run gets no ratios and a CAGR of -1."""
     n = len(equity)
     rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
+    rets = np.empty(n)
     prev = r.cash
-    mean = 0.0
-    m2 = 0.0
+    total = 0.0
     down2 = 0.0
     peak = r.cash
     dd = 0.0
@@ -67,10 +70,9 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
     for t in range(n):
         value = equity[t]
         ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
+        rets[t] = ret
         prev = value
-        delta = ret - mean
-        mean += delta / (t + 1)
-        m2 += delta * (ret - mean)
+        total += ret
         if ret < 0:
             down2 += ret * ret
         if value > peak:
@@ -78,13 +80,20 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
         drop = peak - value
         if drop > dd_money:
             dd_money = drop
-        if peak > 0 and drop / peak > dd:
+        # drop / peak > dd needs drop > dd x peak; the product is checked first (its rounding
+        # covered by SHY) so the division runs only on bars that may deepen the drawdown
+        if drop > dd * peak * SHY and peak > 0 and drop / peak > dd:
             dd = drop / peak
         if shares[t] != 0.0:
             in_mkt += 1
             if value > 0:
                 gross += abs(shares[t] * close[t]) / value
         eq_sum += value
+    mean = total / n
+    m2 = 0.0
+    for t in range(n):
+        delta = rets[t] - mean
+        m2 += delta * delta
     final = equity[n - 1]
     growth = (max(final / r.cash, 0.0)) ** (YEAR / n) - 1.0
     sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
@@ -139,6 +148,20 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     for t in range(n):
         if carries and t > 0 and not broke:  # the night's interest and borrow fee
             cash += rules.carry(cash, held, c[t - 1], r)
+        # a quiet bar (most bars): nothing fills at the open, no stop or target is hit, and at
+        # the close the rules of phase 2 below ask for nothing, so only the books are written;
+        # any other bar takes the three phases
+        quiet = pend_reason == NONE and not broke
+        if quiet and stops and held != 0.0:
+            quiet = rules.exit_hit(o[t], h[t], lo[t], entry_px, 1.0 if held > 0 else -1.0,
+                                   r)[1] == NONE
+        if quiet:
+            close_value = cash + held * c[t]
+            if not rules.bankrupt(close_value) and not rules.resend(want[t], sized_for) and \
+                    not (held != 0.0 and rules.held_too_long(t, entry_bar, r)):
+                equity[t] = close_value
+                position[t] = held
+                continue
         for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
             base = 0.0
             qty = 0.0

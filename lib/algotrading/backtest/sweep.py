@@ -9,8 +9,9 @@ best rows of each block are kept, so memory stays bounded however large the grid
 
 Each block gets its targets from the strategy's `grid` (all combinations at once), then runs
 through the compiled kernel (the Broker's rules, kernel.py; metrics computed inside the loop, no
-equity matrices), blocks in a thread per core. Every row equals `backtest.run` with the same
-parameters.
+equity matrices), blocks in a thread per core. The built-in SMA, EMA and breakout, with no engine
+setting in the grid, skip the blocks: one table of averages or channels, then every combination in
+one compiled parallel loop (fused.py). Every row equals `backtest.run` with the same parameters.
 """
 
 from __future__ import annotations
@@ -154,19 +155,20 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
 
 
 def _fusable(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> str | None:
-    """"sma" or "ema" for the built-in crossovers with one engine setting for every row (the
-    fused sweep, fused.py), else None."""
-    from algotrading.strategies import ema, sma
+    """"sma", "ema" or "breakout" for the built-in strategies with one engine setting for every
+    row (the fused sweep, fused.py), else None."""
+    from algotrading.strategies import breakout, ema, sma
 
     strat = strategy_of(strategy)
     if strat is None or any(k in ENGINE_PARAMS for k in grid):
         return None
-    return {sma.grid: "sma", ema.grid: "ema"}.get(strat.grid)
+    return {sma.grid: "sma", ema.grid: "ema", breakout.grid: "breakout"}.get(strat.grid)
 
 
 def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
                  params: dict[str, Any]) -> pd.DataFrame:
-    """metrics.KEYS for every SMA or EMA combination in one compiled, parallel call (fused.py)."""
+    """metrics.KEYS for every SMA, EMA or breakout combination in one compiled, parallel call
+    (fused.py)."""
     from algotrading.backtest import fused, kernel
 
     engine, own = split_params(params)
@@ -179,10 +181,19 @@ def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
     if first >= len(prices):
         raise ValueError("no bars to backtest (empty prices or start after the last bar)")
     arrays = ohlc(prices)
-    stats = fused.run_cross(kind, kernel.Bars(*(a[first:] for a in arrays)), arrays[3], first,
-                          np.array([c["fast_period"] for c in full], dtype=np.int64),
-                          np.array([c["slow_period"] for c in full], dtype=np.int64),
-                          np.array([c["long_only"] for c in full], dtype=bool), settings.rules)
+    bars = kernel.Bars(*(a[first:] for a in arrays))
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.array([c[name] for c in full], dtype=dtype)
+
+    if kind == "breakout":
+        stats = fused.run_breakout(bars, arrays[3], first, column("period", np.int64),
+                                   column("go_long", bool), column("go_short", bool),
+                                   settings.rules)
+    else:
+        stats = fused.run_cross(kind, bars, arrays[3], first, column("fast_period", np.int64),
+                                column("slow_period", np.int64), column("long_only", bool),
+                                settings.rules)
     return _table(stats, np.full(len(combos), settings.cash))
 
 

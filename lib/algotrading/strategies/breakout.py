@@ -9,20 +9,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from algotrading.strategies import Param, Strategy
 
 
 def channel(close: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
-    """Highest and lowest close of the `period` bars before each bar (NaN until they exist)."""
+    """Highest and lowest close of the `period` bars before each bar (NaN until they exist).
+
+    Each window's extreme is the larger (smaller) of two running extremes over blocks of `period`
+    bars, one running forward from a block's start, one backward from its end (van Herk and
+    Gil-Werman), so the cost does not grow with `period`; max and min are exact, so this is the
+    plain window-by-window max and min to the bit, a NaN inside a window included."""
     high = np.full(len(close), np.nan)
     low = np.full(len(close), np.nan)
     if len(close) > period:
-        windows = sliding_window_view(close[:-1], period)
-        high[period:] = windows.max(axis=1)
-        low[period:] = windows.min(axis=1)
+        high[period:] = _running(close[:-1], period, np.maximum, -np.inf)
+        low[period:] = _running(close[:-1], period, np.minimum, np.inf)
     return high, low
+
+
+def _running(x: np.ndarray, w: int, pick: np.ufunc, pad: float) -> np.ndarray:
+    """pick.reduce over every window x[i:i + w], i = 0..len(x) - w."""
+    blocks = np.concatenate([x, np.full(-len(x) % w, pad)]).reshape(-1, w)
+    ahead = pick.accumulate(blocks, axis=1).ravel()  # from each block's start
+    behind = pick.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()  # to each block's end
+    starts = len(x) - w + 1
+    return pick(behind[:starts], ahead[w - 1:w - 1 + starts])
 
 
 def targets(close: np.ndarray, period: int, go_long: bool, go_short: bool) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""The kernel's equity-curve metrics (`kernel.curve_stats`, which every sweep row reports) against
+metrics.py and against a plain-Python walk of the curve: the two-pass standard deviation and the
+drawdown whose division is skipped on bars that cannot deepen it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from algotrading import metrics
+from algotrading.backtest import kernel
+from algotrading.backtest.settings import Settings
+
+
+def _curves(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    walk = 1e5 * np.exp(np.cumsum(rng.normal(0.0, 0.02, 3000)))
+    crash = np.concatenate([np.linspace(1e5, 2e5, 50), np.linspace(2e5, 1e3, 50),
+                            np.linspace(1e3, 3e5, 100)])
+    flat = np.full(40, 1e5)
+    steps = np.round(1e5 * (1 + rng.normal(0, 0.01, 500)).cumprod(), 0)  # repeated values
+    return [walk, crash, flat, steps]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_curve_stats_equal_metrics_py(seed):
+    r = Settings(risk_free=0.02).rules
+    for equity in _curves(seed):
+        shares = np.where(np.arange(len(equity)) % 5 < 3, 7.0, 0.0)
+        close = np.linspace(50.0, 80.0, len(equity))
+        st = kernel.stats_table(1)
+        kernel.curve_stats(equity, shares, close, r, 1234.5, False, st[0])
+        want = metrics.equity_metrics(equity, r.cash, shares * close, 1234.5, r.risk_free)
+        for key in ("final_value", "cagr", "sharpe", "sortino", "max_drawdown",
+                    "max_drawdown_money", "calmar", "exposure", "gross_exposure", "turnover"):
+            ours, theirs = float(st[0][key]), float(want[key])
+            if math.isnan(theirs):
+                assert math.isnan(ours), key
+            else:
+                assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15), key
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_drawdown_is_the_largest_drop_over_peak_exactly(seed):
+    r = Settings().rules
+    for equity in _curves(seed):
+        peak, deepest = r.cash, 0.0
+        for value in equity.tolist():  # every bar divided, in plain Python
+            peak = max(peak, value)
+            deepest = max(deepest, (peak - value) / peak)
+        st = kernel.stats_table(1)
+        kernel.curve_stats(equity, np.zeros(len(equity)), equity, r, 0.0, False, st[0])
+        assert st[0]["max_drawdown"] == deepest
