@@ -453,3 +453,31 @@ def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(t
     notebook = template["Resources"]["NotebookInstance"]["Properties"]
     assert notebook["PlatformIdentifier"] == "notebook-al2023-v1"
     assert notebook["RootAccess"] == "Disabled"
+
+
+# --- tags --------------------------------------------------------------------------------------
+
+def _taggable(kind: str) -> bool:
+    """Whether CloudFormation's own resource schema (as cfn-lint ships it) has a Tags property."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    return "Tags" in PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", kind).schema["properties"]
+
+
+def test_every_taggable_resource_carries_the_stacks_tags(template) -> None:
+    """Issue 20 item 7: cost and ownership reports find every resource of the stack."""
+    expected = [{"Key": "Project", "Value": "algotrading"},
+                {"Key": "Stack", "Value": {"Ref": "AWS::StackName"}},
+                {"Fn::If": ["HasCostCenter", {"Key": "CostCenter", "Value": {"Ref": "CostCenter"}},
+                            {"Ref": "AWS::NoValue"}]},
+                {"Fn::If": ["HasOwner", {"Key": "Owner", "Value": {"Ref": "Owner"}},
+                            {"Ref": "AWS::NoValue"}]}]
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    taggable = {k for k in kinds if _taggable(k)}
+    assert {"AWS::KMS::Key", "AWS::S3::Bucket", "AWS::IAM::Role", "AWS::SageMaker::NotebookInstance",
+            "AWS::EC2::VPCEndpoint", "AWS::Logs::LogGroup"} <= taggable
+    untagged = [name for name, r in template["Resources"].items()
+                if r["Type"] in taggable and r["Properties"].get("Tags") != expected]
+    assert untagged == []
+    assert template["Conditions"]["HasCostCenter"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CostCenter"}, ""]}]}
+    assert template["Conditions"]["HasOwner"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "Owner"}, ""]}]}
