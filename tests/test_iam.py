@@ -158,6 +158,21 @@ def allowed(statements: list[dict], action: str, resource: str,
     return verdict
 
 
+def key_policy_allows(statements: list[dict], principal: str, action: str, key: str,
+                      context: dict[str, str] | None = None) -> bool:
+    """KMS's key-policy logic for a principal of the key's account: the statements that name it
+    or the account root apply, with aws:PrincipalArn set (an account-root statement still needs
+    the principal's IAM policy too: `allowed` checks that separately)."""
+    root = f"arn:aws:iam::{principal.split(':')[4]}:root"
+    mine = [s for s in statements
+            if {principal, root} & set(as_list(s.get("Principal", {}).get("AWS", [])))]
+    return allowed(mine, action, key, {"aws:PrincipalArn": principal, **(context or {})})
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 # --- calls as made, and as IAM sees them ------------------------------------------------------
 
 class Calls:
@@ -294,7 +309,9 @@ class Stack:
                      "LiveLogGroup.Arn":
                          f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/algotrading/{STACK}/live:*"}
         self.conditions = {"CreateKey": True, "InVpc": False, "HasRepository": False,
-                           "HasBoundary": False, "LiveWithAlpacaKeys": False}
+                           "HasBoundary": False, "LiveWithAlpacaKeys": False, "HasKeyAdmins": False}
+        self.key_policy = render(self.template["Resources"]["Key"]["Properties"]["KeyPolicy"],
+                                 self.refs, self.conditions)["Statement"]
         iam = aws.client("iam")
         self.policies: dict[str, list[dict]] = {}
         self.arns = {"Role": self.outputs["SageMakerRoleArn"], "JobRole": self.outputs["JobRoleArn"]}
@@ -346,6 +363,12 @@ class Stack:
         denied = [(a, r, c) for a, r, c in needed if not allowed(self.policies[principal], a, r, c)
                   and a not in TOLERATED]
         assert denied == [], f"{principal} lacks: {denied}"
+        # the key's own policy must let the role use the key too (as the template names the role)
+        arn = f"arn:aws:iam::{ACCOUNT}:role/" + render(
+            self.template["Resources"][principal]["Properties"]["RoleName"], self.refs, self.conditions)
+        refused = [(a, c) for a, r, c in needed if r == self.key
+                   and not key_policy_allows(self.key_policy, arn, a, self.key, c)]
+        assert refused == [], f"the key policy refuses {principal}: {refused}"
         return sorted({(a, r) for a, r, _ in needed})
 
 
@@ -575,3 +598,45 @@ def test_model_output_from_a_job_is_readable_by_the_notebook(stack: Stack, calls
     table = job.gather_sweep(["j1"])
     assert table.to_dict("records") == [{"fast_period": 5, "slow_period": 20, "pnl": 1.0}]
     stack.check("Role", calls)
+
+
+CRYPTO = ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+          "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:CreateGrant")
+
+
+@pytest.mark.parametrize("admins", [[""], [f"arn:aws:iam::{ACCOUNT}:user/alice"]])
+def test_key_policy_splits_administration_from_use(admins: list[str]) -> None:
+    """Issue 20 item 7: the key's administrators (KeyAdminArns, else the account) can change and
+    delete the key but not use it; only the stack's four roles use it (each also through its own
+    IAM policy); grants only for AWS resources through SageMaker, EC2 and DynamoDB."""
+    template = _template()
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k"
+    refs = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT, "AWS::Region": REGION,
+            "AWS::StackName": STACK, "NamePrefix": "algo", "KeyAdminArns": admins}
+    conditions = {"HasKeyAdmins": admins != [""]}
+    policy = render(template["Resources"]["Key"]["Properties"]["KeyPolicy"], refs, conditions)["Statement"]
+    roles = {name: f"arn:aws:iam::{ACCOUNT}:role/" + render(
+        template["Resources"][name]["Properties"]["RoleName"], refs, conditions)
+        for name in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole")}
+    for name, arn in roles.items():
+        needs = ["kms:Decrypt"] + (["kms:GenerateDataKey"] if name != "LiveExecutionRole" else [])
+        assert all(key_policy_allows(policy, arn, a, key) for a in needs), name
+        assert not key_policy_allows(policy, arn, "kms:PutKeyPolicy", key) or not conditions["HasKeyAdmins"]
+    admin = admins[0] or f"arn:aws:iam::{ACCOUNT}:role/account-admin"
+    for action in ("kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:EnableKeyRotation"):
+        assert key_policy_allows(policy, admin, action, key)
+    for action in CRYPTO:
+        assert not key_policy_allows(policy, admin, action, key), action
+    if conditions["HasKeyAdmins"]:  # then the rest of the account cannot administer it
+        assert not key_policy_allows(policy, f"arn:aws:iam::{ACCOUNT}:role/other", "kms:PutKeyPolicy", key)
+    grant = {"kms:GrantIsForAWSResource": "true"}
+    for service in ("sagemaker", "ec2", "dynamodb"):
+        assert key_policy_allows(policy, roles["Role"], "kms:CreateGrant", key,
+                                 {**grant, "kms:ViaService": f"{service}.{REGION}.amazonaws.com"})
+    assert not key_policy_allows(policy, roles["Role"], "kms:CreateGrant", key, grant)  # not directly
+    assert not key_policy_allows(policy, admin, "kms:CreateGrant", key,
+                                 {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
+    for s in policy:  # no kms:* and no statement that both administers and uses
+        actions = set(as_list(s["Action"]))
+        assert not any(a.endswith("*") for a in actions)
+        assert not (actions & set(CRYPTO) and actions & {"kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"})

@@ -479,5 +479,39 @@ def test_every_taggable_resource_carries_the_stacks_tags(template) -> None:
     untagged = [name for name, r in template["Resources"].items()
                 if r["Type"] in taggable and r["Properties"].get("Tags") != expected]
     assert untagged == []
-    assert template["Conditions"]["HasCostCenter"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CostCenter"}, ""]}]}
-    assert template["Conditions"]["HasOwner"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "Owner"}, ""]}]}
+    for name in ("CostCenter", "Owner"):
+        assert template["Conditions"][f"Has{name}"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": name}, ""]}]}
+
+
+# --- the key policy ----------------------------------------------------------------------------
+
+def test_key_policy_has_no_kms_star_and_names_exactly_the_stacks_roles(template) -> None:
+    """Issue 20 item 7: administration (KeyAdminArns, else the account) and use (the stack's
+    roles, named) are separate statements; tests/test_iam.py evaluates the policy per principal
+    and checks every recorded path's key use against it."""
+    policy = template["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"]
+    by_sid = {s["Sid"]: s for s in policy}
+    crypto = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom",
+              "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"}
+    assert "kms:*" not in json.dumps(policy)
+    admin = by_sid["AdministerTheKeyOnly"]
+    assert not set(admin["Action"]) & crypto and "kms:PutKeyPolicy" in admin["Action"]
+    assert admin["Principal"] == {"AWS": {"Fn::If": ["HasKeyAdmins", {"Ref": "KeyAdminArns"}, {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}]}}
+    use = by_sid["OnlyTheStacksRolesUseTheKey"]
+    names = [arn["Fn::Sub"].split(":role/")[1] for arn in use["Condition"]["ArnEquals"]["aws:PrincipalArn"]]
+    roles = {n: r["Properties"].get("RoleName", {}).get("Fn::Sub")
+             for n, r in resources(template, "AWS::IAM::Role").items()}
+    assert sorted(names) == sorted(roles[n] for n in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"))
+    for name in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"):  # each role's IAM side
+        own = [s for p in template["Resources"][name]["Properties"]["Policies"]
+               for s in p["PolicyDocument"]["Statement"]]
+        assert any("kms:Decrypt" in as_list(s["Action"]) for s in own), name
+    for s in policy:
+        principal = s["Principal"]
+        if s["Sid"] != "AdministerTheKeyOnly" and "AWS" in principal:  # the account root only
+            assert s["Condition"], s["Sid"]                            # with a condition
+        if "Service" in principal:
+            assert s["Condition"], s["Sid"]
+    assert by_sid["GrantsOnlyThroughTheServicesThatNeedThem"]["Condition"]["Bool"] == {
+        "kms:GrantIsForAWSResource": "true"}
