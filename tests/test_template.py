@@ -169,19 +169,22 @@ def test_reviewers_hand_found_iam_gaps_are_closed(template) -> None:
 
 
 def test_no_open_ingress(template) -> None:
-    """No ingress except HTTPS into the VPC endpoints from the notebook's own group; egress
-    HTTPS only (the endpoints' group: none, an unroutable placeholder)."""
+    """No ingress except HTTPS into the VPC endpoints from the notebook's and the jobs' groups;
+    egress HTTPS only, or the unroutable placeholder that replaces the default allow-all."""
+    sources = [{"Ref": "NotebookSecurityGroup"}, {"Ref": "JobSecurityGroup"}]
     for name, group in resources(template, "AWS::EC2::SecurityGroup").items():
-        for rule in group["Properties"].get("SecurityGroupIngress", []):
-            assert name == "EndpointSecurityGroup"
+        ingress = group["Properties"].get("SecurityGroupIngress", [])
+        assert name == "EndpointSecurityGroup" or ingress == []
+        for rule in ingress:
             assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
-            assert rule["SourceSecurityGroupId"] == {"Ref": "NotebookSecurityGroup"}
-            assert "CidrIp" not in rule
+            assert rule["SourceSecurityGroupId"] in sources and "CidrIp" not in rule
         for rule in group["Properties"].get("SecurityGroupEgress", []):
-            if name == "EndpointSecurityGroup":
+            rule = rule["Fn::If"][1] if "Fn::If" in rule else rule
+            assert (rule["IpProtocol"], rule["FromPort"]) in (("tcp", 443), ("icmp", -1)), name
+            if rule["IpProtocol"] == "icmp":
                 assert rule["CidrIp"] == "127.0.0.1/32"
-            else:
-                assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+    for rule in resources(template, "AWS::EC2::SecurityGroupEgress").values():
+        assert (rule["Properties"]["IpProtocol"], rule["Properties"]["FromPort"]) == ("tcp", 443)
     assert resources(template, "AWS::EC2::SecurityGroupIngress") == {}
     assert "0.0.0.0/0" not in json.dumps({k: v for k, v in template["Resources"].items()
                                           if v["Type"] != "AWS::EC2::SecurityGroup"})
@@ -430,21 +433,59 @@ def notebook_network(template: dict, **given: str) -> str | dict:
     props = template["Resources"]["NotebookInstance"]["Properties"]
     pick = lambda v: v["Fn::If"][1] if conditions[v["Fn::If"][0]] else v["Fn::If"][2]  # noqa: E731
     return {"DirectInternetAccess": pick(props["DirectInternetAccess"]),
-            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"]}
+            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"],
+            "egress": egress(template, "NotebookSecurityGroup", params, conditions)}
+
+
+NO_VALUE = object()
+
+
+def _resolve(node: Any, params: dict, conditions: dict[str, bool]) -> Any:
+    """A resource's properties with Fn::If decided, parameters put in and AWS::NoValue dropped
+    (other Refs, to resources, stay as they are)."""
+    if isinstance(node, list):
+        return [x for x in (_resolve(n, params, conditions) for n in node) if x is not NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if "Fn::If" in node:
+        name, yes, no = node["Fn::If"]
+        return _resolve(yes if conditions[name] else no, params, conditions)
+    if set(node) == {"Ref"}:
+        return NO_VALUE if node["Ref"] == "AWS::NoValue" else params.get(node["Ref"], node)
+    return {k: _resolve(v, params, conditions) for k, v in node.items()}
+
+
+def egress(template: dict, group: str, params: dict, conditions: dict[str, bool]) -> set | None:
+    """Where `group` may send traffic, as (protocol, port, destination) - its own egress rules
+    and the separate SecurityGroupEgress resources on it; None if the group is not created."""
+    res = template["Resources"]
+    if not conditions[res[group]["Condition"]]:
+        return None
+    rules = _resolve(res[group]["Properties"].get("SecurityGroupEgress", []), params, conditions)
+    rules += [_resolve(r["Properties"], params, conditions) for r in res.values()
+              if r["Type"] == "AWS::EC2::SecurityGroupEgress" and conditions[r.get("Condition", "InVpc")]
+              and r["Properties"]["GroupId"] == {"Ref": group}]
+    out = set()
+    for rule in rules:
+        (dest,) = [json.dumps(rule[k]) if isinstance(rule[k], dict) else rule[k] for k in
+                   ("CidrIp", "DestinationPrefixListId", "DestinationSecurityGroupId") if k in rule]
+        out.add((rule["IpProtocol"], rule["FromPort"], dest))
+    return out
 
 
 def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(template) -> None:
     vpc, subnet = "vpc-0123456789abcdef0", "subnet-0123456789abcdef0"
-    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i)
+    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i,
+                                         S3PrefixListId="pl-63a5400a")
              for v in ("", vpc) for s in ("", subnet) for i in ("false", "true")}
     assert cases[("", "", "false")].startswith("The notebook has no internet access by default")
-    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled",
+    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled", "egress": None,
                                        "SubnetId": {"Ref": "AWS::NoValue"}, "endpoints": False}
     for half in ((vpc, ""), ("", subnet)):
         for internet in ("false", "true"):
             assert cases[(*half, internet)].startswith("Give both VpcId and SubnetId")
-    assert cases[(vpc, subnet, "false")] == {"DirectInternetAccess": "Disabled",
-                                             "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
+    assert {k: v for k, v in cases[(vpc, subnet, "false")].items() if k != "egress"} == {
+        "DirectInternetAccess": "Disabled", "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
     assert cases[(vpc, subnet, "true")].startswith("NotebookDirectInternet=true runs the notebook")
     names = {r["Properties"]["ServiceName"]["Fn::Sub"].split("}.", 1)[1]
              for r in resources(template, "AWS::EC2::VPCEndpoint").values()}
@@ -515,3 +556,28 @@ def test_key_policy_has_no_kms_star_and_names_exactly_the_stacks_roles(template)
             assert s["Condition"], s["Sid"]
     assert by_sid["GrantsOnlyThroughTheServicesThatNeedThem"]["Condition"]["Bool"] == {
         "kms:GrantIsForAWSResource": "true"}
+
+
+def test_in_a_vpc_the_notebook_talks_only_to_the_endpoints_and_s3(template) -> None:
+    """Issue 20 item 4: with VpcId/SubnetId the notebook's group sends HTTPS only to this stack's
+    interface endpoints and S3's prefix list (plus ExtraEgressCidr when given: 0.0.0.0/0 only if
+    asked for); missing pieces are refused by a Rule, not left open."""
+    net = {"VpcId": "vpc-0123456789abcdef0", "SubnetId": "subnet-0123456789abcdef0"}
+    pl = "pl-63a5400a"
+    endpoints, s3 = ("tcp", 443, '{"Ref": "EndpointSecurityGroup"}'), ("tcp", 443, pl)
+    placeholder = ("icmp", -1, "127.0.0.1/32")
+    assert notebook_network(template, **net).startswith(
+        "With VpcId and SubnetId the notebook and the jobs reach S3 through the gateway endpoint")
+    closed = notebook_network(template, **net, S3PrefixListId=pl)
+    assert closed["egress"] == {endpoints, s3, placeholder}
+    mirror = notebook_network(template, **net, S3PrefixListId=pl, ExtraEgressCidr="10.1.2.0/24")
+    assert mirror["egress"] == {endpoints, s3, placeholder, ("tcp", 443, "10.1.2.0/24")}
+    nat = notebook_network(template, **net, S3PrefixListId=pl, ExtraEgressCidr="0.0.0.0/0")
+    assert ("tcp", 443, "0.0.0.0/0") in nat["egress"]  # only because it was asked for
+    own = dict(net, S3PrefixListId=pl, CreateVpcEndpoints="false")
+    assert notebook_network(template, **own).startswith("CreateVpcEndpoints=false: the VPC's own endpoints")
+    existing = notebook_network(template, **own, ExtraEgressCidr="10.0.0.0/16")
+    assert existing["egress"] == {s3, placeholder, ("tcp", 443, "10.0.0.0/16")}
+    assert existing["endpoints"] is False
+    internet = notebook_network(template, NotebookDirectInternet="true")
+    assert (internet["DirectInternetAccess"], internet["egress"]) == ("Enabled", None)
