@@ -494,14 +494,17 @@ MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not suppor
 def _for_moto_cfn(template: dict) -> dict:
     """The template with the tags moto 5.2.5's CloudFormation cannot create: an `!If` that gives
     AWS::NoValue inside a Tags list reaches its taggers as None (the optional CostCenter/Owner
-    tags, off by default), and its KMS key reads tags as TagKey/TagValue, not CloudFormation's
-    Key/Value. tests/test_template.py checks the tags themselves."""
+    tags, off by default; the jobs' network policy, VPC stacks only), and its KMS key reads tags
+    as TagKey/TagValue, not CloudFormation's Key/Value. tests/test_template.py checks the tags themselves."""
     for resource in template["Resources"].values():
         tags = resource.get("Properties", {}).get("Tags")
         if isinstance(tags, list):
             resource["Properties"]["Tags"] = [t for t in tags if "Fn::If" not in t]
         if resource["Type"] == "AWS::KMS::Key":
             resource["Properties"].pop("Tags", None)
+        if resource["Type"] == "AWS::IAM::Role":  # likewise a policy only a VPC stack has
+            resource["Properties"]["Policies"] = [
+                p for p in resource["Properties"]["Policies"] if "Fn::If" not in p]
     return template
 
 

@@ -97,8 +97,8 @@ def render(node: Any, refs: dict[str, Any], conditions: dict[str, bool]) -> Any:
 
 def role_statements(template: dict, role: str, refs: dict, conditions: dict) -> list[dict]:
     props = template["Resources"][role]["Properties"]
-    return [s for p in props["Policies"]
-            for s in render(p["PolicyDocument"], refs, conditions)["Statement"]]
+    return [s for p in render(props["Policies"], refs, conditions) if p is not None  # NoValue
+            for s in p["PolicyDocument"]["Statement"]]
 
 
 def for_moto(statements: list[dict]) -> dict:
@@ -119,11 +119,19 @@ def _match(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("?", "[?]"))
 
 
-def _condition_ok(condition: dict, context: dict[str, str]) -> bool:
+def _condition_ok(condition: dict, context: dict[str, Any]) -> bool:
     for op, tests in condition.items():
         for key, want in tests.items():
             wants = want if isinstance(want, list) else [want]
             have = context.get(key)
+            if op == "Null":  # "false": the key must be in the request
+                if (have is None) != (str(want).lower() == "true"):
+                    return False
+                continue
+            if op == "ForAllValues:StringEquals":  # every value listed (vacuously true if absent)
+                if not all(v in wants for v in (have or [])):
+                    return False
+                continue
             if have is None:
                 return False
             if op in ("StringEquals", "ArnEquals", "Bool"):
@@ -192,6 +200,13 @@ class Calls:
         return out
 
 
+def _vpc_keys(request: dict) -> dict[str, list[str]]:
+    """sagemaker:VpcSubnets / VpcSecurityGroupIds of a job request (absent outside a VPC)."""
+    vpc = request.get("VpcConfig")
+    return {"sagemaker:VpcSubnets": vpc["Subnets"],
+            "sagemaker:VpcSecurityGroupIds": vpc["SecurityGroupIds"]} if vpc else {}
+
+
 def _iam_view(service: str, op: str, p: dict, key_arn: str,
               stack_id: str) -> list[tuple[str, str, dict[str, str]]]:
     arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
@@ -236,8 +251,8 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             name = p["TrainingJobName"]
             out = [(action, arn.format("sagemaker", f"training-job/{name.lower()}"), {
                 "sagemaker:VolumeKmsKey": p.get("ResourceConfig", {}).get("VolumeKmsKeyId", ""),
-                "sagemaker:OutputKmsKey": p.get("OutputDataConfig", {}).get("KmsKeyId", "")}
-                if op == "CreateTrainingJob" else {})]
+                "sagemaker:OutputKmsKey": p.get("OutputDataConfig", {}).get("KmsKeyId", ""),
+                **_vpc_keys(p)} if op == "CreateTrainingJob" else {})]
             if op == "CreateTrainingJob":
                 out.append(("iam:PassRole", p["RoleArn"],
                             {"iam:PassedToService": "sagemaker.amazonaws.com"}))
@@ -246,7 +261,8 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             name = p["HyperParameterTuningJobName"]
             out = [(action, arn.format("sagemaker", f"hyper-parameter-tuning-job/{name.lower()}"),
                     {"sagemaker:OutputKmsKey": p.get("TrainingJobDefinition", {}).get(
-                        "OutputDataConfig", {}).get("KmsKeyId", "")}
+                        "OutputDataConfig", {}).get("KmsKeyId", ""),
+                     **_vpc_keys(p.get("TrainingJobDefinition", {}))}
                     if op.startswith("Create") else {})]
             if op.startswith("Create"):
                 out.append(("iam:PassRole", p["TrainingJobDefinition"]["RoleArn"],
@@ -640,3 +656,42 @@ def test_key_policy_splits_administration_from_use(admins: list[str]) -> None:
         actions = set(as_list(s["Action"]))
         assert not any(a.endswith("*") for a in actions)
         assert not (actions & set(CRYPTO) and actions & {"kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"})
+
+
+def test_jobs_in_a_vpc_only_in_the_job_subnet_and_group(stack: Stack, calls: Calls,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 5: with the stack's VPC outputs (here their ALGO_* variables: moto's stack
+    has no VPC) training and tuning requests carry VpcConfig, and the notebook role's policy as
+    rendered for a VPC stack allows exactly those and refuses a job outside the VPC."""
+    from algotrading.models import forecast, train
+
+    subnet, group = "subnet-0123456789abcdef0", "sg-0123456789abcdef0"
+    monkeypatch.setenv("ALGO_JOB_SUBNETS", subnet)
+    monkeypatch.setenv("ALGO_JOB_SECURITY_GROUP", group)
+    _ingest(stack, calls)
+    stack.become("Role")
+    calls.seen.clear()
+    prices = schema.to_prices(sources.read("sample").frame, "IXIC")
+    train.submit(prices, forecast.Config(symbol="IXIC", epochs=1, patience=1),
+                 f"s3://{stack.bucket}/jobs/models")
+    job.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
+             train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
+             params={"size": 10}, max_jobs=2, max_parallel_jobs=1, requirements=())
+    (trained,) = _created(calls, "CreateTrainingJob")
+    (tuned,) = _created(calls, "CreateHyperParameterTuningJob")
+    expected = {"Subnets": [subnet], "SecurityGroupIds": [group]}
+    assert trained["VpcConfig"] == expected and tuned["TrainingJobDefinition"]["VpcConfig"] == expected
+    in_vpc = role_statements(stack.template, "Role", {**stack.refs, "SubnetId": subnet,
+                                                      "JobSecurityGroup": group},
+                             {**stack.conditions, "InVpc": True})
+    needed = calls.permissions(stack.key, stack.stack_id)
+    assert [(a, r) for a, r, c in needed if not allowed(in_vpc, a, r, c) and a not in TOLERATED] == []
+    creates = [(a, r, c) for a, r, c in needed if a in ("sagemaker:CreateTrainingJob",
+                                                        "sagemaker:CreateHyperParameterTuningJob")]
+    assert len(creates) == 2
+    for action, resource, context in creates:
+        outside = {k: v for k, v in context.items() if not k.startswith("sagemaker:Vpc")}
+        other = {**context, "sagemaker:VpcSubnets": ["subnet-0fffffffffffffff0"]}
+        assert not allowed(in_vpc, action, resource, outside)
+        assert not allowed(in_vpc, action, resource, other)
+        assert allowed(stack.policies["Role"], action, resource, outside)  # the stack without a VPC

@@ -43,13 +43,15 @@ def resources(template: dict, kind: str) -> dict[str, dict]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
+def policies(role: dict) -> list[dict]:
+    """A role's inline policies, including the ones only some parameters create (`!If`)."""
+    return [p["Fn::If"][1] if "Fn::If" in p else p for p in role["Properties"].get("Policies", [])]
+
+
 def statements(template: dict) -> list[dict]:
     """Every statement of every identity policy (inline policies of roles)."""
-    out = []
-    for role in resources(template, "AWS::IAM::Role").values():
-        for policy in role["Properties"].get("Policies", []):
-            out += policy["PolicyDocument"]["Statement"]
-    return out
+    return [s for role in resources(template, "AWS::IAM::Role").values()
+            for policy in policies(role) for s in policy["PolicyDocument"]["Statement"]]
 
 
 def as_list(value: Any) -> list:
@@ -104,11 +106,14 @@ def test_no_managed_full_access_policy_and_no_wildcard_action(template) -> None:
 
 
 def test_resource_star_only_where_aws_allows_no_resource(template) -> None:
-    """ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited to SageMaker's namespace)
-    have no resource-level permission; nothing else gets '*'."""
+    """ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited to SageMaker's namespace)
+    and the EC2 Describe calls of a VPC job have no resource-level permission; nothing else
+    gets '*'."""
     star = [s for s in statements(template) if "*" in as_list(s["Resource"])]
+    describe = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]
     assert star and all(as_list(s["Action"]) in (["ecr:GetAuthorizationToken"],
-                                                 ["cloudwatch:PutMetricData"]) for s in star)
+                                                 ["cloudwatch:PutMetricData"], describe) for s in star)
     for s in star:
         if s["Action"] == "cloudwatch:PutMetricData":
             assert s["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
@@ -122,7 +127,7 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
     """The notebook passes only JobRole, only to SageMaker; it creates jobs only named
     `<stack>-*` and only with the stack's key on the job's volume and output."""
     role = template["Resources"]["Role"]  # the live runner's roles: tests/test_live_template.py
-    own = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    own = [s for p in policies(role) for s in p["PolicyDocument"]["Statement"]]
     (pass_role,) = [s for s in own if s["Action"] == "iam:PassRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": ["JobRole", "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -131,11 +136,15 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
         for resource in as_list(s["Resource"]):
             assert resource["Fn::Sub"].endswith("/${AWS::StackName}-*")  # jobs.job_prefix
     key = {"Fn::If": ["CreateKey", {"Fn::GetAtt": ["Key", "Arn"]}, {"Ref": "KmsKeyArn"}]}
+    in_vpc = {"ForAllValues:StringEquals": {"sagemaker:VpcSubnets": [{"Ref": "SubnetId"}],
+                                            "sagemaker:VpcSecurityGroupIds": [{"Ref": "JobSecurityGroup"}]},
+              "Null": {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}}
     (create,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateTrainingJob"]
-    assert create["Condition"] == {"ArnEquals": {"sagemaker:VolumeKmsKey": key,
-                                                 "sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}}
+    assert create["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     (tune,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateHyperParameterTuningJob"]
-    assert tune["Condition"] == {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    assert tune["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     for name in ("Role", "JobRole"):
         principal = template["Resources"][name]["Properties"]["AssumeRolePolicyDocument"][
             "Statement"][0]["Principal"]
@@ -160,7 +169,7 @@ def test_reviewers_hand_found_iam_gaps_are_closed(template) -> None:
     for name, role in resources(template, "AWS::IAM::Role").items():
         assert role["Properties"]["PermissionsBoundary"] == {
             "Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]}, name
-    job = [s for p in res["JobRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    job = [s for p in policies(res["JobRole"]) for s in p["PolicyDocument"]["Statement"]]
     writes = [s for s in job if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(s["Action"]))]
     assert [w["Resource"] for w in writes] == [{"Fn::Sub": "${DataBucket.Arn}/jobs/*"}]
     for param in template["Parameters"].values():  # every free-text parameter is constrained
@@ -434,7 +443,8 @@ def notebook_network(template: dict, **given: str) -> str | dict:
     pick = lambda v: v["Fn::If"][1] if conditions[v["Fn::If"][0]] else v["Fn::If"][2]  # noqa: E731
     return {"DirectInternetAccess": pick(props["DirectInternetAccess"]),
             "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"],
-            "egress": egress(template, "NotebookSecurityGroup", params, conditions)}
+            "egress": egress(template, "NotebookSecurityGroup", params, conditions),
+            "jobs": egress(template, "JobSecurityGroup", params, conditions)}
 
 
 NO_VALUE = object()
@@ -479,12 +489,12 @@ def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(t
                                          S3PrefixListId="pl-63a5400a")
              for v in ("", vpc) for s in ("", subnet) for i in ("false", "true")}
     assert cases[("", "", "false")].startswith("The notebook has no internet access by default")
-    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled", "egress": None,
+    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled", "egress": None, "jobs": None,
                                        "SubnetId": {"Ref": "AWS::NoValue"}, "endpoints": False}
     for half in ((vpc, ""), ("", subnet)):
         for internet in ("false", "true"):
             assert cases[(*half, internet)].startswith("Give both VpcId and SubnetId")
-    assert {k: v for k, v in cases[(vpc, subnet, "false")].items() if k != "egress"} == {
+    assert {k: v for k, v in cases[(vpc, subnet, "false")].items() if k not in ("egress", "jobs")} == {
         "DirectInternetAccess": "Disabled", "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
     assert cases[(vpc, subnet, "true")].startswith("NotebookDirectInternet=true runs the notebook")
     names = {r["Properties"]["ServiceName"]["Fn::Sub"].split("}.", 1)[1]
@@ -545,8 +555,7 @@ def test_key_policy_has_no_kms_star_and_names_exactly_the_stacks_roles(template)
              for n, r in resources(template, "AWS::IAM::Role").items()}
     assert sorted(names) == sorted(roles[n] for n in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"))
     for name in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"):  # each role's IAM side
-        own = [s for p in template["Resources"][name]["Properties"]["Policies"]
-               for s in p["PolicyDocument"]["Statement"]]
+        own = [s for p in policies(template["Resources"][name]) for s in p["PolicyDocument"]["Statement"]]
         assert any("kms:Decrypt" in as_list(s["Action"]) for s in own), name
     for s in policy:
         principal = s["Principal"]
@@ -581,3 +590,9 @@ def test_in_a_vpc_the_notebook_talks_only_to_the_endpoints_and_s3(template) -> N
     assert existing["endpoints"] is False
     internet = notebook_network(template, NotebookDirectInternet="true")
     assert (internet["DirectInternetAccess"], internet["egress"]) == ("Enabled", None)
+    for case in (closed, mirror, nat, existing):  # the jobs leave the VPC the same ways, and
+        assert case["jobs"] == case["egress"]     # the endpoints admit both groups
+    assert internet["jobs"] is None  # no VPC: the jobs run in SageMaker's own network
+    ingress = template["Resources"]["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [r["SourceSecurityGroupId"] for r in ingress] == [{"Ref": "NotebookSecurityGroup"},
+                                                             {"Ref": "JobSecurityGroup"}]
