@@ -97,8 +97,8 @@ def render(node: Any, refs: dict[str, Any], conditions: dict[str, bool]) -> Any:
 
 def role_statements(template: dict, role: str, refs: dict, conditions: dict) -> list[dict]:
     props = template["Resources"][role]["Properties"]
-    return [s for p in props["Policies"]
-            for s in render(p["PolicyDocument"], refs, conditions)["Statement"]]
+    return [s for p in render(props["Policies"], refs, conditions) if p is not None  # NoValue
+            for s in p["PolicyDocument"]["Statement"]]
 
 
 def for_moto(statements: list[dict]) -> dict:
@@ -119,11 +119,19 @@ def _match(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("?", "[?]"))
 
 
-def _condition_ok(condition: dict, context: dict[str, str]) -> bool:
+def _condition_ok(condition: dict, context: dict[str, Any]) -> bool:
     for op, tests in condition.items():
         for key, want in tests.items():
             wants = want if isinstance(want, list) else [want]
             have = context.get(key)
+            if op == "Null":  # "false": the key must be in the request
+                if (have is None) != (str(want).lower() == "true"):
+                    return False
+                continue
+            if op == "ForAllValues:StringEquals":  # every value listed (vacuously true if absent)
+                if not all(v in wants for v in (have or [])):
+                    return False
+                continue
             if have is None:
                 return False
             if op in ("StringEquals", "ArnEquals", "Bool"):
@@ -158,6 +166,21 @@ def allowed(statements: list[dict], action: str, resource: str,
     return verdict
 
 
+def key_policy_allows(statements: list[dict], principal: str, action: str, key: str,
+                      context: dict[str, str] | None = None) -> bool:
+    """KMS's key-policy logic for a principal of the key's account: the statements that name it
+    or the account root apply, with aws:PrincipalArn set (an account-root statement still needs
+    the principal's IAM policy too: `allowed` checks that separately)."""
+    root = f"arn:aws:iam::{principal.split(':')[4]}:root"
+    mine = [s for s in statements
+            if {principal, root} & set(as_list(s.get("Principal", {}).get("AWS", [])))]
+    return allowed(mine, action, key, {"aws:PrincipalArn": principal, **(context or {})})
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 # --- calls as made, and as IAM sees them ------------------------------------------------------
 
 class Calls:
@@ -175,6 +198,13 @@ class Calls:
                 p = {**p, "WorkGroup": workgroup}
             out += _iam_view(service, op, p, bucket_key, stack_id)
         return out
+
+
+def _vpc_keys(request: dict) -> dict[str, list[str]]:
+    """sagemaker:VpcSubnets / VpcSecurityGroupIds of a job request (absent outside a VPC)."""
+    vpc = request.get("VpcConfig")
+    return {"sagemaker:VpcSubnets": vpc["Subnets"],
+            "sagemaker:VpcSecurityGroupIds": vpc["SecurityGroupIds"]} if vpc else {}
 
 
 def _iam_view(service: str, op: str, p: dict, key_arn: str,
@@ -221,8 +251,8 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             name = p["TrainingJobName"]
             out = [(action, arn.format("sagemaker", f"training-job/{name.lower()}"), {
                 "sagemaker:VolumeKmsKey": p.get("ResourceConfig", {}).get("VolumeKmsKeyId", ""),
-                "sagemaker:OutputKmsKey": p.get("OutputDataConfig", {}).get("KmsKeyId", "")}
-                if op == "CreateTrainingJob" else {})]
+                "sagemaker:OutputKmsKey": p.get("OutputDataConfig", {}).get("KmsKeyId", ""),
+                **_vpc_keys(p)} if op == "CreateTrainingJob" else {})]
             if op == "CreateTrainingJob":
                 out.append(("iam:PassRole", p["RoleArn"],
                             {"iam:PassedToService": "sagemaker.amazonaws.com"}))
@@ -231,7 +261,8 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             name = p["HyperParameterTuningJobName"]
             out = [(action, arn.format("sagemaker", f"hyper-parameter-tuning-job/{name.lower()}"),
                     {"sagemaker:OutputKmsKey": p.get("TrainingJobDefinition", {}).get(
-                        "OutputDataConfig", {}).get("KmsKeyId", "")}
+                        "OutputDataConfig", {}).get("KmsKeyId", ""),
+                     **_vpc_keys(p.get("TrainingJobDefinition", {}))}
                     if op.startswith("Create") else {})]
             if op.startswith("Create"):
                 out.append(("iam:PassRole", p["TrainingJobDefinition"]["RoleArn"],
@@ -294,7 +325,9 @@ class Stack:
                      "LiveLogGroup.Arn":
                          f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/algotrading/{STACK}/live:*"}
         self.conditions = {"CreateKey": True, "InVpc": False, "HasRepository": False,
-                           "HasBoundary": False, "LiveWithAlpacaKeys": False}
+                           "HasBoundary": False, "LiveWithAlpacaKeys": False, "HasKeyAdmins": False}
+        self.key_policy = render(self.template["Resources"]["Key"]["Properties"]["KeyPolicy"],
+                                 self.refs, self.conditions)["Statement"]
         iam = aws.client("iam")
         self.policies: dict[str, list[dict]] = {}
         self.arns = {"Role": self.outputs["SageMakerRoleArn"], "JobRole": self.outputs["JobRoleArn"]}
@@ -346,6 +379,12 @@ class Stack:
         denied = [(a, r, c) for a, r, c in needed if not allowed(self.policies[principal], a, r, c)
                   and a not in TOLERATED]
         assert denied == [], f"{principal} lacks: {denied}"
+        # the key's own policy must let the role use the key too (as the template names the role)
+        arn = f"arn:aws:iam::{ACCOUNT}:role/" + render(
+            self.template["Resources"][principal]["Properties"]["RoleName"], self.refs, self.conditions)
+        refused = [(a, c) for a, r, c in needed if r == self.key
+                   and not key_policy_allows(self.key_policy, arn, a, self.key, c)]
+        assert refused == [], f"the key policy refuses {principal}: {refused}"
         return sorted({(a, r) for a, r, _ in needed})
 
 
@@ -575,3 +614,84 @@ def test_model_output_from_a_job_is_readable_by_the_notebook(stack: Stack, calls
     table = job.gather_sweep(["j1"])
     assert table.to_dict("records") == [{"fast_period": 5, "slow_period": 20, "pnl": 1.0}]
     stack.check("Role", calls)
+
+
+CRYPTO = ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+          "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:CreateGrant")
+
+
+@pytest.mark.parametrize("admins", [[""], [f"arn:aws:iam::{ACCOUNT}:user/alice"]])
+def test_key_policy_splits_administration_from_use(admins: list[str]) -> None:
+    """Issue 20 item 7: the key's administrators (KeyAdminArns, else the account) can change and
+    delete the key but not use it; only the stack's four roles use it (each also through its own
+    IAM policy); grants only for AWS resources through SageMaker, EC2 and DynamoDB."""
+    template = _template()
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k"
+    refs = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT, "AWS::Region": REGION,
+            "AWS::StackName": STACK, "NamePrefix": "algo", "KeyAdminArns": admins}
+    conditions = {"HasKeyAdmins": admins != [""]}
+    policy = render(template["Resources"]["Key"]["Properties"]["KeyPolicy"], refs, conditions)["Statement"]
+    roles = {name: f"arn:aws:iam::{ACCOUNT}:role/" + render(
+        template["Resources"][name]["Properties"]["RoleName"], refs, conditions)
+        for name in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole")}
+    for name, arn in roles.items():
+        needs = ["kms:Decrypt"] + (["kms:GenerateDataKey"] if name != "LiveExecutionRole" else [])
+        assert all(key_policy_allows(policy, arn, a, key) for a in needs), name
+        assert not key_policy_allows(policy, arn, "kms:PutKeyPolicy", key) or not conditions["HasKeyAdmins"]
+    admin = admins[0] or f"arn:aws:iam::{ACCOUNT}:role/account-admin"
+    for action in ("kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:EnableKeyRotation"):
+        assert key_policy_allows(policy, admin, action, key)
+    for action in CRYPTO:
+        assert not key_policy_allows(policy, admin, action, key), action
+    if conditions["HasKeyAdmins"]:  # then the rest of the account cannot administer it
+        assert not key_policy_allows(policy, f"arn:aws:iam::{ACCOUNT}:role/other", "kms:PutKeyPolicy", key)
+    grant = {"kms:GrantIsForAWSResource": "true"}
+    for service in ("sagemaker", "ec2", "dynamodb"):
+        assert key_policy_allows(policy, roles["Role"], "kms:CreateGrant", key,
+                                 {**grant, "kms:ViaService": f"{service}.{REGION}.amazonaws.com"})
+    assert not key_policy_allows(policy, roles["Role"], "kms:CreateGrant", key, grant)  # not directly
+    assert not key_policy_allows(policy, admin, "kms:CreateGrant", key,
+                                 {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
+    for s in policy:  # no kms:* and no statement that both administers and uses
+        actions = set(as_list(s["Action"]))
+        assert not any(a.endswith("*") for a in actions)
+        assert not (actions & set(CRYPTO) and actions & {"kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"})
+
+
+def test_jobs_in_a_vpc_only_in_the_job_subnet_and_group(stack: Stack, calls: Calls,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 5: with the stack's VPC outputs (here their ALGO_* variables: moto's stack
+    has no VPC) training and tuning requests carry VpcConfig, and the notebook role's policy as
+    rendered for a VPC stack allows exactly those and refuses a job outside the VPC."""
+    from algotrading.models import forecast, train
+
+    subnet, group = "subnet-0123456789abcdef0", "sg-0123456789abcdef0"
+    monkeypatch.setenv("ALGO_JOB_SUBNETS", subnet)
+    monkeypatch.setenv("ALGO_JOB_SECURITY_GROUP", group)
+    _ingest(stack, calls)
+    stack.become("Role")
+    calls.seen.clear()
+    prices = schema.to_prices(sources.read("sample").frame, "IXIC")
+    train.submit(prices, forecast.Config(symbol="IXIC", epochs=1, patience=1),
+                 f"s3://{stack.bucket}/jobs/models")
+    job.tune("ema", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
+             train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
+             params={"size": 10}, max_jobs=2, max_parallel_jobs=1, requirements=())
+    (trained,) = _created(calls, "CreateTrainingJob")
+    (tuned,) = _created(calls, "CreateHyperParameterTuningJob")
+    expected = {"Subnets": [subnet], "SecurityGroupIds": [group]}
+    assert trained["VpcConfig"] == expected and tuned["TrainingJobDefinition"]["VpcConfig"] == expected
+    in_vpc = role_statements(stack.template, "Role", {**stack.refs, "SubnetId": subnet,
+                                                      "JobSecurityGroup": group},
+                             {**stack.conditions, "InVpc": True})
+    needed = calls.permissions(stack.key, stack.stack_id)
+    assert [(a, r) for a, r, c in needed if not allowed(in_vpc, a, r, c) and a not in TOLERATED] == []
+    creates = [(a, r, c) for a, r, c in needed if a in ("sagemaker:CreateTrainingJob",
+                                                        "sagemaker:CreateHyperParameterTuningJob")]
+    assert len(creates) == 2
+    for action, resource, context in creates:
+        outside = {k: v for k, v in context.items() if not k.startswith("sagemaker:Vpc")}
+        other = {**context, "sagemaker:VpcSubnets": ["subnet-0fffffffffffffff0"]}
+        assert not allowed(in_vpc, action, resource, outside)
+        assert not allowed(in_vpc, action, resource, other)
+        assert allowed(stack.policies["Role"], action, resource, outside)  # the stack without a VPC

@@ -28,6 +28,7 @@ pytest.importorskip("sagemaker.train")
 from test_aws import TEMPLATE, aws_env, moto_url  # noqa: E402,F401  (shared moto fixtures)
 
 from algotrading import aws, jobs  # noqa: E402
+from algotrading.errors import ParameterError  # noqa: E402
 
 ENTRY = "algotrading.cli"  # any module of the package with a __main__ block will do
 TRUST = {"Version": "2012-10-17", "Statement": [{
@@ -201,3 +202,13 @@ def test_stage_source_copies_the_package_only(tmp_path) -> None:
     assert not list(tmp_path.rglob("__pycache__"))
     assert (tmp_path / "requirements.txt").read_text() == f"pandas=={pd.__version__}\n"
     assert jobs.pinned(["not-installed-anywhere>=1"]) == ["not-installed-anywhere>=1"]
+
+
+def test_vpc_config_needs_both_outputs_or_neither() -> None:
+    """Issue 20 item 5: the stack's policy creates VPC jobs only with subnet and group both."""
+    assert jobs.vpc_config(None, None) is None
+    assert jobs.vpc_config("subnet-0a, subnet-0b", "sg-01") == {
+        "subnets": ["subnet-0a", "subnet-0b"], "security_group_ids": ["sg-01"]}
+    for half in (("subnet-0a", None), (None, "sg-01"), (" , ", "sg-01")):
+        with pytest.raises(ParameterError, match="ALGO_JOB_SUBNETS=.*needs both"):
+            jobs.vpc_config(*half)

@@ -43,13 +43,15 @@ def resources(template: dict, kind: str) -> dict[str, dict]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
+def policies(role: dict) -> list[dict]:
+    """A role's inline policies, including the ones only some parameters create (`!If`)."""
+    return [p["Fn::If"][1] if "Fn::If" in p else p for p in role["Properties"].get("Policies", [])]
+
+
 def statements(template: dict) -> list[dict]:
     """Every statement of every identity policy (inline policies of roles)."""
-    out = []
-    for role in resources(template, "AWS::IAM::Role").values():
-        for policy in role["Properties"].get("Policies", []):
-            out += policy["PolicyDocument"]["Statement"]
-    return out
+    return [s for role in resources(template, "AWS::IAM::Role").values()
+            for policy in policies(role) for s in policy["PolicyDocument"]["Statement"]]
 
 
 def as_list(value: Any) -> list:
@@ -104,11 +106,14 @@ def test_no_managed_full_access_policy_and_no_wildcard_action(template) -> None:
 
 
 def test_resource_star_only_where_aws_allows_no_resource(template) -> None:
-    """ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited to SageMaker's namespace)
-    have no resource-level permission; nothing else gets '*'."""
+    """ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited to SageMaker's namespace)
+    and the EC2 Describe calls of a VPC job have no resource-level permission; nothing else
+    gets '*'."""
     star = [s for s in statements(template) if "*" in as_list(s["Resource"])]
+    describe = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]
     assert star and all(as_list(s["Action"]) in (["ecr:GetAuthorizationToken"],
-                                                 ["cloudwatch:PutMetricData"]) for s in star)
+                                                 ["cloudwatch:PutMetricData"], describe) for s in star)
     for s in star:
         if s["Action"] == "cloudwatch:PutMetricData":
             assert s["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
@@ -122,7 +127,7 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
     """The notebook passes only JobRole, only to SageMaker; it creates jobs only named
     `<stack>-*` and only with the stack's key on the job's volume and output."""
     role = template["Resources"]["Role"]  # the live runner's roles: tests/test_live_template.py
-    own = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    own = [s for p in policies(role) for s in p["PolicyDocument"]["Statement"]]
     (pass_role,) = [s for s in own if s["Action"] == "iam:PassRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": ["JobRole", "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -131,11 +136,15 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
         for resource in as_list(s["Resource"]):
             assert resource["Fn::Sub"].endswith("/${AWS::StackName}-*")  # jobs.job_prefix
     key = {"Fn::If": ["CreateKey", {"Fn::GetAtt": ["Key", "Arn"]}, {"Ref": "KmsKeyArn"}]}
+    in_vpc = {"ForAllValues:StringEquals": {"sagemaker:VpcSubnets": [{"Ref": "SubnetId"}],
+                                            "sagemaker:VpcSecurityGroupIds": [{"Ref": "JobSecurityGroup"}]},
+              "Null": {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}}
     (create,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateTrainingJob"]
-    assert create["Condition"] == {"ArnEquals": {"sagemaker:VolumeKmsKey": key,
-                                                 "sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}}
+    assert create["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     (tune,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateHyperParameterTuningJob"]
-    assert tune["Condition"] == {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    assert tune["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     for name in ("Role", "JobRole"):
         principal = template["Resources"][name]["Properties"]["AssumeRolePolicyDocument"][
             "Statement"][0]["Principal"]
@@ -160,7 +169,7 @@ def test_reviewers_hand_found_iam_gaps_are_closed(template) -> None:
     for name, role in resources(template, "AWS::IAM::Role").items():
         assert role["Properties"]["PermissionsBoundary"] == {
             "Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]}, name
-    job = [s for p in res["JobRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    job = [s for p in policies(res["JobRole"]) for s in p["PolicyDocument"]["Statement"]]
     writes = [s for s in job if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(s["Action"]))]
     assert [w["Resource"] for w in writes] == [{"Fn::Sub": "${DataBucket.Arn}/jobs/*"}]
     for param in template["Parameters"].values():  # every free-text parameter is constrained
@@ -169,19 +178,22 @@ def test_reviewers_hand_found_iam_gaps_are_closed(template) -> None:
 
 
 def test_no_open_ingress(template) -> None:
-    """No ingress except HTTPS into the VPC endpoints from the notebook's own group; egress
-    HTTPS only (the endpoints' group: none, an unroutable placeholder)."""
+    """No ingress except HTTPS into the VPC endpoints from the notebook's and the jobs' groups;
+    egress HTTPS only, or the unroutable placeholder that replaces the default allow-all."""
+    sources = [{"Ref": "NotebookSecurityGroup"}, {"Ref": "JobSecurityGroup"}]
     for name, group in resources(template, "AWS::EC2::SecurityGroup").items():
-        for rule in group["Properties"].get("SecurityGroupIngress", []):
-            assert name == "EndpointSecurityGroup"
+        ingress = group["Properties"].get("SecurityGroupIngress", [])
+        assert name == "EndpointSecurityGroup" or ingress == []
+        for rule in ingress:
             assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
-            assert rule["SourceSecurityGroupId"] == {"Ref": "NotebookSecurityGroup"}
-            assert "CidrIp" not in rule
+            assert rule["SourceSecurityGroupId"] in sources and "CidrIp" not in rule
         for rule in group["Properties"].get("SecurityGroupEgress", []):
-            if name == "EndpointSecurityGroup":
+            rule = rule["Fn::If"][1] if "Fn::If" in rule else rule
+            assert (rule["IpProtocol"], rule["FromPort"]) in (("tcp", 443), ("icmp", -1)), name
+            if rule["IpProtocol"] == "icmp":
                 assert rule["CidrIp"] == "127.0.0.1/32"
-            else:
-                assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+    for rule in resources(template, "AWS::EC2::SecurityGroupEgress").values():
+        assert (rule["Properties"]["IpProtocol"], rule["Properties"]["FromPort"]) == ("tcp", 443)
     assert resources(template, "AWS::EC2::SecurityGroupIngress") == {}
     assert "0.0.0.0/0" not in json.dumps({k: v for k, v in template["Resources"].items()
                                           if v["Type"] != "AWS::EC2::SecurityGroup"})
@@ -430,21 +442,60 @@ def notebook_network(template: dict, **given: str) -> str | dict:
     props = template["Resources"]["NotebookInstance"]["Properties"]
     pick = lambda v: v["Fn::If"][1] if conditions[v["Fn::If"][0]] else v["Fn::If"][2]  # noqa: E731
     return {"DirectInternetAccess": pick(props["DirectInternetAccess"]),
-            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"]}
+            "SubnetId": pick(props["SubnetId"]), "endpoints": conditions["Endpoints"],
+            "egress": egress(template, "NotebookSecurityGroup", params, conditions),
+            "jobs": egress(template, "JobSecurityGroup", params, conditions)}
+
+
+NO_VALUE = object()
+
+
+def _resolve(node: Any, params: dict, conditions: dict[str, bool]) -> Any:
+    """A resource's properties with Fn::If decided, parameters put in and AWS::NoValue dropped
+    (other Refs, to resources, stay as they are)."""
+    if isinstance(node, list):
+        return [x for x in (_resolve(n, params, conditions) for n in node) if x is not NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if "Fn::If" in node:
+        name, yes, no = node["Fn::If"]
+        return _resolve(yes if conditions[name] else no, params, conditions)
+    if set(node) == {"Ref"}:
+        return NO_VALUE if node["Ref"] == "AWS::NoValue" else params.get(node["Ref"], node)
+    return {k: _resolve(v, params, conditions) for k, v in node.items()}
+
+
+def egress(template: dict, group: str, params: dict, conditions: dict[str, bool]) -> set | None:
+    """Where `group` may send traffic, as (protocol, port, destination) - its own egress rules
+    and the separate SecurityGroupEgress resources on it; None if the group is not created."""
+    res = template["Resources"]
+    if not conditions[res[group]["Condition"]]:
+        return None
+    rules = _resolve(res[group]["Properties"].get("SecurityGroupEgress", []), params, conditions)
+    rules += [_resolve(r["Properties"], params, conditions) for r in res.values()
+              if r["Type"] == "AWS::EC2::SecurityGroupEgress" and conditions[r.get("Condition", "InVpc")]
+              and r["Properties"]["GroupId"] == {"Ref": group}]
+    out = set()
+    for rule in rules:
+        (dest,) = [json.dumps(rule[k]) if isinstance(rule[k], dict) else rule[k] for k in
+                   ("CidrIp", "DestinationPrefixListId", "DestinationSecurityGroupId") if k in rule]
+        out.add((rule["IpProtocol"], rule["FromPort"], dest))
+    return out
 
 
 def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(template) -> None:
     vpc, subnet = "vpc-0123456789abcdef0", "subnet-0123456789abcdef0"
-    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i)
+    cases = {(v, s, i): notebook_network(template, VpcId=v, SubnetId=s, NotebookDirectInternet=i,
+                                         S3PrefixListId="pl-63a5400a")
              for v in ("", vpc) for s in ("", subnet) for i in ("false", "true")}
     assert cases[("", "", "false")].startswith("The notebook has no internet access by default")
-    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled",
+    assert cases[("", "", "true")] == {"DirectInternetAccess": "Enabled", "egress": None, "jobs": None,
                                        "SubnetId": {"Ref": "AWS::NoValue"}, "endpoints": False}
     for half in ((vpc, ""), ("", subnet)):
         for internet in ("false", "true"):
             assert cases[(*half, internet)].startswith("Give both VpcId and SubnetId")
-    assert cases[(vpc, subnet, "false")] == {"DirectInternetAccess": "Disabled",
-                                             "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
+    assert {k: v for k, v in cases[(vpc, subnet, "false")].items() if k not in ("egress", "jobs")} == {
+        "DirectInternetAccess": "Disabled", "SubnetId": {"Ref": "SubnetId"}, "endpoints": True}
     assert cases[(vpc, subnet, "true")].startswith("NotebookDirectInternet=true runs the notebook")
     names = {r["Properties"]["ServiceName"]["Fn::Sub"].split("}.", 1)[1]
              for r in resources(template, "AWS::EC2::VPCEndpoint").values()}
@@ -453,3 +504,95 @@ def test_notebook_has_no_internet_unless_asked_and_refuses_half_given_networks(t
     notebook = template["Resources"]["NotebookInstance"]["Properties"]
     assert notebook["PlatformIdentifier"] == "notebook-al2023-v1"
     assert notebook["RootAccess"] == "Disabled"
+
+
+# --- tags --------------------------------------------------------------------------------------
+
+def _taggable(kind: str) -> bool:
+    """Whether CloudFormation's own resource schema (as cfn-lint ships it) has a Tags property."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    return "Tags" in PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", kind).schema["properties"]
+
+
+def test_every_taggable_resource_carries_the_stacks_tags(template) -> None:
+    """Issue 20 item 7: cost and ownership reports find every resource of the stack."""
+    expected = [{"Key": "Project", "Value": "algotrading"},
+                {"Key": "Stack", "Value": {"Ref": "AWS::StackName"}},
+                {"Fn::If": ["HasCostCenter", {"Key": "CostCenter", "Value": {"Ref": "CostCenter"}},
+                            {"Ref": "AWS::NoValue"}]},
+                {"Fn::If": ["HasOwner", {"Key": "Owner", "Value": {"Ref": "Owner"}},
+                            {"Ref": "AWS::NoValue"}]}]
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    taggable = {k for k in kinds if _taggable(k)}
+    assert {"AWS::KMS::Key", "AWS::S3::Bucket", "AWS::IAM::Role", "AWS::SageMaker::NotebookInstance",
+            "AWS::EC2::VPCEndpoint", "AWS::Logs::LogGroup"} <= taggable
+    untagged = [name for name, r in template["Resources"].items()
+                if r["Type"] in taggable and r["Properties"].get("Tags") != expected]
+    assert untagged == []
+    for name in ("CostCenter", "Owner"):
+        assert template["Conditions"][f"Has{name}"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": name}, ""]}]}
+
+
+# --- the key policy ----------------------------------------------------------------------------
+
+def test_key_policy_has_no_kms_star_and_names_exactly_the_stacks_roles(template) -> None:
+    """Issue 20 item 7: administration (KeyAdminArns, else the account) and use (the stack's
+    roles, named) are separate statements; tests/test_iam.py evaluates the policy per principal
+    and checks every recorded path's key use against it."""
+    policy = template["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"]
+    by_sid = {s["Sid"]: s for s in policy}
+    crypto = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom",
+              "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"}
+    assert "kms:*" not in json.dumps(policy)
+    admin = by_sid["AdministerTheKeyOnly"]
+    assert not set(admin["Action"]) & crypto and "kms:PutKeyPolicy" in admin["Action"]
+    assert admin["Principal"] == {"AWS": {"Fn::If": ["HasKeyAdmins", {"Ref": "KeyAdminArns"}, {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}]}}
+    use = by_sid["OnlyTheStacksRolesUseTheKey"]
+    names = [arn["Fn::Sub"].split(":role/")[1] for arn in use["Condition"]["ArnEquals"]["aws:PrincipalArn"]]
+    roles = {n: r["Properties"].get("RoleName", {}).get("Fn::Sub")
+             for n, r in resources(template, "AWS::IAM::Role").items()}
+    assert sorted(names) == sorted(roles[n] for n in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"))
+    for name in ("Role", "JobRole", "LiveTaskRole", "LiveExecutionRole"):  # each role's IAM side
+        own = [s for p in policies(template["Resources"][name]) for s in p["PolicyDocument"]["Statement"]]
+        assert any("kms:Decrypt" in as_list(s["Action"]) for s in own), name
+    for s in policy:
+        principal = s["Principal"]
+        if s["Sid"] != "AdministerTheKeyOnly" and "AWS" in principal:  # the account root only
+            assert s["Condition"], s["Sid"]                            # with a condition
+        if "Service" in principal:
+            assert s["Condition"], s["Sid"]
+    assert by_sid["GrantsOnlyThroughTheServicesThatNeedThem"]["Condition"]["Bool"] == {
+        "kms:GrantIsForAWSResource": "true"}
+
+
+def test_in_a_vpc_the_notebook_talks_only_to_the_endpoints_and_s3(template) -> None:
+    """Issue 20 item 4: with VpcId/SubnetId the notebook's group sends HTTPS only to this stack's
+    interface endpoints and S3's prefix list (plus ExtraEgressCidr when given: 0.0.0.0/0 only if
+    asked for); missing pieces are refused by a Rule, not left open."""
+    net = {"VpcId": "vpc-0123456789abcdef0", "SubnetId": "subnet-0123456789abcdef0"}
+    pl = "pl-63a5400a"
+    endpoints, s3 = ("tcp", 443, '{"Ref": "EndpointSecurityGroup"}'), ("tcp", 443, pl)
+    placeholder = ("icmp", -1, "127.0.0.1/32")
+    assert notebook_network(template, **net).startswith(
+        "With VpcId and SubnetId the notebook and the jobs reach S3 through the gateway endpoint")
+    closed = notebook_network(template, **net, S3PrefixListId=pl)
+    assert closed["egress"] == {endpoints, s3, placeholder}
+    mirror = notebook_network(template, **net, S3PrefixListId=pl, ExtraEgressCidr="10.1.2.0/24")
+    assert mirror["egress"] == {endpoints, s3, placeholder, ("tcp", 443, "10.1.2.0/24")}
+    nat = notebook_network(template, **net, S3PrefixListId=pl, ExtraEgressCidr="0.0.0.0/0")
+    assert ("tcp", 443, "0.0.0.0/0") in nat["egress"]  # only because it was asked for
+    own = dict(net, S3PrefixListId=pl, CreateVpcEndpoints="false")
+    assert notebook_network(template, **own).startswith("CreateVpcEndpoints=false: the VPC's own endpoints")
+    existing = notebook_network(template, **own, ExtraEgressCidr="10.0.0.0/16")
+    assert existing["egress"] == {s3, placeholder, ("tcp", 443, "10.0.0.0/16")}
+    assert existing["endpoints"] is False
+    internet = notebook_network(template, NotebookDirectInternet="true")
+    assert (internet["DirectInternetAccess"], internet["egress"]) == ("Enabled", None)
+    for case in (closed, mirror, nat, existing):  # the jobs leave the VPC the same ways, and
+        assert case["jobs"] == case["egress"]     # the endpoints admit both groups
+    assert internet["jobs"] is None  # no VPC: the jobs run in SageMaker's own network
+    ingress = template["Resources"]["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [r["SourceSecurityGroupId"] for r in ingress] == [{"Ref": "NotebookSecurityGroup"},
+                                                             {"Ref": "JobSecurityGroup"}]

@@ -20,6 +20,8 @@ STACK_OUTPUTS: dict[str, tuple[str, str]] = {
     "DatabaseName": ("database", "ALGO_DATABASE"),
     "WorkGroupName": ("workgroup", "ALGO_WORKGROUP"),
     "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
+    "JobSubnetIds": ("job_subnets", "ALGO_JOB_SUBNETS"),  # only when the stack has a VPC
+    "JobSecurityGroupId": ("job_security_group", "ALGO_JOB_SECURITY_GROUP"),
 }
 ROLE_OUTPUT = "JobRoleArn"  # the jobs' own role; stacks from before it have only:
 NOTEBOOK_ROLE_OUTPUT = "SageMakerRoleArn"
@@ -45,6 +47,8 @@ class Settings:
     region: str | None = None  # None: the AWS SDK's own lookup (algotrading.aws.resolve_region)
     stack: str | None = None
     kms_key: str | None = None
+    job_subnets: str | None = None  # comma-separated; with job_security_group: jobs run in the VPC
+    job_security_group: str | None = None
     public_data: str | None = None
     run_dir: str = "runs/latest"
 
@@ -99,6 +103,8 @@ def settings(**overrides: object) -> Settings:
         workgroup=env.get("ALGO_WORKGROUP") or None,
         stack=env.get("ALGO_STACK") or None,
         kms_key=env.get("ALGO_KMS_KEY") or None,
+        job_subnets=env.get("ALGO_JOB_SUBNETS") or None,
+        job_security_group=env.get("ALGO_JOB_SECURITY_GROUP") or None,
         public_data=env.get("ALGO_PUBLIC_DATA") or None,
         run_dir=env.get("ALGO_RUN_DIR", "runs/latest"),
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any
 
-from algotrading.errors import JobError
+from algotrading.errors import JobError, ParameterError
 
 if TYPE_CHECKING:
     from sagemaker.train import ModelTrainer
@@ -220,6 +220,20 @@ def split_s3(url: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
+def vpc_config(subnets: str | None, security_group: str | None) -> dict[str, list[str]] | None:
+    """The jobs' VPC placement from the stack outputs JobSubnetIds / JobSecurityGroupId (or
+    ALGO_JOB_SUBNETS / ALGO_JOB_SECURITY_GROUP); None outside a VPC. One without the other is
+    refused: the stack's policy allows VPC jobs only with both."""
+    if not subnets and not security_group:
+        return None
+    ids = [s.strip() for s in (subnets or "").split(",") if s.strip()]
+    if not ids or not security_group:
+        raise ParameterError(f"ALGO_JOB_SUBNETS={subnets!r}, ALGO_JOB_SECURITY_GROUP={security_group!r}: "
+                             "a job in a VPC needs both (the stack outputs JobSubnetIds and "
+                             "JobSecurityGroupId)")
+    return {"subnets": ids, "security_group_ids": [security_group]}
+
+
 def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
                   hyperparameters: Mapping[str, Any] | None = None, role: str | None = None,
                   instance_type: str = INSTANCE_TYPE, instance_count: int = 1,
@@ -239,6 +253,7 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     from sagemaker.core.training.configs import (
         Compute,
         MetricDefinition,
+        Networking,
         OutputDataConfig,
         SourceCode,
         StoppingCondition,
@@ -259,8 +274,10 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
                       ignore_patterns=list(IGNORED))
     from algotrading.config import settings
 
-    key = settings().kms_key or None  # the stack's key on the volume and the output (its policy
-    trainer = ModelTrainer(            # refuses a job without them)
+    found = settings()
+    key = found.kms_key or None  # the stack's key on the volume and the output (its policy
+    network = vpc_config(found.job_subnets, found.job_security_group)  # refuses a job without them)
+    trainer = ModelTrainer(
         sagemaker_session=session(bucket, prefix, region),
         role=role_arn(role),
         base_job_name=base_job_name or job_prefix(entry.rsplit(".", 1)[-1]),
@@ -270,6 +287,7 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
                         volume_kms_key_id=key),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime),
         output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/"), kms_key_id=key),
+        networking=Networking(**network) if network else None,
         hyperparameters=dict(hyperparameters or {}),
         environment=dict(environment or {}),
     )
