@@ -35,7 +35,7 @@ test: $(STAMP)
 
 # The core's unit tests only: no notebook, no moto server, no training, no subprocess loops.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not (notebooks or aws or browser or slow)"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not (notebooks or aws or browser or slow)"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
