@@ -33,7 +33,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-# The core's unit tests only: no notebook, no moto server, no training, no subprocess loops.
+# The core's unit tests only, on two workers: no notebook, no moto server, no training, no
+# subprocess loops.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests -m "not (notebooks or aws or browser or slow)"
 
