@@ -18,10 +18,13 @@ costs are fractions (`bps` 1e-4 = 1 basis point); NaN means "not set" for `size`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 # Why a fill happened (the Broker's trade records use the names, the kernel the codes).
@@ -165,10 +168,15 @@ _registered = False
 _checked: set[Path] = set()
 
 
-def compiled(fn: Callable) -> Callable:
-    """`fn` compiled by numba (cached on disk, GIL released) with these rules compiled into it,
-    so the compiled loops run the same source as the plain-Python callers. numba's cache only
-    watches `fn`'s own file, so the module's cache is dropped here whenever rules.py changes."""
+def compiled(fn: Callable | None = None, *, parallel: bool = False,
+             depends: tuple[ModuleType, ...] = ()) -> Callable:
+    """`fn` compiled by numba (cached on disk; GIL released, or `parallel` for a prange loop)
+    with these rules compiled into it, so the compiled loops run the same source as the
+    plain-Python callers. numba's cache only watches `fn`'s own file, so the file's cache is
+    dropped here whenever rules.py (or a module in `depends` whose compiled code `fn` calls)
+    changes. Use as `@compiled` or `@compiled(parallel=True, depends=(kernel,))`."""
+    if fn is None:
+        return functools.partial(compiled, parallel=parallel, depends=depends)
     import numba
     from numba.extending import register_jitable
 
@@ -177,15 +185,17 @@ def compiled(fn: Callable) -> Callable:
         for primitive in PRIMITIVES:
             register_jitable(primitive)
         _registered = True
-    _drop_stale_cache(Path(fn.__code__.co_filename))
-    return numba.njit(cache=True, nogil=True)(fn)
+    _drop_stale_cache(Path(fn.__code__.co_filename), depends)
+    options = {"parallel": True} if parallel else {"nogil": True}
+    return numba.njit(cache=True, **options)(fn)
 
 
-def _drop_stale_cache(source: Path) -> None:
+def _drop_stale_cache(source: Path, depends: tuple[ModuleType, ...]) -> None:
     if source in _checked:
         return
     _checked.add(source)
-    stamp = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    code = b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], *depends))
+    stamp = hashlib.sha256(code).hexdigest()
     cache = source.parent / "__pycache__"
     mark = cache / f"{source.stem}.rules.sha256"
     try:

@@ -22,9 +22,6 @@ tests/test_fused.py holds every row to the unfused path (the strategy's grid, th
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numba
 import numpy as np
 
@@ -40,7 +37,7 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-@numba.njit(cache=True, nogil=True)
+@rules.compiled(depends=(kernel,))
 def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
     """sum(x[lo:hi]) correctly rounded: CPython's math.fsum (Shewchuk's partials with its
     half-even fix-up), for finite values."""
@@ -84,7 +81,7 @@ def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@rules.compiled(depends=(kernel,))
 def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
                 long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
     """One combination's targets (the rules of sma.grid, or with `exact` False those of
@@ -112,7 +109,7 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
             want[t - first] = 0.0 if long_only and v < 0.0 else v
 
 
-@numba.njit(cache=True, parallel=True)
+@rules.compiled(parallel=True, depends=(kernel,))
 def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, exact, r,
                 stats):
     """Every combination k: targets from rows fast_row[k] / slow_row[k] of `table` (windows
@@ -127,7 +124,7 @@ def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_
                         stats, k)
 
 
-@numba.njit(cache=True, nogil=True)
+@rules.compiled(depends=(kernel,))
 def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
     """One simple moving average from the cumulative sum `csum` (len(close) + 1), in the order of
     operations of `sma.averages`, so the numbers are the same to the bit."""
@@ -137,7 +134,7 @@ def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@rules.compiled(parallel=True, depends=(kernel,))
 def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
     """One SMA (f, s) run per row of the (paths x bars) price arrays: its averages, its targets
     and `kernel.simulate`, paths in parallel; equity per bar into equity[i], metrics into
@@ -172,7 +169,7 @@ def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast:
     return stats
 
 
-@numba.njit(cache=True, nogil=True)
+@rules.compiled(depends=(kernel,))
 def breakout_targets(close: np.ndarray, high: np.ndarray, low: np.ndarray, go_long: bool,
                      go_short: bool, first: int, want: np.ndarray) -> None:
     """One combination's targets (the rules of breakout.targets: when flat, long above the
@@ -191,7 +188,7 @@ def breakout_targets(close: np.ndarray, high: np.ndarray, low: np.ndarray, go_lo
             want[t - first] = side
 
 
-@numba.njit(cache=True, parallel=True)
+@rules.compiled(parallel=True, depends=(kernel,))
 def breakout_sweep(bars, close, first, highs, lows, row, go_long, go_short, r, stats):
     """Every combination k: targets from rows row[k] of the channel tables `highs` / `lows`
     over `close` (all bars), simulated on `bars` (the bars from `first` on) into stats[k]."""
@@ -218,23 +215,3 @@ def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.nd
     return stats
 
 
-def _fresh_cache() -> None:
-    """numba's on-disk cache watches only this file; the loop also compiles in the rules and the
-    kernel, so drop this file's cache whenever either of them changes."""
-    here = Path(__file__)
-    stamp = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
-                                    for m in (rules, kernel))).hexdigest()
-    cache = here.parent / "__pycache__"
-    mark = cache / f"{here.stem}.deps.sha256"
-    try:
-        if mark.exists() and mark.read_text() == stamp:
-            return
-        for old in cache.glob(f"{here.stem}.*.nb[ic]"):
-            old.unlink()
-        cache.mkdir(exist_ok=True)
-        mark.write_text(stamp)
-    except OSError:  # a read-only install: numba then caches elsewhere or compiles afresh
-        pass
-
-
-_fresh_cache()
