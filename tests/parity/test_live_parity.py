@@ -78,3 +78,20 @@ def test_live_refusals_by_buying_power_and_risk_are_not_resent(data: st.DataObje
     assert {r["data"]["by"] for r in refused} <= {"risk"}
     assert len(refused) == int(asks.sum())  # checked at the decision, the last bar's too
     assert journal.events("order") == [] and np.all(limited.equity == 1e9)
+
+
+def test_carry_stops_at_bankruptcy_in_the_runner_as_in_the_engine():
+    """Found by the random search: a 4x leveraged long goes bankrupt, and the runner's book kept
+    charging interest on its negative cash after the engine had stopped (rules.bankrupt)."""
+    import pandas as pd
+
+    close = np.array([100.0, 100.0, 100.0, 60.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0])
+    prices = pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "vol": 1.0},
+                          index=pd.bdate_range("2020-01-01", periods=len(close), name="dt"))
+    targets = np.ones(len(close))
+    params = {"cash": 1_000.0, "leverage": 4.0, "fraction": 4.0, "cash_rate": 0.5}
+    broker = via_broker(prices, targets, params)
+    assert broker.equity[-1] < 0 and broker.equity[-1] == broker.equity[-2]  # no carry once broke
+    live, _ = via_live(prices, targets, params)
+    assert_same(broker, live, "bankrupt with carry")
+    assert_same(via_kernel(prices, targets, params), live, "kernel, bankrupt with carry")

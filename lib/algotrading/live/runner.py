@@ -99,6 +99,7 @@ class Runner:
         self._honoured: set[str] = set()
         self.last = ""  # the last bar this object processed
         self._sized_for = 0.0  # the last wanted position sent (or refused): the engine's rule
+        self._broke = False  # equity reached 0 at a close: the engine stops carry (rules.bankrupt)
         self.config = self._config()
 
     # -- the journal --------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class Runner:
     def _step(self, bar: Bar, live: bool) -> None:
         dt = self.last = bar.dt
         self._record("bar", f"bar:{dt}", dt, bar.to_dict())
-        if self._prev_close is not None:  # the night's interest and borrow fee, as the engine
+        if self._prev_close is not None and not self._broke:  # the night's carry, as the engine
             self.cash += rules.carry(self.cash, self.shares, self._prev_close, self.sizing.rules)
         if live:
             self.journal.reload()  # a kill request may have come from another process
@@ -156,6 +157,7 @@ class Runner:
             self._rows[c].append(getattr(bar, c))
         close = bar.close
         self.equity = self.cash + self.shares * close
+        self._broke = self._broke or rules.bankrupt(self.equity)
         self.peak = max(self.peak, self.equity)
         drawdown = 1.0 - self.equity / self.peak if self.peak > 0 else 0.0
         pnl, day_pnl = self.equity - self.cash0, self.equity - self._prev_equity
