@@ -470,10 +470,10 @@ def _template() -> dict:
     return json.loads(json.dumps(data))
 
 
-def _render(node: object, refs: dict[str, str], conditions: dict[str, bool]) -> object:
-    """Resolve the intrinsic functions this template uses (Ref, Sub, GetAtt, If)."""
+def render(node: object, refs: dict[str, object], conditions: dict[str, bool]) -> object:
+    """Resolve the intrinsic functions the template uses (Ref, GetAtt, Sub, If, Select, Split)."""
     if isinstance(node, list):
-        return [_render(n, refs, conditions) for n in node]
+        return [render(n, refs, conditions) for n in node]
     if not isinstance(node, dict):
         return node
     if "Ref" in node:
@@ -481,11 +481,19 @@ def _render(node: object, refs: dict[str, str], conditions: dict[str, bool]) -> 
     if "Fn::GetAtt" in node:
         return refs[".".join(node["Fn::GetAtt"])]
     if "Fn::Sub" in node:
-        return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m[1]]), node["Fn::Sub"])
+        text, extra = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
+        local = {**refs, **{k: render(v, refs, conditions) for k, v in extra.items()}}
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(local[m[1]]), text)
     if "Fn::If" in node:
         name, yes, no = node["Fn::If"]
-        return _render(yes if conditions[name] else no, refs, conditions)
-    return {k: _render(v, refs, conditions) for k, v in node.items()}
+        return render(yes if conditions[name] else no, refs, conditions)
+    if "Fn::Select" in node:
+        index, items = node["Fn::Select"]
+        return render(items, refs, conditions)[int(index)]
+    if "Fn::Split" in node:
+        sep, text = node["Fn::Split"]
+        return render(text, refs, conditions).split(sep)
+    return {k: render(v, refs, conditions) for k, v in node.items()}
 
 
 MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto")
@@ -528,15 +536,15 @@ def _deploy(glue_and_athena: bool = True) -> dict[str, str]:
     conditions = {"CreateKey": True, "InVpc": False, "HasRepository": False, "HasCostCenter": False,
                   "HasOwner": False}
     res = template["Resources"]
-    db = _render(res["GlueDatabase"]["Properties"], refs, conditions)
+    db = render(res["GlueDatabase"]["Properties"], refs, conditions)
     aws.client("glue").create_database(DatabaseInput=db["DatabaseInput"])
     refs["GlueDatabase"] = db["DatabaseInput"]["Name"]
-    table = _render(res["GlueTable"]["Properties"], refs, conditions)
+    table = render(res["GlueTable"]["Properties"], refs, conditions)
     aws.client("glue").create_table(DatabaseName=table["DatabaseName"], TableInput=table["TableInput"])
-    group = _render(res["WorkGroup"]["Properties"], refs, conditions)
+    group = render(res["WorkGroup"]["Properties"], refs, conditions)
     aws.client("athena").create_work_group(Name=group["Name"], Description=group["Description"],
                                            Configuration=group["WorkGroupConfiguration"])
-    policy = _render(res["DataBucketPolicy"]["Properties"], refs, conditions)
+    policy = render(res["DataBucketPolicy"]["Properties"], refs, conditions)
     return {**outputs, "DatabaseName": refs["GlueDatabase"], "WorkGroupName": group["Name"],
             "BucketPolicy": json.dumps(policy["PolicyDocument"])}
 

@@ -49,6 +49,7 @@ from test_aws import (  # noqa: E402,F401  (the shared moto fixtures and templat
     _template,
     aws_env,
     moto_url,
+    render,
 )
 
 from algotrading import aws, cli, config, jobs, lake, query, schema, sources  # noqa: E402
@@ -68,32 +69,6 @@ TOLERATED = ("s3:ListAllMyBuckets",)
 
 
 # --- the template's policies, rendered -------------------------------------------------------
-
-def render(node: Any, refs: dict[str, Any], conditions: dict[str, bool]) -> Any:
-    """Resolve the intrinsic functions the template's policies use."""
-    if isinstance(node, list):
-        return [render(n, refs, conditions) for n in node]
-    if not isinstance(node, dict):
-        return node
-    if "Ref" in node:
-        return refs[node["Ref"]]
-    if "Fn::GetAtt" in node:
-        return refs[".".join(node["Fn::GetAtt"])]
-    if "Fn::Sub" in node:
-        text, extra = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
-        local = {**refs, **{k: render(v, refs, conditions) for k, v in extra.items()}}
-        return re.sub(r"\$\{([^}]+)\}", lambda m: str(local[m[1]]), text)
-    if "Fn::If" in node:
-        name, yes, no = node["Fn::If"]
-        return render(yes if conditions[name] else no, refs, conditions)
-    if "Fn::Select" in node:
-        index, items = node["Fn::Select"]
-        return render(items, refs, conditions)[int(index)]
-    if "Fn::Split" in node:
-        sep, text = node["Fn::Split"]
-        return render(text, refs, conditions).split(sep)
-    return {k: render(v, refs, conditions) for k, v in node.items()}
-
 
 def role_statements(template: dict, role: str, refs: dict, conditions: dict) -> list[dict]:
     props = template["Resources"][role]["Properties"]

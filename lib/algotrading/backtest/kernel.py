@@ -113,6 +113,19 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
 
 
 @rules.compiled
+def _trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, reason):
+    """Write one trade into its TRADE_DTYPE record."""
+    tr.entry_bar = entry_bar
+    tr.exit_bar = exit_bar
+    tr.size = size
+    tr.entry_price = entry_px
+    tr.exit_price = exit_px
+    tr.commission = commission
+    tr.pnl = pnl
+    tr.reason = reason
+
+
+@rules.compiled
 def simulate(bars, want, r, equity, position, trades, stats, row):
     """One account on one symbol, the Broker's bar cycle: fills at the open, then stops and
     targets inside the bar, then at the close the bankruptcy check, the holding limit and the
@@ -217,15 +230,7 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
                 if closing == abs(held):
                     pnl = tpnl - tcomm
                     if record:
-                        tr = trades[ntr]
-                        tr.entry_bar = entry_bar
-                        tr.exit_bar = t
-                        tr.size = tsize
-                        tr.entry_price = entry_px
-                        tr.exit_price = px
-                        tr.commission = tcomm
-                        tr.pnl = pnl
-                        tr.reason = reason
+                        _trade(trades[ntr], entry_bar, t, tsize, entry_px, px, tcomm, pnl, reason)
                         ntr += 1
                     closed += 1
                     psum += pnl
@@ -248,15 +253,8 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
         equity[t] = cash + held * c[t]
         position[t] = held
     if held != 0.0 and record:
-        tr = trades[ntr]
-        tr.entry_bar = entry_bar
-        tr.exit_bar = n - 1
-        tr.size = tsize
-        tr.entry_price = entry_px
-        tr.exit_price = c[n - 1]
-        tr.commission = tcomm
-        tr.pnl = tpnl + held * (c[n - 1] - entry_px) - tcomm
-        tr.reason = OPEN
+        _trade(trades[ntr], entry_bar, n - 1, tsize, entry_px, c[n - 1], tcomm,
+               tpnl + held * (c[n - 1] - entry_px) - tcomm, OPEN)
         ntr += 1
     st = stats[row]
     curve_stats(equity, position, c, r, traded, broke, st)
