@@ -38,6 +38,7 @@ import pandas as pd
 from algotrading import metrics
 from algotrading.backtest.broker import Broker
 from algotrading.backtest.settings import ENGINE_PARAMS, Settings
+from algotrading.rules import REASONS
 from algotrading.schema import DataError
 from algotrading.strategies import Strategy, get, positions
 
@@ -333,25 +334,59 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
                   prices=prices)
 
 
+def portfolio_inputs(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
+                     own: Mapping[str, Any]) -> tuple[list[str], list[pd.DataFrame], np.ndarray]:
+    """(symbols, each symbol's checked frame on the dates all share, wanted positions as
+    dates x symbols): the targets are computed on each symbol's own full history, then cut to
+    the shared dates."""
+    symbols = list(prices)
+    if not symbols:
+        raise ValueError("run_portfolio needs at least one symbol")
+    checked_frames = {}
+    for s in symbols:
+        try:
+            checked_frames[s] = check_prices(prices[s])
+        except DataError as e:
+            raise DataError(e.origin, e.rule, sym=s, where=e.where) from None
+    dates = functools.reduce(pd.Index.intersection,
+                             (p.index for p in checked_frames.values())).sort_values()
+    frames = [checked_frames[s].loc[dates] for s in symbols]
+    targets = np.stack([resolve(strategy, checked_frames[s], own)[checked_frames[s].index.isin(dates)]
+                        for s in symbols], axis=1)
+    return symbols, frames, targets
+
+
+def portfolio_settings(settings: Settings, symbols: int) -> Settings:
+    """Equal weight: with `fraction` (default 1), each symbol gets fraction / symbols of equity."""
+    if settings.size is None:
+        return replace(settings, fraction=settings.fraction / symbols)
+    return settings
+
+
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                   **params: Any) -> Result:
     """Run `strategy` on several symbols with one shared cash account, equal weight: each
     position gets fraction (default 1) / n_symbols of equity; with `size`, each gets `size`
-    shares. Bars are the dates all symbols share."""
+    shares. Bars are the dates all symbols share.
+
+    It runs the compiled shared-cash loop (shared.py: the Broker's bar cycle and rules, compiled
+    once and cached on disk); `loop` (the Broker itself) is the reference tests/parity holds it
+    to, trade for trade."""
+    from algotrading.backtest import shared
+
     engine, own = split_params(params)
     settings = Settings(**engine)
-    symbols = list(prices)
-    prices = {s: check_prices(p) for s, p in prices.items()}
-    dates = functools.reduce(pd.Index.intersection, (p.index for p in prices.values())).sort_values()
-    frames = [prices[s].loc[dates] for s in symbols]
-    targets = np.stack([resolve(strategy, prices[s], own)[prices[s].index.isin(dates)]
-                        for s in symbols], axis=1)
-    if settings.size is None:
-        settings = replace(settings, fraction=settings.fraction / len(symbols))
+    symbols, frames, targets = portfolio_inputs(strategy, prices, own)
+    settings = portfolio_settings(settings, len(symbols))
+    dates = frames[0].index
     keep = np.ones(len(dates), bool) if settings.start is None else dates >= pd.Timestamp(
         settings.start)
     frames, targets = [f[keep] for f in frames], targets[keep]
-    sim = loop(frames, targets, settings)
+    if len(targets) == 0:
+        raise ValueError("no bars to backtest (no shared dates, or start after the last bar)")
+    run = shared.simulate_one(*(shared.prices_2d(frames, k) for k in OHLC), targets,
+                              settings.rules)
+    sim = portfolio_sim(run)
     index = frames[0].index
     closes = np.stack([f["close"].to_numpy(float) for f in frames], axis=1)
     gross = np.abs(sim.positions.T * closes).sum(axis=1)
@@ -361,3 +396,19 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     return Result(stats, pd.Series(sim.equity, index=index, name="equity"),
                   pd.DataFrame(sim.positions.T, index=index, columns=symbols), {**own, **engine},
                   sim.trades, symbols)
+
+
+def portfolio_sim(run: Any) -> Sim:
+    """A compiled portfolio run (shared.Run) in `loop`'s terms: trades as TRADE_KEYS arrays with
+    the reasons named."""
+    tr = run.trades
+    if len(tr) == 0:
+        trades = {k: np.array([], dtype=object if k == "reason" else float) for k in TRADE_KEYS}
+    else:
+        reason = np.array([REASONS[int(code)] for code in tr["reason"]])
+        trades = {"col": tr["col"], "entry_bar": tr["entry_bar"], "exit_bar": tr["exit_bar"],
+                  "size": tr["size"], "entry_price": tr["entry_price"],
+                  "exit_price": tr["exit_price"], "commission": tr["commission"],
+                  "reason": reason, "open": reason == "open", "pnl": tr["pnl"]}
+    return Sim(run.positions.T, run.equity, run.traded, trades, int(run.stats["orders_rejected"]),
+               bool(run.stats["bankrupt"]))
