@@ -334,26 +334,22 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
                   prices=prices)
 
 
-def portfolio_inputs(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
-                     own: Mapping[str, Any]) -> tuple[list[str], list[pd.DataFrame], np.ndarray]:
-    """(symbols, each symbol's checked frame on the dates all share, wanted positions as
-    dates x symbols): the targets are computed on each symbol's own full history, then cut to
-    the shared dates."""
+def portfolio_frames(prices: Mapping[str, pd.DataFrame]
+                     ) -> tuple[list[str], list[pd.DataFrame], list[np.ndarray]]:
+    """(symbols, each symbol's checked frame, and per symbol the mask of its rows on the dates
+    all symbols share): a portfolio trades the shared dates; indicators see each symbol's own
+    full history."""
     symbols = list(prices)
     if not symbols:
-        raise ValueError("run_portfolio needs at least one symbol")
-    checked_frames = {}
+        raise ValueError("a portfolio needs at least one symbol")
+    full = []
     for s in symbols:
         try:
-            checked_frames[s] = check_prices(prices[s])
+            full.append(check_prices(prices[s]))
         except DataError as e:
             raise DataError(e.origin, e.rule, sym=s, where=e.where) from None
-    dates = functools.reduce(pd.Index.intersection,
-                             (p.index for p in checked_frames.values())).sort_values()
-    frames = [checked_frames[s].loc[dates] for s in symbols]
-    targets = np.stack([resolve(strategy, checked_frames[s], own)[checked_frames[s].index.isin(dates)]
-                        for s in symbols], axis=1)
-    return symbols, frames, targets
+    dates = functools.reduce(pd.Index.intersection, (f.index for f in full))
+    return symbols, full, [np.asarray(f.index.isin(dates)) for f in full]
 
 
 def portfolio_settings(settings: Settings, symbols: int) -> Settings:
@@ -376,7 +372,10 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
 
     engine, own = split_params(params)
     settings = Settings(**engine)
-    symbols, frames, targets = portfolio_inputs(strategy, prices, own)
+    symbols, full, shared_rows = portfolio_frames(prices)
+    frames = [f[rows] for f, rows in zip(full, shared_rows, strict=True)]
+    targets = np.stack([resolve(strategy, f, own)[rows]
+                        for f, rows in zip(full, shared_rows, strict=True)], axis=1)
     settings = portfolio_settings(settings, len(symbols))
     dates = frames[0].index
     keep = np.ones(len(dates), bool) if settings.start is None else dates >= pd.Timestamp(

@@ -281,6 +281,68 @@ def curves(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Iter
     return pd.DataFrame(combos, columns=list(grid)), np.stack(rows)
 
 
+def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
+                    grid: Mapping[str, Iterable[Any]], sort: str | None = None,
+                    top: int | None = None, **params: Any) -> pd.DataFrame:
+    """`run_portfolio` (one shared cash account over every symbol of `prices`) for every
+    combination of `grid`, with the other `params` fixed: one row per combination, the grid's
+    parameters then `metrics.KEYS`, each equal to `run_portfolio(strategy, prices, **params,
+    **combination).metrics`; `sort` and `top` as in `sweep`.
+
+    Targets come from the strategy's `grid` on each symbol's own history (all combinations at
+    once), then every combination runs in one compiled call (backtest/shared.py: the Broker's
+    shared-cash bar cycle), combinations in parallel on numba's threads (NUMBA_NUM_THREADS bounds
+    them), in blocks of at most `BLOCK` combination-bar-symbols so memory stays bounded."""
+    from algotrading.backtest import kernel, shared
+    from algotrading.backtest.engine import OHLC, portfolio_frames, portfolio_settings
+
+    if top is not None and top < 1:
+        raise ValueError(f"top={top}: want a positive number of rows")
+    if sort is not None and sort not in metrics.KEYS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
+    Settings(**split_params(params)[0])  # bad fixed settings fail before any work
+    symbols, full, rows = portfolio_frames(prices)
+    strategy = strategy_of(strategy) or strategy
+    combos = combinations(strategy, grid, min(len(f) for f in full), split_params(params)[1])
+    if not combos:
+        return pd.DataFrame(columns=[*grid, *metrics.KEYS])
+    frames = [f[keep] for f, keep in zip(full, rows, strict=True)]
+    arrays = {k: shared.prices_2d(frames, k) for k in OHLC}
+    n, m = arrays["close"].shape
+    if n == 0:
+        raise ValueError(f"the symbols {symbols} share no dates")
+    size = max(1, BLOCK // (n * m))
+    parts = []
+    for lo in range(0, len(combos), size):
+        block = combos[lo:lo + size]
+        wants = np.empty((len(block), n, m))
+        for a, (frame, keep) in enumerate(zip(full, rows, strict=True)):
+            wants[:, :, a] = _targets(strategy, frame, block, params)[:, keep]
+        stats = kernel.stats_table(len(block))
+        cash = np.empty(len(block))
+        groups: dict[tuple, list[int]] = {}
+        for i, combo in enumerate(block):
+            engine = split_params({**params, **combo})[0]
+            groups.setdefault(tuple(sorted(engine.items(), key=lambda kv: kv[0])), []).append(i)
+        for key, members in groups.items():
+            settings = portfolio_settings(Settings(**dict(key)), m)
+            dates = frames[0].index
+            keep = np.ones(n, bool) if settings.start is None else \
+                np.asarray(dates >= pd.Timestamp(settings.start))
+            if not keep.any():
+                raise ValueError("no bars to backtest (no shared dates, or start after the last "
+                                 "bar)")
+            out = kernel.stats_table(len(members))
+            shared.simulate_grid(*(np.ascontiguousarray(arrays[k][keep]) for k in OHLC),
+                                 np.ascontiguousarray(wants[members][:, keep]), settings.rules,
+                                 out)
+            stats[members] = out
+            cash[members] = settings.cash
+        table = pd.concat([pd.DataFrame(block, columns=list(grid)), _table(stats, cash)], axis=1)
+        parts.append(_keep(table, sort, top))
+    return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
+
+
 def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
     stats = rows
