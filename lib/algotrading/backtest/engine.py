@@ -30,7 +30,7 @@ import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -334,11 +334,19 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
                   prices=prices)
 
 
-def portfolio_frames(prices: Mapping[str, pd.DataFrame]
-                     ) -> tuple[list[str], list[pd.DataFrame], list[np.ndarray]]:
-    """(symbols, each symbol's checked frame, and per symbol the mask of its rows on the dates
-    all symbols share): a portfolio trades the shared dates; indicators see each symbol's own
-    full history."""
+class Universe(NamedTuple):
+    """A portfolio's symbols: each one's checked frame (`full`: indicators see its whole
+    history), the mask of its rows on the dates all symbols share (`rows`) and its frame on those
+    dates (`frames`: the bars the account trades)."""
+
+    symbols: list[str]
+    full: list[pd.DataFrame]
+    rows: list[np.ndarray]
+    frames: list[pd.DataFrame]
+
+
+def portfolio_frames(prices: Mapping[str, pd.DataFrame]) -> Universe:
+    """The checked `Universe` of a portfolio's prices (DataError naming the symbol)."""
     symbols = list(prices)
     if not symbols:
         raise ValueError("a portfolio needs at least one symbol")
@@ -349,7 +357,9 @@ def portfolio_frames(prices: Mapping[str, pd.DataFrame]
         except DataError as e:
             raise DataError(e.origin, e.rule, sym=s, where=e.where) from None
     dates = functools.reduce(pd.Index.intersection, (f.index for f in full))
-    return symbols, full, [np.asarray(f.index.isin(dates)) for f in full]
+    rows = [np.asarray(f.index.isin(dates)) for f in full]
+    return Universe(symbols, full, rows, [f if keep.all() else f[keep]
+                                          for f, keep in zip(full, rows, strict=True)])
 
 
 def portfolio_settings(settings: Settings, symbols: int) -> Settings:
@@ -372,15 +382,15 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
 
     engine, own = split_params(params)
     settings = Settings(**engine)
-    symbols, full, shared_rows = portfolio_frames(prices)
-    frames = [f[rows] for f, rows in zip(full, shared_rows, strict=True)]
+    symbols, full, shared_rows, frames = portfolio_frames(prices)
     targets = np.stack([resolve(strategy, f, own)[rows]
                         for f, rows in zip(full, shared_rows, strict=True)], axis=1)
     settings = portfolio_settings(settings, len(symbols))
     dates = frames[0].index
     keep = np.ones(len(dates), bool) if settings.start is None else dates >= pd.Timestamp(
         settings.start)
-    frames, targets = [f[keep] for f in frames], targets[keep]
+    if not keep.all():
+        frames, targets = [f[keep] for f in frames], targets[keep]
     if len(targets) == 0:
         raise ValueError("no bars to backtest (no shared dates, or start after the last bar)")
     run = shared.simulate_one(*(shared.prices_2d(frames, k) for k in OHLC), targets,

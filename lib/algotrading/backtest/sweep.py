@@ -301,12 +301,11 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     if sort is not None and sort not in metrics.KEYS:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
-    symbols, full, rows = portfolio_frames(prices)
+    symbols, full, rows, frames = portfolio_frames(prices)
     strategy = strategy_of(strategy) or strategy
     combos = combinations(strategy, grid, min(len(f) for f in full), split_params(params)[1])
     if not combos:
         return pd.DataFrame(columns=[*grid, *metrics.KEYS])
-    frames = [f[keep] for f, keep in zip(full, rows, strict=True)]
     arrays = {k: shared.prices_2d(frames, k) for k in OHLC}
     n, m = arrays["close"].shape
     if n == 0:
@@ -317,7 +316,8 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
         block = combos[lo:lo + size]
         wants = np.empty((len(block), n, m))
         for a, (frame, keep) in enumerate(zip(full, rows, strict=True)):
-            wants[:, :, a] = _targets(strategy, frame, block, params)[:, keep]
+            want = _targets(strategy, frame, block, params)
+            wants[:, :, a] = want if keep.all() else want[:, keep]
         stats = kernel.stats_table(len(block))
         cash = np.empty(len(block))
         groups: dict[tuple, list[int]] = {}
@@ -333,9 +333,11 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                 raise ValueError("no bars to backtest (no shared dates, or start after the last "
                                  "bar)")
             out = kernel.stats_table(len(members))
-            shared.simulate_grid(*(np.ascontiguousarray(arrays[k][keep]) for k in OHLC),
-                                 np.ascontiguousarray(wants[members][:, keep]), settings.rules,
-                                 out)
+            part = wants if len(members) == len(block) else wants[members]
+            if not keep.all():
+                part = np.ascontiguousarray(part[:, keep])
+            shared.simulate_grid(*(np.ascontiguousarray(arrays[k][keep]) for k in OHLC), part,
+                                 settings.rules, out)
             stats[members] = out
             cash[members] = settings.cash
         table = pd.concat([pd.DataFrame(block, columns=list(grid)), _table(stats, cash)], axis=1)
