@@ -33,47 +33,43 @@ from algotrading.rules import BANKRUPT, MAXBARS, NONE, OPEN, SIGNAL
 
 # A trade of a portfolio: the kernel's record and the symbol's column.
 TRADE_DTYPE = np.dtype([*kernel.TRADE_DTYPE.descr, ("col", np.int64)])
-# The account's scalars, in one array so the helpers below can change them.
+# The account's books, in two arrays that the helpers below change in place (and numba passes
+# cheaply): `book`, a row per field below and a column per symbol, and `acct`, the scalars.
+(HELD,  # shares
+ SIZED_FOR,  # the wanted position the current one answers (rules.resend)
+ PEND_TARGET,  # queued order: its target
+ PEND_REASON,  # queued order: its reason code (NONE: no order)
+ ENTRY_BAR,  # the open trade's entry bar
+ ENTRY_PX,  # its entry price (averaged over adds)
+ TSIZE,  # its size (signed; set at entry and on adds)
+ TPNL,  # its realised PnL before commission
+ TCOMM,  # its commission
+ PRICE,  # the symbol's last price: values the account
+ TRADED,  # notional traded in the symbol
+ ) = range(11)
 CASH, REJECTED, FILLS, TRADES, CLOSED, WON, PNL_SUM, PNL_SQUARES, PROFIT, LOSS = range(10)
-
-
-class Book(NamedTuple):
-    """The account: per symbol (arrays of length m) its position, its open trade and its queued
-    order; `acct` holds the scalars (indexed by CASH, REJECTED, ...)."""
-
-    held: np.ndarray  # shares
-    sized_for: np.ndarray  # the wanted position the current one answers (rules.resend)
-    pend_target: np.ndarray  # queued order: target
-    pend_reason: np.ndarray  # queued order: reason code (NONE: no order)
-    entry_bar: np.ndarray  # the open trade's entry bar
-    entry_px: np.ndarray  # its entry price (averaged over adds)
-    tsize: np.ndarray  # its size (signed; set at entry and on adds)
-    tpnl: np.ndarray  # its realised PnL before commission
-    tcomm: np.ndarray  # its commission
-    price: np.ndarray  # each symbol's last price: values the account
-    traded: np.ndarray  # notional traded per symbol
-    acct: np.ndarray
 
 
 @rules.compiled(depends=(kernel,))
 def new_book(m, cash):
-    """An account of `cash` and no position over `m` symbols."""
+    """The books of an account of `cash` and no position over `m` symbols: (book, acct)."""
+    book = np.zeros((11, m))
+    book[PEND_REASON, :] = NONE
+    book[PRICE, :] = np.nan
     acct = np.zeros(10)
     acct[CASH] = cash
-    return Book(np.zeros(m), np.zeros(m), np.zeros(m), np.full(m, NONE, np.int64),
-                np.zeros(m, np.int64), np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m),
-                np.full(m, np.nan), np.zeros(m), acct)
+    return book, acct
 
 
 @rules.compiled(depends=(kernel,))
-def value(b, skip):
+def value(book, acct, skip):
     """Cash plus every position but column `skip` at its last price (Broker.equity, and the
     `rest` of Broker._equity_at), summed in the Broker's order."""
     total = 0.0
-    for a in range(len(b.held)):
-        if a != skip and b.held[a] != 0.0:
-            total += b.held[a] * b.price[a]
-    return b.acct[CASH] + total
+    for a in range(book.shape[1]):
+        if a != skip and book[HELD, a] != 0.0:
+            total += book[HELD, a] * book[PRICE, a]
+    return acct[CASH] + total
 
 
 @rules.compiled(depends=(kernel,))
@@ -92,25 +88,24 @@ def record(trades, k, entry_bar, exit_bar, size, entry_px, exit_px, commission, 
 
 
 @rules.compiled(depends=(kernel,))
-def fill(b, a, qty, base, reason, t, r, trades):
+def fill(book, acct, a, qty, base, reason, t, r, trades):
     """Execute `qty` shares of column `a` at `base` before slippage (Broker._fill): cash,
     commission, the open trade, and a closed trade's record and statistics."""
-    acct = b.acct
     px = rules.fill_price(base, qty, r)
     comm = rules.commission(qty, px, r)
     acct[CASH] -= qty * px + comm
-    b.traded[a] += abs(qty) * px
-    held = b.held[a]
+    book[TRADED, a] += abs(qty) * px
+    held = book[HELD, a]
     comm_left = comm
     if held != 0.0 and (qty > 0) != (held > 0):  # reduce, close or reverse
         closing = min(abs(qty), abs(held))
-        b.tpnl[a] += closing * math.copysign(1.0, held) * (px - b.entry_px[a])
-        b.tcomm[a] += comm * closing / abs(qty)
+        book[TPNL, a] += closing * math.copysign(1.0, held) * (px - book[ENTRY_PX, a])
+        book[TCOMM, a] += comm * closing / abs(qty)
         if closing == abs(held):
-            pnl = b.tpnl[a] - b.tcomm[a]
+            pnl = book[TPNL, a] - book[TCOMM, a]
             if len(trades) > 0:
-                record(trades, int(acct[TRADES]), b.entry_bar[a], t, b.tsize[a], b.entry_px[a],
-                       px, b.tcomm[a], pnl, reason, a)
+                record(trades, int(acct[TRADES]), int(book[ENTRY_BAR, a]), t, book[TSIZE, a],
+                       book[ENTRY_PX, a], px, book[TCOMM, a], pnl, reason, a)
                 acct[TRADES] += 1
             acct[CLOSED] += 1
             acct[PNL_SUM] += pnl
@@ -124,44 +119,44 @@ def fill(b, a, qty, base, reason, t, r, trades):
         comm_left = comm * (1 - closing / abs(qty))
     new = held + qty
     if new != 0.0 and (held == 0.0 or (new > 0) != (held > 0)):  # a new trade opens
-        b.entry_bar[a] = t
-        b.entry_px[a] = px
-        b.tsize[a] = new
-        b.tpnl[a] = 0.0
-        b.tcomm[a] = comm_left
+        book[ENTRY_BAR, a] = t
+        book[ENTRY_PX, a] = px
+        book[TSIZE, a] = new
+        book[TPNL, a] = 0.0
+        book[TCOMM, a] = comm_left
     elif new != 0.0 and abs(new) > abs(held):  # an add: average the entry price
-        b.entry_px[a] = (b.entry_px[a] * abs(held) + px * abs(qty)) / abs(new)
-        b.tsize[a] = new
-        b.tcomm[a] += comm_left
-    b.held[a] = new
+        book[ENTRY_PX, a] = (book[ENTRY_PX, a] * abs(held) + px * abs(qty)) / abs(new)
+        book[TSIZE, a] = new
+        book[TCOMM, a] += comm_left
+    book[HELD, a] = new
     acct[FILLS] += 1
 
 
 @rules.compiled(depends=(kernel,))
-def to_target(b, a, target, base, reason, t, r, trades):
+def to_target(book, acct, a, target, base, reason, t, r, trades):
     """Trade column `a` at `base` to the shares `target` asks for, within the account's buying
     power (Broker._to_target)."""
-    held = b.held[a]
-    equity = rules.equity_at(value(b, a), held, base, r)
+    held = book[HELD, a]
+    equity = rules.equity_at(value(book, acct, a), held, base, r)
     goal = rules.target_shares(target, base, equity, r)
     if goal == held:
         return
     end = rules.allowed(goal, held, base, equity, r)
     if end != goal:
-        b.acct[REJECTED] += 1
+        acct[REJECTED] += 1
     qty = end - held
     if qty != 0.0:
-        fill(b, a, qty, base, reason, t, r, trades)
+        fill(book, acct, a, qty, base, reason, t, r, trades)
 
 
 @rules.compiled(depends=(kernel,))
-def order(b, a, target, reason, t, r, trades):
+def order(book, acct, a, target, reason, t, r, trades):
     """Queue the order for the next open, or fill it now at the close (Broker._order)."""
     if r.fill_open:
-        b.pend_target[a] = target
-        b.pend_reason[a] = reason
+        book[PEND_TARGET, a] = target
+        book[PEND_REASON, a] = reason
     else:
-        to_target(b, a, target, b.price[a], reason, t, r, trades)
+        to_target(book, acct, a, target, book[PRICE, a], reason, t, r, trades)
 
 
 @rules.compiled(depends=(kernel,))
@@ -174,8 +169,7 @@ def simulate(o, h, lo, c, want, r, equity, positions, traded, trades, stats, row
     run's statistics into `stats[row]` (kernel.STATS_DTYPE; exposure from the gross value of
     the positions). Returns the number of trades written."""
     n, m = c.shape
-    b = new_book(m, r.cash)
-    acct = b.acct
+    book, acct = new_book(m, r.cash)
     stops = not (math.isnan(r.stop) and math.isnan(r.take))
     carries = r.interest != 0.0 or r.borrow != 0.0
     keep = positions.shape[0] > 0
@@ -185,65 +179,66 @@ def simulate(o, h, lo, c, want, r, equity, positions, traded, trades, stats, row
         if carries and t > 0 and not broke:  # the night's carry, on the last closes
             fees = 0.0
             for a in range(m):
-                fees += rules.carry(0.0, b.held[a], b.price[a], r)
+                fees += rules.carry(0.0, book[HELD, a], book[PRICE, a], r)
             acct[CASH] += rules.carry(acct[CASH], 0.0, 0.0, r) + fees
         for a in range(m):
-            b.price[a] = o[t, a]
+            book[PRICE, a] = o[t, a]
         for a in range(m):  # queued orders fill at the open
-            reason = b.pend_reason[a]
+            reason = int(book[PEND_REASON, a])
             if reason != NONE:
-                b.pend_reason[a] = NONE
-                to_target(b, a, b.pend_target[a], o[t, a], reason, t, r, trades)
+                book[PEND_REASON, a] = NONE
+                to_target(book, acct, a, book[PEND_TARGET, a], o[t, a], reason, t, r, trades)
         if stops:
             for a in range(m):
-                held = b.held[a]
+                held = book[HELD, a]
                 if held != 0.0:
-                    base, code = rules.exit_hit(o[t, a], h[t, a], lo[t, a], b.entry_px[a],
+                    base, code = rules.exit_hit(o[t, a], h[t, a], lo[t, a], book[ENTRY_PX, a],
                                                 1.0 if held > 0 else -1.0, r)
                     if code != NONE:
-                        fill(b, a, -held, base, code, t, r, trades)
+                        fill(book, acct, a, -held, base, code, t, r, trades)
         fills = acct[FILLS]
         for a in range(m):
-            b.price[a] = c[t, a]
-        close_value = value(b, -1)
+            book[PRICE, a] = c[t, a]
+        close_value = value(book, acct, -1)
         if not broke and rules.bankrupt(close_value):
             broke = True
             for a in range(m):
-                b.pend_reason[a] = NONE
-                if b.held[a] != 0.0:
-                    order(b, a, 0.0, BANKRUPT, t, r, trades)
+                book[PEND_REASON, a] = NONE
+                if book[HELD, a] != 0.0:
+                    order(book, acct, a, 0.0, BANKRUPT, t, r, trades)
         if not broke:
             for a in range(m):
                 w = want[t, a]
-                if b.held[a] != 0.0 and rules.held_too_long(t, b.entry_bar[a], r):
-                    b.sized_for[a] = w  # flat until the wanted position changes
-                    order(b, a, 0.0, MAXBARS, t, r, trades)
-                elif rules.resend(w, b.sized_for[a]):
-                    b.sized_for[a] = w
-                    order(b, a, w, SIGNAL, t, r, trades)
-        equity[t] = close_value if acct[FILLS] == fills else value(b, -1)
+                if book[HELD, a] != 0.0 and rules.held_too_long(t, book[ENTRY_BAR, a], r):
+                    book[SIZED_FOR, a] = w  # flat until the wanted position changes
+                    order(book, acct, a, 0.0, MAXBARS, t, r, trades)
+                elif rules.resend(w, book[SIZED_FOR, a]):
+                    book[SIZED_FOR, a] = w
+                    order(book, acct, a, w, SIGNAL, t, r, trades)
+        equity[t] = close_value if acct[FILLS] == fills else value(book, acct, -1)
         g = 0.0
         for a in range(m):
-            g += abs(b.held[a] * c[t, a])
+            g += abs(book[HELD, a] * c[t, a])
             if keep:
-                positions[t, a] = b.held[a]
+                positions[t, a] = book[HELD, a]
         gross[t] = g
     ntr = int(acct[TRADES])
     still = 0
     for a in range(m):  # open trades, marked to the last close
-        held = b.held[a]
+        held = book[HELD, a]
         if held != 0.0:
             still += 1
             if len(trades) > 0:
                 last = c[n - 1, a]
-                record(trades, ntr, b.entry_bar[a], n - 1, b.tsize[a], b.entry_px[a], last,
-                       b.tcomm[a], b.tpnl[a] + held * (last - b.entry_px[a]) - b.tcomm[a], OPEN,
-                       a)
+                entry = book[ENTRY_PX, a]
+                record(trades, ntr, int(book[ENTRY_BAR, a]), n - 1, book[TSIZE, a], entry, last,
+                       book[TCOMM, a], book[TPNL, a] + held * (last - entry) - book[TCOMM, a],
+                       OPEN, a)
                 ntr += 1
     total = 0.0
     for a in range(m):
-        traded[a] = b.traded[a]
-        total += b.traded[a]
+        traded[a] = book[TRADED, a]
+        total += book[TRADED, a]
     st = stats[row]
     kernel.curve_stats(equity, gross, np.ones(n), r, total, broke, st)
     st.trades_closed = acct[CLOSED]
