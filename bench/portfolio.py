@@ -1,7 +1,9 @@
 """A portfolio sweep with shared cash: ours against vectorbt's grouped, cash-sharing Portfolio.
 
 Every (fast, slow) SMA pair of a small grid trades the same `--symbols` synthetic symbols from one
-account (cash 100,000; 10 shares per symbol, long only; fills at the next open; no costs). Ours:
+account (cash 100,000, raised to 1.1 x the cost of 10 shares of every symbol at its highest price
+when that is more, so cash always covers every position: `cash_for`; 10 shares per symbol, long
+only; fills at the next open; no costs). Ours:
 `backtest.sweep_portfolio` (one compiled call, combinations in parallel on numba's threads; the
 Broker's shared-cash rules, backtest/shared.py), and beside it `backtest.run_portfolio` once per
 combination (the same compiled loop, one call each). vectorbt: one `Portfolio.from_signals` over
@@ -38,19 +40,29 @@ FAST = (5, 10, 20, 30, 50)
 SLOW = (60, 100, 150, 200)
 
 
+def cash_for(universe: dict[str, pd.DataFrame]) -> float:
+    """CASH, or more if holding SIZE shares of every symbol at once could need more: then no
+    engine's cash check binds and every engine must end at the same value (vectorbt's shared cash
+    refuses what the cash cannot pay; ours checks each order against the account's equity)."""
+    need = 1.1 * SIZE * sum(float(f["high"].max()) for f in universe.values())
+    return max(CASH, float(np.ceil(need / 1e5) * 1e5))
+
+
 def ours(universe: dict[str, pd.DataFrame]) -> np.ndarray:
     from algotrading import backtest
 
     table = backtest.sweep_portfolio("sma", universe, {"fast_period": FAST, "slow_period": SLOW},
-                                     size=SIZE, long_only=True)
+                                     size=SIZE, long_only=True, cash=cash_for(universe))
     return table["final_value"].to_numpy()
 
 
 def ours_one_by_one(universe: dict[str, pd.DataFrame]) -> np.ndarray:
     from algotrading import backtest
 
+    cash = cash_for(universe)
     return np.array([backtest.run_portfolio("sma", universe, fast_period=f, slow_period=s,
-                                            size=SIZE, long_only=True).metrics["final_value"]
+                                            size=SIZE, long_only=True, cash=cash
+                                            ).metrics["final_value"]
                      for f in FAST for s in SLOW])
 
 
@@ -73,7 +85,7 @@ def vectorbt(universe: dict[str, pd.DataFrame]) -> np.ndarray:
     pf = vbt.Portfolio.from_signals(
         wide["close"], pd.DataFrame(entries, index=close.index, columns=columns),
         pd.DataFrame(exits, index=close.index, columns=columns), price=wide["open"], size=SIZE,
-        size_type="amount", init_cash=CASH, fees=0.0, slippage=0.0, direction="longonly",
+        size_type="amount", init_cash=cash_for(universe), fees=0.0, slippage=0.0, direction="longonly",
         accumulate=False, group_by="combo", cash_sharing=True, freq="1D")
     return pf.final_value().to_numpy()
 
@@ -141,7 +153,8 @@ def main() -> int:
     print(machine())
     print(f"load average at the start: {load()}")
     print(f"{len(FAST) * len(SLOW)} combinations x {args.symbols} symbols x {args.bars} bars, "
-          f"shared cash, {SIZE} shares each, long only")
+          f"shared cash, {SIZE} shares each, long only (cash: max(100,000, 1.1 x {SIZE} shares "
+          "of each symbol at its high))")
     print("\n| cores | engine | first [s] | best [s] | ours / vectorbt | final values |")
     print("|---|---|---:|---:|---:|---|")
     agree, verdicts = True, []

@@ -71,14 +71,15 @@ def test_engine_settings_in_the_grid_and_a_user_function():
 
 
 def test_sort_top_and_blocks(monkeypatch):
-    """Blocks of a few combinations (BLOCK made small) give the same rows as one block."""
+    """Blocks of a few combinations (PORTFOLIO_BLOCK made small) give the same rows as one
+    block."""
     import importlib
 
     sweep_module = importlib.import_module("algotrading.backtest.sweep")
     prices = walks(3, 150, 2)
     grid = {"fast_period": [3, 5, 8, 13], "slow_period": [21, 34, 55]}
     whole = backtest.sweep_portfolio("sma", prices, grid, size=10)
-    monkeypatch.setattr(sweep_module, "BLOCK", 2 * 150 * 2)
+    monkeypatch.setattr(sweep_module, "PORTFOLIO_BLOCK", 2 * 150 * 2)
     blocks = backtest.sweep_portfolio("sma", prices, grid, size=10)
     pd.testing.assert_frame_equal(whole, blocks)
     top = backtest.sweep_portfolio("sma", prices, grid, size=10, sort="sharpe", top=3)

@@ -12,9 +12,10 @@ bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the 
   are then not computed.
 - A position still open at the end is marked to the last close and reported as "open".
 
-Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
-the CLI starts at once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel
-(kernel.py). Both decide every size, cost, fill and exit with the same functions
+Paths: `run` drives the Broker bar by bar (no compile step: a one-off run or the CLI starts at
+once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel (kernel.py), and
+`run_portfolio` the compiled shared-cash loop (shared.py; `loop` drives the Broker over the same
+symbols as its reference). All decide every size, cost, fill and exit with the same functions
 (`algotrading.rules`), and tests/parity holds them to each other trade for trade.
 
 Building blocks for such batch paths (public, used by sweep.py and scenarios.py): `split_params`

@@ -14,9 +14,10 @@ column order on each bar:
 5. each symbol's wanted position is ordered (holding limit first; only when it changes), filled
    now with `fill="close"`, else queued for the next open.
 
-Sums across symbols are taken in the Broker's order (its Python `sum`: left to right from zero,
-then added to the cash), so equity, sizes, fills and rejections are the Broker's to the last bit;
-tests/parity/test_portfolio_paths.py holds the two to each other on random paths.
+Sums across symbols are taken in the Broker's order (its Python `sum`, which on CPython 3.11, the
+version the project pins, adds left to right from zero; then the cash is added), so equity, sizes,
+fills and rejections are the Broker's to the last bit; tests/parity/test_portfolio_paths.py holds
+the two to each other on random paths.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from algotrading.strategies import Strategy, unknown_message
 BLOCK = 2_000_000  # combination-bars per block: bounds memory at ~16 MB per float array
 MAX_COMBOS = 200_000  # ~40 s on 5,000 bars; the combinations and their rows stay in memory
 MAX_WORK = 2e9  # combinations x bars
+PORTFOLIO_BLOCK = 8_000_000  # combination-bar-symbols per block of sweep_portfolio: 64 MB of targets
 
 
 def _values(strat: Strategy | None, grid: Mapping[str, Iterable[Any]], bars: int | None
@@ -292,7 +293,8 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     Targets come from the strategy's `grid` on each symbol's own history (all combinations at
     once), then every combination runs in one compiled call (backtest/shared.py: the Broker's
     shared-cash bar cycle), combinations in parallel on numba's threads (NUMBA_NUM_THREADS bounds
-    them), in blocks of at most `BLOCK` combination-bar-symbols so memory stays bounded."""
+    them), in blocks of at most `PORTFOLIO_BLOCK` combination-bar-symbols (at least one
+    combination per thread) so memory stays bounded."""
     from algotrading.backtest import kernel, shared
     from algotrading.backtest.engine import OHLC, portfolio_frames, portfolio_settings
 
@@ -310,7 +312,9 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     n, m = arrays["close"].shape
     if n == 0:
         raise ValueError(f"the symbols {symbols} share no dates")
-    size = max(1, BLOCK // (n * m))
+    from algotrading.backtest.fused import threads
+
+    size = max(threads(), PORTFOLIO_BLOCK // (n * m))
     parts = []
     for lo in range(0, len(combos), size):
         block = combos[lo:lo + size]
@@ -334,10 +338,11 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                                  "bar)")
             out = kernel.stats_table(len(members))
             part = wants if len(members) == len(block) else wants[members]
+            bars = [arrays[k] for k in OHLC]
             if not keep.all():
                 part = np.ascontiguousarray(part[:, keep])
-            shared.simulate_grid(*(np.ascontiguousarray(arrays[k][keep]) for k in OHLC), part,
-                                 settings.rules, out)
+                bars = [np.ascontiguousarray(a[keep]) for a in bars]
+            shared.simulate_grid(*bars, part, settings.rules, out)
             stats[members] = out
             cash[members] = settings.cash
         table = pd.concat([pd.DataFrame(block, columns=list(grid)), _table(stats, cash)], axis=1)
