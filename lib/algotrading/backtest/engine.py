@@ -31,7 +31,7 @@ import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from algotrading.backtest.settings import ENGINE_PARAMS, Settings
 from algotrading.rules import REASONS
 from algotrading.schema import DataError
 from algotrading.strategies import Strategy, get, positions
+
+if TYPE_CHECKING:  # imported where used: numba only loads for a portfolio, not for `run` or the CLI
+    from algotrading.backtest.shared import Run
 
 StrategyLike = str | Strategy | Callable[..., Any] | pd.Series | np.ndarray
 TRADE_KEYS = ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price", "commission",
@@ -408,7 +411,7 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                   sim.trades, symbols)
 
 
-def portfolio_sim(run: Any) -> Sim:
+def portfolio_sim(run: Run) -> Sim:
     """A compiled portfolio run (shared.Run) in `loop`'s terms: trades as TRADE_KEYS arrays with
     the reasons named."""
     tr = run.trades
