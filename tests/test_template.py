@@ -139,12 +139,23 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
     in_vpc = {"ForAllValues:StringEquals": {"sagemaker:VpcSubnets": [{"Ref": "SubnetId"}],
                                             "sagemaker:VpcSecurityGroupIds": [{"Ref": "JobSecurityGroup"}]},
               "Null": {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}}
+    # network isolation: required by default, stated either way with JobNetworkIsolation=false
+    isolation = {"Bool": {"sagemaker:NetworkIsolation": {
+        "Fn::If": ["IsolateJobs", ["true"], ["true", "false"]]}}}
     (create,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateTrainingJob"]
-    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}, **isolation}
     assert create["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     (tune,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateHyperParameterTuningJob"]
-    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}, **isolation}
     assert tune["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
+    assert template["Conditions"]["IsolateJobs"] == {
+        "Fn::Equals": [{"Ref": "JobNetworkIsolation"}, "true"]}
+    parameter = template["Parameters"]["JobNetworkIsolation"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("true", ["true", "false"])
+    # the stack says which it is, and the client reads it (algotrading.jobs.network_isolation)
+    assert template["Outputs"]["JobNetworkIsolation"]["Value"] == {"Ref": "JobNetworkIsolation"}
+    assert config.STACK_OUTPUTS["JobNetworkIsolation"] == ("job_network_isolation",
+                                                           "ALGO_JOB_NETWORK_ISOLATION")
     for name in ("Role", "JobRole"):
         principal = template["Resources"][name]["Properties"]["AssumeRolePolicyDocument"][
             "Statement"][0]["Principal"]
