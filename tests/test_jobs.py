@@ -3,8 +3,11 @@ against a moto server on 127.0.0.1.
 
 What the emulator proves: the SageMaker SDK 3.x ModelTrainer request we build is well formed and
 carries the image, role, command, hyperparameters, channels, output path, instance and metric
-definitions we asked for; the code channel uploaded to S3 holds the `algotrading` package and a
-requirements file, and the SDK's launcher script runs `python -m <entry>` from it.
+definitions we asked for, with network isolation on by default; the code channel uploaded to S3
+holds the `algotrading` package, a requirements file that installs only from the channel's
+`wheels/` (placeholders here: tests/test_aws.py `placeholder_wheels`; the real wheels and an
+offline install: tests/test_wheelhouse.py), and the SDK's launcher script runs
+`python -m <entry>` from it.
 moto RECORDS the training job and does not run it (it reports "Completed" at once, with no
 container, no logs and no model.tar.gz), so nothing here proves that the image starts, that the
 requirements install, or that the entry succeeds in the container: the entry scripts are run

@@ -213,6 +213,14 @@ def test_the_staged_requirements_install_offline_into_a_fresh_venv(house: Path, 
     assert ran.stdout.split() == ["1.0", "2.0"]
     other = _offline([str(python), "-c", "import tinyother"], cwd=code)
     assert "No module named 'tinyother'" in other.stderr  # only the entry's share was shipped
+    # what the environment already has at the pinned version pip leaves alone, hash mode or not:
+    # without the wheels the same file installs nothing and succeeds (the image's own packages)
+    (code / "wheels").rename(tmp_path / "away")
+    again = _offline([sys.executable, "-m", "pip", "--python", str(python), "install",
+                      "--no-cache-dir", "-r", str(code / "requirements.txt")], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("Requirement already satisfied") == 2
+    (tmp_path / "away").rename(code / "wheels")
     # a wheel that does not match its hash is refused by the container's pip
     wheel = code / "wheels" / "tinybeta-2.0-py3-none-any.whl"
     build_wheel(wheel.parent, "tinybeta", "2.0", body="EVIL = 1\n")
