@@ -191,6 +191,11 @@ def test_bad_job_requests_fail_before_anything_is_created(sagemaker_env: str, tm
                            role="arn:aws:iam::123456789012:role/algo-sagemaker")
     with pytest.raises(ValueError, match="module name"):
         jobs.submit("algotrading/cli.py", {}, "s3://algo-bucket/out", role="x")
+    # a channel staged for the index cannot feed an isolated job (its pip would find no index)
+    staged = jobs.stage_source(tmp_path / "indexed", isolated=False)
+    with pytest.raises(ParameterError, match="installs from a package index"):
+        jobs.model_trainer(ENTRY, staged, "s3://algo-bucket/o", isolated=True,
+                           role="arn:aws:iam::123456789012:role/algo-sagemaker")
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
 

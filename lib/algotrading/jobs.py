@@ -6,7 +6,8 @@ One contract for every job (model training, tuning trials, sharded sweeps), on b
 - Client side: `submit` (or `stage_source` + `model_trainer` when something else, such as a
   hyperparameter tuner, drives the trainer) copies the `algotrading` package into the job's code
   channel and has the container run `python -m <entry module>` from there, in a framework
-  image from `sagemaker.core.image_uris.retrieve` (PyTorch by default). The SDK uploads that code
+  image from `sagemaker.core.image_uris.retrieve` (PyTorch by default), with network isolation
+  (the channel carries the wheels of what the entry needs: algotrading.wheelhouse). The SDK uploads that code
   channel to S3 itself; data channels are S3 URIs (or local folders, which the SDK uploads).
 - Container side (what an entry module calls): `hyperparameters()` reads
   `/opt/ml/input/config/hyperparameters.json`, `channel(name)` is `SM_CHANNEL_<NAME>`,
@@ -320,6 +321,10 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     key = found.kms_key or None  # the stack's key on the volume and the output (its policy
     network = vpc_config(found.job_subnets, found.job_security_group)  # refuses a job without them)
     isolated = network_isolation() if isolated is None else isolated
+    if isolated and requirements and _needs_an_index(Path(source_dir, "requirements.txt")):
+        raise ParameterError(f"{source_dir}/requirements.txt installs from a package index, which "
+                             "a job with network isolation cannot reach: stage the source with "
+                             "the same `isolated` (jobs.stage_source(..., isolated=True))")
     if not isolated:
         warnings.warn("network isolation is off (ALGO_JOB_NETWORK_ISOLATION=false): the job's "
                       "container reaches the network and pip-installs its requirements from the "
@@ -344,6 +349,14 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
         trainer.with_metric_definitions([MetricDefinition(name=k, regex=v)
                                          for k, v in metric_definitions.items()])
     return trainer
+
+
+def _needs_an_index(requirements: Path) -> bool:
+    """The requirements file installs something and does not say --no-index."""
+    lines = [line.strip() for line in requirements.read_text().splitlines()] \
+        if requirements.is_file() else []
+    wanted = [line for line in lines if line and not line.startswith("#")]
+    return bool(wanted) and "--no-index" not in wanted
 
 
 def _complete_tuning_requests(sagemaker_session: Any, isolated: bool, key: str | None) -> None:
