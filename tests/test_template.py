@@ -324,10 +324,11 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert run.returncode == 0, run.stderr
     env_python = home / "SageMaker" / ".algotrading" / "env" / "bin" / "python"
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
+    wheels = str(home / "SageMaker" / ".algotrading" / "wheels")  # kept across restarts
     assert spec == {"argv": [str(env_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                     "display_name": "Python (algotrading)", "language": "python",
                     "env": {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod",
-                            "AWS_REGION": "eu-west-1"}}
+                            "AWS_REGION": "eu-west-1", "ALGO_WHEELHOUSE": wheels}}
     imported = subprocess.run([str(env_python), "-c", "import algotrading; print(algotrading.__file__)"],
                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert imported.strip() == str(home / "SageMaker/algotrading/lib/algotrading/__init__.py")  # editable
@@ -340,7 +341,8 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert again.returncode == 0, again.stderr
     assert marker.exists()
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
-    assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod"}
+    assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod",
+                           "ALGO_WHEELHOUSE": wheels}
 
 
 @pytest.mark.slow
