@@ -236,3 +236,90 @@ def test_block_length_is_archs(prices, seed):
               np.cumsum(rng.normal(size=800)) * 1e-3, rng.standard_t(3, 2000) ** 2]
     for x in series:
         assert scenarios.stationary_block_length(x) == optimal_block_length(x)["stationary"].iloc[0]
+
+
+def _garch_series(seed: int, n: int, omega: float, alpha: float, beta: float, nu: float
+                  ) -> np.ndarray:
+    """n returns (in percent) of a GARCH(1,1) with standardised Student-t shocks, mean 0.03."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_t(nu, n) * np.sqrt((nu - 2) / nu)
+    var, y = omega / (1 - alpha - beta), np.empty(n)
+    for t in range(n):
+        y[t] = 0.03 + np.sqrt(var) * z[t]
+        var = omega + alpha * (y[t] - 0.03) ** 2 + beta * var
+    return y
+
+
+def _arch_fit(y: np.ndarray) -> dict[str, float]:
+    from arch import arch_model
+
+    from algotrading import numerics
+
+    with numerics.one_thread():  # as garch_t fits: one BLAS thread
+        res = arch_model(y, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
+    p = res.params
+    return {"mu": p["mu"], "omega": p["omega"], "alpha": p["alpha[1]"], "beta": p["beta[1]"],
+            "nu": p["nu"], "loglikelihood": res.loglikelihood,
+            "status": res.optimization_result.status}
+
+
+@pytest.fixture(scope="module")
+def gspc() -> pd.DataFrame:
+    from algotrading import schema, sources
+
+    return schema.to_prices(sources.read("sample", symbols=["GSPC"]).frame, "GSPC")
+
+
+@pytest.mark.parametrize("case", ["GSPC", "persistent", "short", "no ARCH", "fat tails"])
+def test_garch_fit_is_archs(gspc, case):
+    """`garch_t` (no arch at run time) against arch's own fit of the same model: every parameter
+    and the log-likelihood to the bit. Exact, not within a tolerance, because it repeats arch's
+    steps in arch's order (starting grid, backcast, variance bounds, the same SLSQP call) in the
+    same process and BLAS: a difference means the steps diverged from arch's (a new arch
+    version, say), which this test should report. Cases: the S&P 500 sample (5,030 returns);
+    simulated GARCH-t series near integration, short, with alpha at its bound 0 (no ARCH
+    effect), and with nu = 3."""
+    y = {"GSPC": lambda: 100 * scenarios.log_returns(gspc),
+         "persistent": lambda: _garch_series(2, 3000, 0.005, 0.05, 0.9495, 4),
+         "short": lambda: _garch_series(1, 1000, 0.2, 0.15, 0.6, 8),
+         "no ARCH": lambda: _garch_series(3, 500, 0.1, 0.0, 0.0, 30) * 10,
+         "fat tails": lambda: _garch_series(4, 4000, 0.02, 0.1, 0.88, 3)}[case]()
+    ours, theirs = scenarios.garch_t(y), _arch_fit(y)
+    assert theirs["status"] == 0
+    assert ours == theirs
+    if case == "no ARCH":
+        assert ours["alpha"] == 0.0  # the bound is active: the constrained path agrees too
+
+
+def test_garch_paths_from_our_fit_are_the_paths_of_archs(prices, monkeypatch):
+    """simulate(garch) from garch_t's parameters equals simulate(garch) from arch's fit."""
+    ours = scenarios.simulate(prices, "garch", paths=30, bars=500, seed=2)
+    monkeypatch.setattr(scenarios, "garch_t", _arch_fit)
+    theirs = scenarios.simulate(prices, "garch", paths=30, bars=500, seed=2)
+    assert ours.params == theirs.params
+    for name in ("open", "high", "low", "close", "vol"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+
+
+@pytest.mark.slow
+def test_whatif_cli_imports_neither_arch_nor_scipy_stats(tmp_path, monkeypatch, capsys):
+    """arch (and scipy.stats, which it imports) cost 1.4 s of the garch what-if's start: the
+    three models run in a fresh process without loading either."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+    script = ("import sys; from algotrading.cli import main\n"
+              "for m in ('gbm', 'garch', 'bootstrap'):\n"
+              "    assert main(['whatif', 'sma', '--symbol', 'GSPC', '--model', m, '--paths', '20',"
+              " '--bars', '400', '--param', 'fast_period=5', '--param', 'slow_period=20']) == 0\n"
+              "print(sorted(k for k in sys.modules if k == 'arch' or k.startswith(('arch.', "
+              "'scipy.stats'))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("sma on 20 ") for line in lines) == 3  # the three models ran
+    assert json.loads(lines[-1].replace("'", '"')) == []

@@ -32,8 +32,9 @@ buy-and-hold on the same path; `distribution` and `probabilities` summarise the 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -107,16 +108,11 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
     if model == "gbm":
         return {"mu": float(r.mean()), "sigma": float(r.std(ddof=1))}
     if model == "garch":
-        from arch import arch_model
-
-        numerics.check("GARCH fit")
-        with numerics.one_thread():  # a BLAS reduction's order must not depend on the cores
-            res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
-        p = res.params
+        p = garch_t(100 * r)
         # The drift is the history's mean log return, as for gbm and the bootstrap (the
         # t-likelihood's mean weights calm days and overstates it), and paths start at the
         # history's variance. Persistence capped, omega by variance targeting (module doc).
-        alpha, beta = float(p["alpha[1]"]), float(p["beta[1]"])
+        alpha, beta = p["alpha"], p["beta"]
         fitted = alpha + beta
         if fitted > PERSISTENCE_CAP:
             alpha = alpha if alpha < PERSISTENCE_CAP else PERSISTENCE_CAP / 2
@@ -125,10 +121,10 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
         persistence = alpha + beta
         return {"mu": float(r.mean()), "sigma0": math.sqrt(var),
                 "omega": var * (1 - persistence), "alpha": alpha, "beta": beta,
-                "nu": float(p["nu"]), "fitted_omega": float(p["omega"]) / 1e4,
+                "nu": p["nu"], "fitted_omega": p["omega"] / 1e4,
                 "fitted_persistence": fitted, "persistence": persistence,
                 "long_run_vol": math.sqrt(var * YEAR),
-                "fitted_long_run_vol": math.sqrt(float(p["omega"]) / 1e4 / (1 - fitted) * YEAR)
+                "fitted_long_run_vol": math.sqrt(p["omega"] / 1e4 / (1 - fitted) * YEAR)
                 if fitted < 1 else float("inf"),
                 "half_life_days": math.log(0.5) / math.log(persistence)}
     if block is None:
@@ -170,6 +166,143 @@ def stationary_block_length(x: np.ndarray) -> float:
         lr_acv += 2 * lam * acv[k]
     d_sb = 2 * lr_acv ** 2
     return float(min(((2 * g ** 2) / d_sb) ** (1 / 3) * nobs ** (1 / 3), b_max))
+
+
+# -- the GARCH(1,1)-t fit -------------------------------------------------------------------
+NU_BOUNDS = (2.05, 500.0)  # the Student-t degrees of freedom the fit may take (arch's)
+EWMA_LAMBDA = 0.94  # the backcast's and the variance bounds' smoothing (arch's)
+
+
+def garch_t(y: np.ndarray) -> dict[str, float]:
+    """Maximum likelihood fit of y_t = mu + e_t, e_t = sigma_t z_t, sigma2_t = omega +
+    alpha e2_{t-1} + beta sigma2_{t-1}, z standardised Student-t with `nu` degrees of freedom:
+    what `arch.arch_model(y, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit()` computes,
+    step by step as arch does it (starting values from the same grid, backcast, variance bounds,
+    parameter bounds and the alpha + beta <= 1 constraint, SLSQP from scipy.optimize), without
+    importing arch: that import (scipy.stats, numba-compiled recursions) was 1.4 s of the garch
+    what-if CLI. tests/test_scenarios.py holds the result to arch's. Returns mu, omega, alpha,
+    beta, nu, the log-likelihood and the optimiser's status (0: converged)."""
+    import scipy.optimize  # noqa: F401  (loads scipy's BLAS before one_thread() limits it)
+
+    numerics.check("GARCH fit")
+    with numerics.one_thread():  # SLSQP's steps and numpy's reductions round alike on any cores
+        return _garch_t(np.ascontiguousarray(y, dtype=float))
+
+
+def _garch_t(y: np.ndarray) -> dict[str, float]:
+    import warnings
+
+    from scipy.optimize import minimize
+    from scipy.special import gammaln
+
+    n = y.shape[0]
+    recursion = _garch_recursion()
+    mu0 = np.linalg.pinv(np.ones((n, 1))).dot(y)  # arch's least-squares start for the mean
+    resids = y - mu0[0]
+    backcast = _backcast(resids)
+    var_bounds = _variance_bounds(resids, recursion)
+    sigma2 = np.zeros(n)
+
+    def variance(omega: float, alpha: float, beta: float, e: np.ndarray) -> np.ndarray:
+        recursion(omega, alpha, beta, np.absolute(e) ** 2.0, sigma2, backcast, var_bounds)
+        return sigma2
+
+    # Starting values: the best Gaussian likelihood on arch's grid (its gamma axis does not
+    # enter a GARCH without asymmetry, so each (alpha, persistence) pair once, in arch's order).
+    target = np.mean(np.absolute(resids) ** 2.0)
+    target *= np.mean(resids ** 2) / target  # arch's rescaling, a no-op up to rounding
+    best, start = -np.inf, np.empty(3)
+    for a in (0.01, 0.05, 0.1, 0.2):
+        for persistence in (0.5, 0.7, 0.9, 0.98):
+            sv = np.array([(1.0 - persistence) * target, a, persistence - a])
+            s2 = variance(*sv, resids)
+            llf = float(np.sum(-0.5 * (np.log(2 * np.pi) + np.log(s2) + resids ** 2.0 / s2)))
+            if llf > best:
+                best, start = llf, sv
+    std = resids / np.sqrt(variance(*start, resids))
+    dev = std - np.mean(std, keepdims=True)
+    kurt = np.mean((dev ** 2) ** 2) / np.mean(dev ** 2) ** 2.0  # scipy.stats.kurtosis, Pearson
+    nu0 = max((4.0 * kurt - 6.0) / (kurt - 3.0) if kurt > 3.75 else 12.0, 4.0)
+    x0 = np.hstack([mu0, start, [nu0]])
+
+    v = float(np.mean(np.absolute(resids) ** 2.0))
+    bounds = [(-np.inf, np.inf), (1e-8 * v, 10.0 * v), (0.0, 1.0), (0.0, 1.0), NU_BOUNDS]
+    rows = np.zeros((6, 5))  # rows @ x - lower >= 0: omega, alpha, beta >= 0, alpha + beta <= 1,
+    rows[[0, 1, 2], [1, 2, 3]] = 1.0  # and nu within NU_BOUNDS (arch states bounds twice)
+    rows[3, 1:4] = [0.0, -1.0, -1.0]
+    rows[4, 4], rows[5, 4] = 1.0, -1.0
+    lower = np.array([0.0, 0.0, 0.0, -1.0, NU_BOUNDS[0], -NU_BOUNDS[1]])
+    constraints = [{"type": "ineq", "fun": lambda x, c=c, b=b: np.dot(c, x) - b}
+                   for c, b in zip(rows, lower, strict=True)]
+
+    def negative_llf(x: np.ndarray) -> float:
+        e = y - x[0]
+        s2 = variance(x[1], x[2], x[3], e)
+        nu = x[4]
+        lls = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        lls -= 0.5 * (np.log(s2))
+        lls -= ((nu + 1) / 2) * (np.log(1 + (e ** 2.0) / (s2 * (nu - 2))))
+        return -float(np.sum(lls))
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Values in x were outside bounds during a minimize step",
+                                RuntimeWarning)
+        opt = minimize(negative_llf, x0, method="SLSQP", bounds=bounds, constraints=constraints,
+                       options={"disp": False})
+    mu, omega, alpha, beta, nu = (float(v) for v in opt.x)
+    return {"mu": mu, "omega": omega, "alpha": alpha, "beta": beta, "nu": nu,
+            "loglikelihood": -float(opt.fun), "status": int(opt.status)}
+
+
+def _garch_variance(omega: float, alpha: float, beta: float, e2: np.ndarray, sigma2: np.ndarray,
+                    backcast: float, bounds: np.ndarray) -> None:
+    """sigma2_t = omega + alpha e2_{t-1} + beta sigma2_{t-1} from the backcast, each kept within
+    bounds[t] as arch's recursion keeps it (below the floor: the floor; above the ceiling: the
+    ceiling plus the log of the excess), in arch's order of operations."""
+    for t in range(e2.shape[0]):
+        s = omega
+        s += alpha * (backcast if t == 0 else e2[t - 1])
+        s += beta * (backcast if t == 0 else sigma2[t - 1])
+        if s < bounds[t, 0]:
+            s = bounds[t, 0]
+        elif s > bounds[t, 1]:
+            s = bounds[t, 1] + (1000.0 if s > 1.7976931348623157e308 else math.log(s / bounds[t, 1]))
+        sigma2[t] = s
+
+
+@functools.cache
+def _garch_recursion() -> Callable:
+    """numba is imported by the first GARCH fit, not with this module (compiled once, cached)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_garch_variance)
+
+
+def _ewma_weights(n: int) -> np.ndarray:
+    w = EWMA_LAMBDA ** np.arange(min(75, n))
+    return w / sum(w)  # the builtin sum, as arch's: summed left to right
+
+
+def _backcast(resids: np.ndarray) -> float:
+    """The variance before the first return: an EWMA of the first 75 squared residuals."""
+    w = _ewma_weights(resids.shape[0])
+    return float(np.sum((np.absolute(resids[:w.shape[0]]) ** 2.0) * w))
+
+
+def _variance_bounds(resids: np.ndarray, recursion: Callable) -> np.ndarray:
+    """Per observation, the floor and ceiling of the conditional variance during the fit (arch's
+    loose bounds around an EWMA of the squared residuals, which keep the likelihood finite)."""
+    n = resids.shape[0]
+    w = _ewma_weights(n)
+    ewma = np.zeros(n)
+    recursion(0.0, 1.0 - EWMA_LAMBDA, EWMA_LAMBDA, resids ** 2.0, ewma,
+              w.dot(resids[:w.shape[0]] ** 2.0), np.ones((n, 2)) * np.array([-1.0, 1.7e308]))
+    bounds = np.vstack((ewma / 1e6, ewma * 1e6)).T
+    floor, most = float(np.var(resids)) / 1e8, 1 + float(np.max(resids ** 2.0))
+    bounds[bounds[:, 0] < floor, 0] = floor
+    bounds[bounds[:, 1] < most, 1] = most
+    bounds[bounds[:, 1] > 1e7 * most, 1] = 1e7 * most
+    return np.ascontiguousarray(bounds)
 
 
 def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: int | None = None,
