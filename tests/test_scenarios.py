@@ -323,3 +323,62 @@ def test_whatif_cli_imports_neither_arch_nor_scipy_stats(tmp_path, monkeypatch, 
     lines = done.stdout.splitlines()
     assert sum(line.startswith("sma on 20 ") for line in lines) == 3  # the three models ran
     assert json.loads(lines[-1].replace("'", '"')) == []
+
+
+def _whole_array_paths(prices: pd.DataFrame, model: str, paths: int, bars: int, seed: int
+                       ) -> dict[str, np.ndarray]:
+    """The paths as `simulate` built them before its compiled loops: numpy over whole (paths x
+    bars) arrays, the same draws from the same generator (the reference for the loops)."""
+    params = scenarios.fit(prices, model)
+    rng = np.random.default_rng(seed)
+    r_hist = scenarios.log_returns(prices)
+    shape, hist_vol = scenarios._shapes(prices)
+    n = len(r_hist)
+    if model == "bootstrap":
+        pick = scenarios._stationary_indices(rng, n, paths, bars, params["block"])
+        r, scale = r_hist[pick], None
+    else:
+        pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)
+        if model == "gbm":
+            r = rng.standard_normal((paths, bars)) * params["sigma"] + params["mu"]
+            sigma = params["sigma"]
+        else:
+            nu = params["nu"]
+            z = rng.standard_t(nu, size=(paths, bars)) * np.sqrt((nu - 2) / nu)
+            sigma, eps = np.empty((paths, bars)), np.empty((paths, bars))
+            v = np.full(paths, params["sigma0"] ** 2)
+            for t in range(bars):
+                sigma[:, t] = np.sqrt(v)
+                eps[:, t] = sigma[:, t] * z[:, t]
+                v = params["omega"] + params["alpha"] * eps[:, t] ** 2 + params["beta"] * v
+            r = params["mu"] + eps
+        scale = sigma / hist_vol[pick]
+        target = np.mean(np.log(prices["high"].to_numpy()[1:] / prices["low"].to_numpy()[1:]))
+        step = max(1, pick.size // 200_000)
+        k, s, ret = pick.ravel()[::step], scale.ravel()[::step], r.ravel()[::step]
+        gap, wicks = shape[k, 0] * s, (shape[k, 1] + shape[k, 2]) * s
+        lo, hi = 0.0, 1.0
+        while np.mean(hi * wicks + np.abs(ret - hi * gap)) < target and hi < 1e3:
+            hi *= 2
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            below = np.mean(mid * wicks + np.abs(ret - mid * gap)) < target
+            lo, hi = (mid, hi) if below else (lo, mid)
+        scale = scale * ((lo + hi) / 2)
+    start = float(prices["close"].iloc[0])
+    close = np.exp(np.cumsum(r, axis=1) + np.log(start))
+    gap, up, down = (shape[:, k][pick] * (1.0 if scale is None else scale) for k in range(3))
+    open_ = np.concatenate([np.full((paths, 1), start), close[:, :-1]], axis=1) * np.exp(gap)
+    return {"open": open_, "high": np.maximum(open_, close) * np.exp(up),
+            "low": np.minimum(open_, close) * np.exp(-down), "close": close,
+            "vol": prices["vol"].to_numpy(float)[1:][pick]}
+
+
+@pytest.mark.parametrize("model", scenarios.MODELS)
+def test_compiled_paths_equal_the_whole_array_steps(prices, model):
+    """The compiled bar loops give the paths the whole-array numpy steps give, to the bit (the
+    same exp: numpy's, over the whole block)."""
+    paths = scenarios.simulate(prices, model, paths=40, bars=700, seed=5)
+    expected = _whole_array_paths(prices, model, 40, 700, 5)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(getattr(paths, name), values, err_msg=name)

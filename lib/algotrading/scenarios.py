@@ -32,13 +32,13 @@ buy-and-hold on the same path; `distribution` and `probabilities` summarise the 
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -196,15 +196,14 @@ def _garch_t(y: np.ndarray) -> dict[str, float]:
     from scipy.special import gammaln
 
     n = y.shape[0]
-    recursion = _garch_recursion()
     mu0 = np.linalg.pinv(np.ones((n, 1))).dot(y)  # arch's least-squares start for the mean
     resids = y - mu0[0]
     backcast = _backcast(resids)
-    var_bounds = _variance_bounds(resids, recursion)
+    var_bounds = _variance_bounds(resids)
     sigma2 = np.zeros(n)
 
     def variance(omega: float, alpha: float, beta: float, e: np.ndarray) -> np.ndarray:
-        recursion(omega, alpha, beta, np.absolute(e) ** 2.0, sigma2, backcast, var_bounds)
+        _garch_variance(omega, alpha, beta, np.absolute(e) ** 2.0, sigma2, backcast, var_bounds)
         return sigma2
 
     # Starting values: the best Gaussian likelihood on arch's grid (its gamma axis does not
@@ -254,6 +253,7 @@ def _garch_t(y: np.ndarray) -> dict[str, float]:
             "loglikelihood": -float(opt.fun), "status": int(opt.status)}
 
 
+@numba.njit(cache=True, nogil=True)
 def _garch_variance(omega: float, alpha: float, beta: float, e2: np.ndarray, sigma2: np.ndarray,
                     backcast: float, bounds: np.ndarray) -> None:
     """sigma2_t = omega + alpha e2_{t-1} + beta sigma2_{t-1} from the backcast, each kept within
@@ -270,14 +270,6 @@ def _garch_variance(omega: float, alpha: float, beta: float, e2: np.ndarray, sig
         sigma2[t] = s
 
 
-@functools.cache
-def _garch_recursion() -> Callable:
-    """numba is imported by the first GARCH fit, not with this module (compiled once, cached)."""
-    import numba
-
-    return numba.njit(cache=True, nogil=True)(_garch_variance)
-
-
 def _ewma_weights(n: int) -> np.ndarray:
     w = EWMA_LAMBDA ** np.arange(min(75, n))
     return w / sum(w)  # the builtin sum, as arch's: summed left to right
@@ -289,13 +281,13 @@ def _backcast(resids: np.ndarray) -> float:
     return float(np.sum((np.absolute(resids[:w.shape[0]]) ** 2.0) * w))
 
 
-def _variance_bounds(resids: np.ndarray, recursion: Callable) -> np.ndarray:
+def _variance_bounds(resids: np.ndarray) -> np.ndarray:
     """Per observation, the floor and ceiling of the conditional variance during the fit (arch's
     loose bounds around an EWMA of the squared residuals, which keep the likelihood finite)."""
     n = resids.shape[0]
     w = _ewma_weights(n)
     ewma = np.zeros(n)
-    recursion(0.0, 1.0 - EWMA_LAMBDA, EWMA_LAMBDA, resids ** 2.0, ewma,
+    _garch_variance(0.0, 1.0 - EWMA_LAMBDA, EWMA_LAMBDA, resids ** 2.0, ewma,
               w.dot(resids[:w.shape[0]] ** 2.0), np.ones((n, 2)) * np.array([-1.0, 1.7e308]))
     bounds = np.vstack((ewma / 1e6, ewma * 1e6)).T
     floor, most = float(np.var(resids)) / 1e8, 1 + float(np.max(resids ** 2.0))
@@ -320,56 +312,86 @@ def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: 
     r_hist = log_returns(prices)
     shape, hist_vol = _shapes(prices)
     n = len(r_hist)
+    factor = 1.0
     if model == "bootstrap":
         pick = _stationary_indices(rng, n, paths, bars, params["block"])
-        r, scale = r_hist[pick], None  # the bar's own shape, unscaled
+        r, sigma, hist_vol = r_hist[pick], np.ones((1, 1)), np.empty(0)  # the bar's own shape
     else:
         pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)
         r, sigma = (_gbm(rng, params, paths, bars) if model == "gbm"
                     else _garch(rng, params, paths, bars))
-        scale = hist_vol[pick]
-        np.divide(sigma, scale, out=scale)
-        scale *= _range_factor(prices, shape, r, pick, scale)  # the ratio's bias (doc)
-    # Whole-array steps in place: 1,000 x 5,000 paths are 40 MB per array.
-    start = float(prices["close"].iloc[0])
-    close = np.cumsum(r, axis=1)
-    close += math.log(start)
-    np.exp(close, out=close)
-    open_ = np.empty_like(close)
-    open_[:, 0] = start
-    open_[:, 1:] = close[:, :-1]
-    parts = []
-    for k, sign in ((0, 1.0), (1, 1.0), (2, -1.0)):  # gap, upper wick, lower wick (log units)
-        part = shape[:, k][pick]
-        if scale is not None:
-            part *= scale
-        if sign < 0:
-            np.negative(part, out=part)
-        parts.append(np.exp(part, out=part))
-    open_ *= parts[0]
-    high = np.maximum(open_, close)
-    high *= parts[1]
-    low = np.minimum(open_, close)
-    low *= parts[2]
-    del parts, scale
+        factor = _range_factor(prices, shape, r, pick, sigma, hist_vol)  # the ratio's bias (doc)
+    # Two compiled passes and one exp over (4 x paths x bars): log close, gap, upper and lower
+    # wick (scaled), exponentiated in place, then open = previous close x gap, high and low
+    # around max/min(open, close). numpy's exp, as the whole-array steps before them used (40 MB
+    # per array at 1,000 x 5,000), so the paths are the same to the bit.
+    block = np.empty((4, paths, bars))
+    _log_bars(r, pick, sigma, hist_vol, shape, factor, math.log(float(prices["close"].iloc[0])),
+              block)
+    del r, sigma
+    np.exp(block, out=block)
+    _open_high_low(block, float(prices["close"].iloc[0]))
     vol = prices["vol"].to_numpy(float)[1:][pick] if "vol" in prices else np.zeros((paths, bars))
     index = pd.bdate_range(prices.index[0], periods=bars, name="dt")
-    return Paths(model, open_, high, low, close, vol, index, params)
+    return Paths(model, block[1], block[2], block[3], block[0], vol, index, params)
+
+
+@numba.njit(cache=True, parallel=True)
+def _log_bars(r: np.ndarray, pick: np.ndarray, sigma: np.ndarray, hist_vol: np.ndarray,
+              shape: np.ndarray, factor: float, log_start: float, out: np.ndarray) -> None:
+    """Per path (in parallel) and bar: out[0] the log close (log start + cumulative return),
+    out[1..3] the drawn bar's gap, upper wick and minus its lower wick, times
+    sigma / hist_vol[bar] x factor (sigma per bar, or one value as (1, 1); no hist_vol: unscaled)."""
+    per_bar = sigma.shape[1] > 1
+    for i in numba.prange(r.shape[0]):
+        acc = 0.0
+        for t in range(r.shape[1]):
+            acc += r[i, t]
+            out[0, i, t] = acc + log_start
+            k = pick[i, t]
+            if hist_vol.shape[0] == 0:
+                out[1, i, t], out[2, i, t] = shape[k, 0], shape[k, 1]
+                out[3, i, t] = -shape[k, 2]
+            else:
+                s = (sigma[i, t] if per_bar else sigma[0, 0]) / hist_vol[k] * factor
+                out[1, i, t], out[2, i, t] = shape[k, 0] * s, shape[k, 1] * s
+                out[3, i, t] = -(shape[k, 2] * s)
+
+
+@numba.njit(cache=True, parallel=True)
+def _open_high_low(block: np.ndarray, start: float) -> None:
+    """In place, from close and the exponentiated shapes: open = previous close x gap (the
+    first: `start` x gap), high = max(open, close) x upper, low = min(open, close) x lower."""
+    for i in numba.prange(block.shape[1]):
+        prev = start
+        for t in range(block.shape[2]):
+            close = block[0, i, t]
+            open_ = prev * block[1, i, t]
+            block[1, i, t] = open_
+            block[2, i, t] = max(open_, close) * block[2, i, t]
+            block[3, i, t] = min(open_, close) * block[3, i, t]
+            prev = close
 
 
 def _range_factor(prices: pd.DataFrame, shape: np.ndarray, r: np.ndarray, pick: np.ndarray,
-                  scale: np.ndarray, sample: int = 200_000) -> float:
+                  sigma: np.ndarray, hist_vol: np.ndarray, sample: int = 200_000) -> float:
     """The constant c that makes the simulated bars' mean log range, wicks + |return - gap|
-    with the shapes scaled by c * scale, equal the history's mean log(high / low) (bisection on
-    up to `sample` simulated bars; the range grows with c)."""
+    with the shapes scaled by c * sigma / hist_vol, equal the history's mean log(high / low)
+    (bisection on up to `sample` simulated bars; the range grows with c)."""
     target = float(np.mean(np.log(prices["high"].to_numpy(float)[1:]
                                   / prices["low"].to_numpy(float)[1:])))
     step = max(1, pick.size // sample)
-    k, s, ret = pick.ravel()[::step], scale.ravel()[::step], r.ravel()[::step]
+    k, ret = pick.ravel()[::step], r.ravel()[::step]
+    s = (sigma[0, 0] if sigma.size == 1 else sigma.ravel()[::step]) / hist_vol[k]
     gap, wicks = shape[k, 0] * s, (shape[k, 1] + shape[k, 2]) * s
+    buf, part = np.empty_like(gap), np.empty_like(gap)
 
-    def mean_range(c: float) -> float:
-        return float(np.mean(c * wicks + np.abs(ret - c * gap)))
+    def mean_range(c: float) -> float:  # mean(c * wicks + |ret - c * gap|), without temporaries
+        np.multiply(gap, c, out=buf)
+        np.subtract(ret, buf, out=buf)
+        np.abs(buf, out=buf)
+        np.multiply(wicks, c, out=part)
+        return float(np.mean(np.add(part, buf, out=buf)))
 
     lo, hi = 0.0, 1.0
     while mean_range(hi) < target and hi < 1e3:
@@ -381,27 +403,36 @@ def _range_factor(prices: pd.DataFrame, shape: np.ndarray, r: np.ndarray, pick: 
 
 
 def _gbm(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
-         ) -> tuple[np.ndarray, np.float64]:
+         ) -> tuple[np.ndarray, np.ndarray]:
     r = rng.standard_normal((paths, bars))
     r *= p["sigma"]
     r += p["mu"]
-    return r, np.float64(p["sigma"])
+    return r, np.full((1, 1), p["sigma"])
 
 
 def _garch(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
            ) -> tuple[np.ndarray, np.ndarray]:
-    """GARCH(1,1) recursion across all paths at once, from the history's variance."""
-    omega, alpha, beta, nu = p["omega"], p["alpha"], p["beta"], p["nu"]
-    var = p["sigma0"] ** 2
-    z = rng.standard_t(nu, size=(paths, bars)) * math.sqrt((nu - 2) / nu)  # unit variance
+    """GARCH(1,1) returns and volatilities of every path, from the history's variance."""
+    nu = p["nu"]
+    z = rng.standard_t(nu, size=(paths, bars))
     sigma = np.empty((paths, bars))
-    eps = np.empty((paths, bars))
-    v = np.full(paths, var)
-    for t in range(bars):
-        sigma[:, t] = np.sqrt(v)
-        eps[:, t] = sigma[:, t] * z[:, t]
-        v = omega + alpha * eps[:, t] ** 2 + beta * v
-    return p["mu"] + eps, sigma
+    _garch_paths(z, math.sqrt((nu - 2) / nu), p["mu"], p["omega"], p["alpha"], p["beta"],
+                 p["sigma0"] ** 2, sigma)
+    return z, sigma
+
+
+@numba.njit(cache=True, parallel=True)
+def _garch_paths(z: np.ndarray, unit: float, mu: float, omega: float, alpha: float, beta: float,
+                 var: float, sigma: np.ndarray) -> None:
+    """The GARCH(1,1) recursion per path (in parallel): shocks z x `unit` (unit variance), the
+    returns mu + sigma x shock written over z, each bar's sigma into `sigma`."""
+    for i in numba.prange(z.shape[0]):
+        v = var
+        for t in range(z.shape[1]):
+            sigma[i, t] = math.sqrt(v)
+            eps = sigma[i, t] * (z[i, t] * unit)
+            z[i, t] = mu + eps
+            v = omega + alpha * eps ** 2 + beta * v
 
 
 def _stationary_indices(rng: np.random.Generator, n: int, paths: int, bars: int, block: float
