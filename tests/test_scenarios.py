@@ -335,7 +335,12 @@ def _whole_array_paths(prices: pd.DataFrame, model: str, paths: int, bars: int, 
     shape, hist_vol = scenarios._shapes(prices)
     n = len(r_hist)
     if model == "bootstrap":
-        pick = scenarios._stationary_indices(rng, n, paths, bars, params["block"])
+        new = rng.random((paths, bars)) < 1.0 / params["block"]
+        new[:, 0] = True
+        starts = rng.integers(0, n, size=(paths, bars))
+        t = np.arange(bars)
+        last = np.maximum.accumulate(np.where(new, t, 0), axis=1)
+        pick = (np.take_along_axis(starts, last, axis=1) + (t - last)) % n
         r, scale = r_hist[pick], None
     else:
         pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)

@@ -439,12 +439,23 @@ def _stationary_indices(rng: np.random.Generator, n: int, paths: int, bars: int,
                         ) -> np.ndarray:
     """Indices of the stationary bootstrap: a new block (random start) with probability 1/block,
     else the next observation, wrapping around the end (circular)."""
-    new = rng.random((paths, bars)) < 1.0 / block
-    new[:, 0] = True
+    u = rng.random((paths, bars))
     starts = rng.integers(0, n, size=(paths, bars))
-    t = np.arange(bars)
-    last = np.maximum.accumulate(np.where(new, t, 0), axis=1)
-    return (np.take_along_axis(starts, last, axis=1) + (t - last)) % n
+    _block_indices(u, 1.0 / block, starts, n)
+    return starts
+
+
+@numba.njit(cache=True, parallel=True)
+def _block_indices(u: np.ndarray, p_new: float, starts: np.ndarray, n: int) -> None:
+    """In place over `starts`: per path (in parallel), bar t opens a block at starts[t] when
+    t = 0 or u[t] < p_new, else continues the open block (its start + bars since, modulo n)."""
+    for i in numba.prange(u.shape[0]):
+        first = starts[i, 0]
+        opened = 0
+        for t in range(u.shape[1]):
+            if t == 0 or u[i, t] < p_new:
+                first, opened = starts[i, t], t
+            starts[i, t] = (first + (t - opened)) % n
 
 
 # -- how well each generator fits -------------------------------------------------------------
