@@ -387,3 +387,26 @@ def test_compiled_paths_equal_the_whole_array_steps(prices, model):
     expected = _whole_array_paths(prices, model, 40, 700, 5)
     for name, values in expected.items():
         np.testing.assert_array_equal(getattr(paths, name), values, err_msg=name)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0, "low above open", "close above high"])
+def test_the_first_bad_bar_is_the_whole_array_checks(prices, bad):
+    """The compiled price check names the bar the whole-array comparisons find first (row-major:
+    the lowest path, then its first bar), for each broken rule."""
+    from algotrading.schema import DataError
+
+    paths = scenarios.simulate(prices, "gbm", paths=6, bars=300, seed=2)
+    for i, t in ((4, 250), (1, 40), (4, 10)):  # path 1 bar 40 comes first
+        if bad == "low above open":
+            paths.low[i, t] = paths.open[i, t] * 1.01
+        elif bad == "close above high":
+            paths.close[i, t] = paths.high[i, t] * 1.01
+        else:
+            paths.high[i, t] = bad
+    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
+    with np.errstate(invalid="ignore"):
+        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
+    i, t = (int(v[0]) for v in np.nonzero(~good))
+    assert (i, t) == (1, 40)
+    with pytest.raises(DataError, match=rf"path {i}, bar {t} "):
+        scenarios.run("sma", paths, fast_period=5, slow_period=20)

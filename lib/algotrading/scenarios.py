@@ -2,15 +2,17 @@
 
 Three generators, each fitted to the symbol's daily log returns:
 - `gbm`: geometric Brownian motion (i.i.d. normal log returns with the history's mean and std);
-- `garch`: GARCH(1,1) with Student-t shocks (fitted by the `arch` package), so volatility clusters
-  and tails are fat. Fitted as is, alpha + beta on the S&P 500 is 0.9997: a shock's half-life of
-  years and a long-run volatility of about 79 % a year, paths that wander off into explosive
-  volatility. So the fit is tamed before simulating: persistence is capped at `PERSISTENCE_CAP`
-  (beta lowered, alpha kept) and omega is set by variance targeting, so the long-run variance is
-  the history's (`fitted_persistence` keeps what the likelihood said);
+- `garch`: GARCH(1,1) with Student-t shocks, so volatility clusters and tails are fat; fitted by
+  `garch_t`, which repeats the `arch` package's maximum-likelihood steps without importing arch
+  (equal to arch's fit to the bit; arch stays the reference in the tests). Fitted as is, alpha +
+  beta on the S&P 500 is 0.9997: a shock's half-life of years and a long-run volatility of about
+  79 % a year, paths that wander off into explosive volatility. So the fit is tamed before
+  simulating: persistence is capped at `PERSISTENCE_CAP` (beta lowered, alpha kept) and omega is
+  set by variance targeting, so the long-run variance is the history's (`fitted_persistence`
+  keeps what the likelihood said);
 - `bootstrap`: the stationary block bootstrap (Politis & Romano 1994) of the historical returns,
-  with a mean block length chosen on squared returns (`arch.bootstrap.optimal_block_length`) so
-  the blocks keep the volatility clustering.
+  with a mean block length chosen on squared returns (`stationary_block_length`, equal to
+  `arch.bootstrap.optimal_block_length`) so the blocks keep the volatility clustering.
 
 A close series alone would make O=H=L=C bars, which stops and next-open fills would see as
 unrealistically calm. Each simulated bar therefore takes the shape of a historical bar (overnight
@@ -28,6 +30,13 @@ the simulated range should cover history's without an explosive tail.
 `run` backtests one strategy with fixed parameters on every path through the engine's compiled
 single-symbol simulation (the same fills, costs and metrics as `backtest.run`), next to
 buy-and-hold on the same path; `distribution` and `probabilities` summarise the outcomes.
+
+Speed: the draws are numpy's (one generator, so a seed gives the same paths as ever); the GARCH
+recursion, the bootstrap's block indices and the bars are compiled loops over the (paths x bars)
+arrays, in parallel over paths (NUMBA_NUM_THREADS), with numpy's exp over the whole block, equal
+to the whole-array steps they replaced to the bit. At 1,000 paths x 5,031 bars a what-if command
+is then mostly start-up: pandas, DuckDB, numba and numba's first compiled call (which imports
+scipy.linalg) before any path exists; docs/speed.md has the measurements.
 """
 
 from __future__ import annotations
@@ -595,13 +604,28 @@ def _check_paths(paths: Paths) -> None:
 
     if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
         raise DataError("paths", "dates not in increasing order or duplicated")
-    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
-    with np.errstate(invalid="ignore"):
-        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
-    if not good.all():
-        i, t = (int(v[0]) for v in np.nonzero(~good))
+    first = np.empty(len(paths), dtype=np.int64)
+    _first_bad_bars(*(np.ascontiguousarray(a, dtype=float)
+                      for a in (paths.open, paths.high, paths.low, paths.close)), first)
+    bad = np.flatnonzero(first >= 0)
+    if bad.size:
+        i, t = int(bad[0]), int(first[bad[0]])
         raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
                         where=f"path {i}, bar {t} ({paths.index[t].date()})")
+
+
+@numba.njit(cache=True, parallel=True)
+def _first_bad_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                    first: np.ndarray) -> None:
+    """first[i]: path i's first bar (in parallel over paths) that breaks the price rules (NaN
+    breaks every comparison), or -1."""
+    for i in numba.prange(o.shape[0]):
+        first[i] = -1
+        for t in range(o.shape[1]):
+            if not (lo[i, t] > 0 and lo[i, t] <= o[i, t] and lo[i, t] <= c[i, t]
+                    and o[i, t] <= h[i, t] and c[i, t] <= h[i, t] and h[i, t] < np.inf):
+                first[i] = t
+                break
 
 
 def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)
