@@ -337,10 +337,14 @@ def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: 
     block = np.empty((4, paths, bars))
     _log_bars(r, pick, sigma, hist_vol, shape, factor, math.log(float(prices["close"].iloc[0])),
               block)
-    del r, sigma
+    del sigma
     np.exp(block, out=block)
     _open_high_low(block, float(prices["close"].iloc[0]))
-    vol = prices["vol"].to_numpy(float)[1:][pick] if "vol" in prices else np.zeros((paths, bars))
+    vol = r  # the returns' memory, already paged in, takes the volumes (indices in range: clip)
+    if "vol" in prices:
+        np.take(prices["vol"].to_numpy(float)[1:], pick, out=vol, mode="clip")
+    else:
+        vol.fill(0.0)
     index = pd.bdate_range(prices.index[0], periods=bars, name="dt")
     return Paths(model, block[1], block[2], block[3], block[0], vol, index, params)
 
