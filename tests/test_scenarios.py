@@ -410,3 +410,19 @@ def test_the_first_bad_bar_is_the_whole_array_checks(prices, bad):
     assert (i, t) == (1, 40)
     with pytest.raises(DataError, match=rf"path {i}, bar {t} "):
         scenarios.run("sma", paths, fast_period=5, slow_period=20)
+
+
+def test_garch_fit_says_when_the_optimiser_did_not_converge(gspc, monkeypatch):
+    """arch warned when SLSQP stopped short of convergence; garch_t does too, with the status."""
+    import scipy.optimize
+
+    real = scipy.optimize.minimize
+
+    def stopped(*args, **kwargs):
+        kwargs["options"] = {**kwargs.get("options", {}), "maxiter": 2}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", stopped)
+    with pytest.warns(RuntimeWarning, match=r"GARCH fit on 5030 returns: .* status 9"):
+        fitted = scenarios.garch_t(100 * scenarios.log_returns(gspc))
+    assert fitted["status"] == 9

@@ -257,6 +257,9 @@ def _garch_t(y: np.ndarray) -> dict[str, float]:
                                 RuntimeWarning)
         opt = minimize(negative_llf, x0, method="SLSQP", bounds=bounds, constraints=constraints,
                        options={"disp": False})
+    if opt.status != 0:  # as arch's ConvergenceWarning
+        warnings.warn(f"GARCH fit on {n} returns: the optimiser (SLSQP) stopped with status "
+                      f"{opt.status}: {opt.message}", RuntimeWarning, stacklevel=3)
     mu, omega, alpha, beta, nu = (float(v) for v in opt.x)
     return {"mu": mu, "omega": omega, "alpha": alpha, "beta": beta, "nu": nu,
             "loglikelihood": -float(opt.fun), "status": int(opt.status)}
