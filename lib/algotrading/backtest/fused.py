@@ -22,12 +22,8 @@ tests/test_fused.py holds every row to the unfused path (the strategy's grid, th
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload, register_jitable
 
 from algotrading import rules
 from algotrading.backtest import kernel
@@ -85,103 +81,47 @@ def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
     return total
 
 
-class Cross(NamedTuple):
-    """One crossover combination as a rule of `kernel.cycle` (which passes it the series close,
-    fast average, slow average): windows f and s; `exact`: the SMA's near-tie rule."""
-
-    f: int
-    s: int
-    long_only: bool
-    exact: bool
-
-
-@rules.compiled(depends=(kernel,))
-def tie_gap(close: np.ndarray, t: int, f: int, s: int) -> float:
-    """SMA fast - SMA slow at bar t, each average summed exactly (`exact_sum`)."""
-    return exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
-
-
-@register_jitable
-def cross_step(x, close, fast, slow, t, prev):
-    """The crossover's target at bar t from that bar's close and averages (the rules of
-    sma.grid, or with `x.exact` False those of ema.grid: averages already exact, a tie is an
-    exact zero), given the previous bar's side `prev`: (target, side, whether the averages are
-    within sma.NEAR x close, to be decided by `cross_settle`)."""
-    d = fast - slow
-    if d > 0.0:
-        v = 1.0
-    elif d < 0.0:
-        v = -1.0
-    else:
-        v = 0.0  # the warm-up (NaN), or an exact zero: decided below
-    if not x.exact:
-        if d == 0.0:  # False for NaN
-            v = -1.0 if t == max(x.f, x.s) - 1 else prev
-    elif abs(d) <= sma.NEAR * close:  # False for NaN
-        return 0.0, prev, True
-    return (0.0 if x.long_only and v < 0.0 else v), v, False
-
-
-@register_jitable
-def cross_settle(x, close, t, prev):
-    """A near tie of the SMA's averages at bar t: both summed exactly (`tie_gap`); an exact tie
-    keeps the previous side, short on the first bar. (target, side)."""
-    gap = tie_gap(close, t, x.f, x.s)
-    if gap == 0.0:
-        v = -1.0 if t == max(x.f, x.s) - 1 else prev
-    else:
-        v = 1.0 if gap > 0.0 else -1.0
-    return (0.0 if x.long_only and v < 0.0 else v), v
-
-
-@overload(kernel.target)
-def _cross_target(rule, a, b, c, t, state):
-    if isinstance(rule, types.BaseNamedTuple) and rule.instance_class is Cross:
-        return lambda rule, a, b, c, t, state: cross_step(rule, a, b, c, t, state)
-    return None
-
-
-@overload(kernel.settle)
-def _cross_settle(rule, x0, x1, x2, t, state):
-    if isinstance(rule, types.BaseNamedTuple) and rule.instance_class is Cross:
-        return lambda rule, x0, x1, x2, t, state: cross_settle(rule, x0, t, state)
-    return None
-
-
 @rules.compiled(depends=(kernel,))
 def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
                 long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
-    """One combination's targets (`cross_step`) for bars first.. into `want`."""
-    x = Cross(f, s, long_only, exact)
+    """One combination's targets (the rules of sma.grid, or with `exact` False those of
+    ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`."""
     prev = 0.0
     for t in range(len(close)):
-        v, prev, near = cross_step(x, close[t], fast[t], slow[t], t, prev)
-        if near:
-            v, prev = cross_settle(x, close, t, prev)
+        d = fast[t] - slow[t]
+        if d > 0.0:
+            v = 1.0
+        elif d < 0.0:
+            v = -1.0
+        else:
+            v = 0.0  # the warm-up (NaN), or an exact zero: decided below
+        if not exact:
+            if d == 0.0:  # False for NaN
+                v = -1.0 if t == max(f, s) - 1 else prev
+        elif abs(d) <= sma.NEAR * close[t]:  # False for NaN
+            exact = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
+            if exact == 0.0:
+                v = -1.0 if t == max(f, s) - 1 else prev
+            else:
+                v = 1.0 if exact > 0.0 else -1.0
+        prev = v
         if t >= first:
-            want[t - first] = v
-
-
-@rules.compiled(depends=(kernel,))
-def metrics_only(bars, series, rule, first, r, stats, row):
-    """`kernel.cycle` for metrics only (no curve, no trades), compiled on its own here (with the
-    rules' overloads of this file, and cached with them): inside the parallel loops below, the
-    bar loop would go through numba's parallel passes and run slower."""
-    none = np.empty(0)
-    kernel.cycle(bars, series, rule, first, r, none, none, np.empty(0, kernel.TRADE_DTYPE), stats,
-                 row)
+            want[t - first] = 0.0 if long_only and v < 0.0 else v
 
 
 @rules.compiled(parallel=True, depends=(kernel,))
 def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, exact, r,
                 stats):
-    """Every combination k: `kernel.cycle` with its targets computed bar by bar from rows
-    fast_row[k] / slow_row[k] of `table` (windows fast[k] / slow[k]) over `close` (all bars),
-    on `bars` (the bars from `first` on), metrics only, into stats[k]; `exact`: the SMA's
-    near-tie rule (see cross_step)."""
+    """Every combination k: targets from rows fast_row[k] / slow_row[k] of `table` (windows
+    fast[k] / slow[k]) over `close` (all bars), simulated on `bars` (the bars from `first` on)
+    into stats[k]; `exact`: the SMA's near-tie rule (see sma_targets)."""
+    n = len(bars.close)
     for k in numba.prange(len(fast_row)):
-        metrics_only(bars, (close, table[fast_row[k]], table[slow_row[k]]),
-                     Cross(fast[k], slow[k], long_only[k], exact), first, r, stats, k)
+        want = np.empty(n)
+        sma_targets(close, table[fast_row[k]], table[slow_row[k]], fast[k], slow[k],
+                    long_only[k], first, want, exact)
+        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
+                        stats, k)
 
 
 @rules.compiled(depends=(kernel,))
@@ -229,66 +169,35 @@ def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast:
     return stats
 
 
-class Channel(NamedTuple):
-    """One breakout combination as a rule of `kernel.cycle` (which passes it the series close,
-    channel high, channel low): the sides it may take."""
-
-    go_long: bool
-    go_short: bool
-
-
-@register_jitable
-def breakout_step(x, close, high, low, side):
-    """The breakout's side after a bar with this close and channel (the rules of
-    breakout.targets: when flat, long above the channel's high or short below its low; out again
-    once the close is back inside it; NaN channels decide nothing), given the side before."""
-    if side == 0.0:
-        if x.go_long and close > high:
-            side = 1.0
-        elif x.go_short and close < low:
-            side = -1.0
-    elif (side > 0.0 and close < high) or (side < 0.0 and close > low):
-        side = 0.0
-    return side
-
-
-@overload(kernel.target)
-def _channel_target(rule, a, b, c, t, state):
-    if isinstance(rule, types.BaseNamedTuple) and rule.instance_class is Channel:
-        def target(rule, a, b, c, t, state):
-            side = breakout_step(rule, a, b, c, state)
-            return side, side, False
-        return target
-    return None
-
-
-@overload(kernel.settle)
-def _channel_settle(rule, x0, x1, x2, t, state):  # never asked: the breakout has no hard case
-    if isinstance(rule, types.BaseNamedTuple) and rule.instance_class is Channel:
-        return lambda rule, x0, x1, x2, t, state: (state, state)
-    return None
-
-
 @rules.compiled(depends=(kernel,))
 def breakout_targets(close: np.ndarray, high: np.ndarray, low: np.ndarray, go_long: bool,
                      go_short: bool, first: int, want: np.ndarray) -> None:
-    """One combination's targets (`breakout_step`) for bars first.. into `want`."""
-    x = Channel(go_long, go_short)
+    """One combination's targets (the rules of breakout.targets: when flat, long above the
+    channel's high or short below its low; out again once the close is back inside it; NaN
+    channels decide nothing) for bars first.. into `want`."""
     side = 0.0
     for t in range(len(close)):
-        side = breakout_step(x, close[t], high[t], low[t], side)
+        if side == 0.0:
+            if go_long and close[t] > high[t]:
+                side = 1.0
+            elif go_short and close[t] < low[t]:
+                side = -1.0
+        elif (side > 0.0 and close[t] < high[t]) or (side < 0.0 and close[t] > low[t]):
+            side = 0.0
         if t >= first:
             want[t - first] = side
 
 
 @rules.compiled(parallel=True, depends=(kernel,))
 def breakout_sweep(bars, close, first, highs, lows, row, go_long, go_short, r, stats):
-    """Every combination k: `kernel.cycle` with its targets computed bar by bar from rows row[k]
-    of the channel tables `highs` / `lows` over `close` (all bars), on `bars` (the bars from
-    `first` on), metrics only, into stats[k]."""
+    """Every combination k: targets from rows row[k] of the channel tables `highs` / `lows`
+    over `close` (all bars), simulated on `bars` (the bars from `first` on) into stats[k]."""
+    n = len(bars.close)
     for k in numba.prange(len(row)):
-        metrics_only(bars, (close, highs[row[k]], lows[row[k]]), Channel(go_long[k], go_short[k]),
-                     first, r, stats, k)
+        want = np.empty(n)
+        breakout_targets(close, highs[row[k]], lows[row[k]], go_long[k], go_short[k], first, want)
+        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
+                        stats, k)
 
 
 def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.ndarray,

@@ -18,8 +18,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import types
-from numba.extending import overload, register_jitable
 
 from algotrading import rules
 from algotrading.rules import BANKRUPT, MAXBARS, NONE, OPEN, SIGNAL
@@ -51,84 +49,52 @@ def stats_table(rows: int) -> np.ndarray:
     return np.zeros(rows, STATS_DTYPE)
 
 
-def target(rule, a, b, c, t, state):
-    """(the position wanted at bar `t`, the rule's new state, whether it needs `settle`) from
-    bar t's values `a`, `b`, `c` of the three series the rule reads and its state: numba picks
-    the overload by the rule's type. Rule None: `a` is the target. The fused sweeps add their
-    rules (fused.py), so their targets are computed inside the bar loop, never stored. Scalars
-    only: arrays handed to a helper on every bar cost numba a reference count each time."""
-    raise TypeError("kernel.target is compiled only (numba overloads)")
-
-
-def settle(rule, x0, x1, x2, t, state):
-    """(target, new state) at bar t where `target` asked for it (a rare case that reads the
-    series themselves, e.g. an exact tie between two averages)."""
-    raise TypeError("kernel.settle is compiled only (numba overloads)")
-
-
-@overload(target)
-def _given_target(rule, a, b, c, t, state):
-    if isinstance(rule, types.NoneType):
-        return lambda rule, a, b, c, t, state: (a, state, False)
-    return None
-
-
-@overload(settle)
-def _given_settle(rule, x0, x1, x2, t, state):
-    if isinstance(rule, types.NoneType):
-        return lambda rule, x0, x1, x2, t, state: (x0[t], state)
-    return None
-
-
-@register_jitable(inline="always")
-def _mark(acc, value, held, price, rf):
-    """One bar's close into the running sums of the curve metrics `acc` (prev value, sum of
-    returns, sum of squared downside returns, peak, drawdown, drawdown in money, bars in the
-    market, sum of gross exposure, sum of values): (new sums, the bar's return)."""
-    prev, total, down2, peak, dd, dd_money, in_mkt, gross, eq_sum = acc
-    if prev == 0.0:
-        ret = math.nan
-    elif value == prev:  # a bar where nothing moved: value / prev is exactly 1, no division
-        ret = 0.0 - rf
-    else:
-        ret = value / prev - 1.0 - rf
-    total += ret
-    if ret < 0:
-        down2 += ret * ret
-    if value > peak:
-        peak = value
-    drop = peak - value
-    if drop > dd_money:
-        dd_money = drop
-    # drop / peak > dd needs drop > dd x peak; the product is checked first (its rounding
-    # covered by SHY) so the division runs only on bars that may deepen the drawdown
-    if drop > dd * peak * SHY and peak > 0 and drop / peak > dd:
-        dd = drop / peak
-    if held != 0.0:
-        in_mkt += 1
-        if value > 0:
-            gross += abs(held * price) / value
-    return (value, total, down2, peak, dd, dd_money, in_mkt, gross, eq_sum + value), ret
-
-
-@register_jitable(inline="always")
-def _start(r):
-    """The metric sums of `_mark` before the first bar."""
-    return (r.cash, 0.0, 0.0, r.cash, 0.0, 0.0, 0, 0.0, 0.0)
-
-
-@register_jitable(inline="always")
-def _finish(acc, rets, r, traded, bankrupt, st):
-    """The metrics of metrics.py into the record `st` from the sums and the returns: their
-    standard deviation in a second pass, as numpy's std (a running Welford mean would put a
-    division on every bar's dependency chain); a bankrupt run gets no ratios and a CAGR of -1."""
-    final, total, down2, _, dd, dd_money, in_mkt, gross, eq_sum = acc
-    n = len(rets)
+@rules.compiled
+def curve_stats(equity, shares, close, r, traded, bankrupt, st):
+    """The equity-curve metrics of metrics.py into the record `st`: one pass over the curve, then
+    one over its returns for the standard deviation (two passes, as numpy's std; a running
+    Welford mean would put a division on every bar's dependency chain, which cost more than the
+    bar cycle itself); a bankrupt run gets no ratios and a CAGR of -1."""
+    n = len(equity)
+    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
+    rets = np.empty(n)
+    prev = r.cash
+    total = 0.0
+    down2 = 0.0
+    peak = r.cash
+    dd = 0.0
+    dd_money = 0.0
+    in_mkt = 0
+    gross = 0.0
+    eq_sum = 0.0
+    for t in range(n):
+        value = equity[t]
+        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
+        rets[t] = ret
+        prev = value
+        total += ret
+        if ret < 0:
+            down2 += ret * ret
+        if value > peak:
+            peak = value
+        drop = peak - value
+        if drop > dd_money:
+            dd_money = drop
+        # drop / peak > dd needs drop > dd x peak; the product is checked first (its rounding
+        # covered by SHY) so the division runs only on bars that may deepen the drawdown
+        if drop > dd * peak * SHY and peak > 0 and drop / peak > dd:
+            dd = drop / peak
+        if shares[t] != 0.0:
+            in_mkt += 1
+            if value > 0:
+                gross += abs(shares[t] * close[t]) / value
+        eq_sum += value
     mean = total / n
     m2 = 0.0
     for t in range(n):
         delta = rets[t] - mean
         m2 += delta * delta
+    final = equity[n - 1]
     growth = (max(final / r.cash, 0.0)) ** (YEAR / n) - 1.0
     sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
     down = math.sqrt(down2 / n)
@@ -146,25 +112,6 @@ def _finish(acc, rets, r, traded, bankrupt, st):
     st.traded = traded
 
 
-@register_jitable(inline="always")
-def daily(r) -> float:
-    """The risk-free rate per bar."""
-    return (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
-
-
-@rules.compiled
-def curve_stats(equity, shares, close, r, traded, bankrupt, st):
-    """The equity-curve metrics of metrics.py into the record `st`, from a curve already
-    simulated (the bar loop accumulates the same sums as it goes, `cycle`)."""
-    n = len(equity)
-    rf = daily(r)
-    rets = np.empty(n)
-    acc = _start(r)
-    for t in range(n):
-        acc, rets[t] = _mark(acc, equity[t], shares[t], close[t], rf)
-    _finish(acc, rets, r, traded, bankrupt, st)
-
-
 @rules.compiled
 def _trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, reason):
     """Write one trade into its TRADE_DTYPE record."""
@@ -178,24 +125,15 @@ def _trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, re
     tr.reason = reason
 
 
-@register_jitable
-def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
+@rules.compiled
+def simulate(bars, want, r, equity, position, trades, stats, row):
     """One account on one symbol, the Broker's bar cycle: fills at the open, then stops and
     targets inside the bar, then at the close the bankruptcy check, the holding limit and the
-    wanted position (`target`, then `settle` if it asks, for traded bar t = series bar
-    first + t, the rule's state run through the bars before `first`; ordered only when it
-    changes, rules.resend). Writes `equity` and `position` per bar (if they have rows), the
-    trades into `trades` (a TRADE_DTYPE buffer, if it has rows; returns how many) and the run's
-    statistics into `stats[row]` (STATS_DTYPE), accumulated bar by bar. Compiled into each
-    caller (register_jitable), so each rule type gets its own machine code."""
+    wanted position `want[t]` (ordered only when it changes, rules.resend). Writes `equity` and
+    `position` per bar, the trades into `trades` (a TRADE_DTYPE buffer, if it has rows; returns
+    how many) and the run's statistics into `stats[row]` (STATS_DTYPE)."""
     o, h, lo, c = bars
-    x0, x1, x2 = series
     n = len(c)
-    state = 0.0
-    for t in range(first):
-        _, state, hard = target(rule, x0[t], x1[t], x2[t], t, state)
-        if hard:
-            _, state = settle(rule, x0, x1, x2, t, state)
     cash = r.cash
     held = 0.0
     sized_for = 0.0
@@ -211,7 +149,6 @@ def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
     tcomm = 0.0
     ntr = 0
     record = len(trades) > 0
-    curve = len(equity) > 0
     closed = 0
     won = 0
     psum = 0.0
@@ -219,33 +156,31 @@ def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
     profit = 0.0
     loss = 0.0
     stops = not (math.isnan(r.stop) and math.isnan(r.take))
-    target_ = 0.0
+    target = 0.0
     carries = r.interest != 0.0 or r.borrow != 0.0
-    rf = daily(r)
-    rets = np.empty(n)
-    acc = _start(r)
     for t in range(n):
-        w, state, hard = target(rule, x0[first + t], x1[first + t], x2[first + t], first + t, state)
-        if hard:
-            w, state = settle(rule, x0, x1, x2, first + t, state)
         if carries and t > 0 and not broke:  # the night's interest and borrow fee
             cash += rules.carry(cash, held, c[t - 1], r)
         # a quiet bar (most bars): nothing fills at the open, no stop or target is hit, and at
-        # the close the rules of phase 2 below ask for nothing, so only the books are kept;
+        # the close the rules of phase 2 below ask for nothing, so only the books are written;
         # any other bar takes the three phases
         quiet = pend_reason == NONE and not broke
         if quiet and stops and held != 0.0:
             quiet = rules.exit_hit(o[t], h[t], lo[t], entry_px, 1.0 if held > 0 else -1.0,
                                    r)[1] == NONE
         if quiet:
-            quiet = not rules.bankrupt(cash + held * c[t]) and not rules.resend(w, sized_for) \
-                and not (held != 0.0 and rules.held_too_long(t, entry_bar, r))
-        for phase in range(0 if quiet else 3):  # 0: fills at the open, 1: stops, 2: the close
+            close_value = cash + held * c[t]
+            if not rules.bankrupt(close_value) and not rules.resend(want[t], sized_for) and \
+                    not (held != 0.0 and rules.held_too_long(t, entry_bar, r)):
+                equity[t] = close_value
+                position[t] = held
+                continue
+        for phase in range(3):  # 0: fills at the open, 1: stops, 2: the close
             base = 0.0
             qty = 0.0
             reason = NONE
             if phase == 0 and pend_reason != NONE:
-                target_, reason, base = pend_target, pend_reason, o[t]
+                target, reason, base = pend_target, pend_reason, o[t]
                 pend_reason = NONE
             elif phase == 1 and stops and held != 0.0:
                 base, reason = rules.exit_hit(o[t], h[t], lo[t], entry_px,
@@ -256,23 +191,24 @@ def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
                     broke = True
                     pend_reason = NONE
                     if held != 0.0:
-                        target_, reason = 0.0, BANKRUPT
+                        target, reason = 0.0, BANKRUPT
                 elif not broke:
+                    w = want[t]
                     if held != 0.0 and rules.held_too_long(t, entry_bar, r):
                         sized_for = w  # flat until the wanted position changes
-                        target_, reason = 0.0, MAXBARS
+                        target, reason = 0.0, MAXBARS
                     elif rules.resend(w, sized_for):
                         sized_for = w
-                        target_, reason = w, SIGNAL
+                        target, reason = w, SIGNAL
                 if reason != NONE and r.fill_open:
-                    pend_target, pend_reason = target_, reason
+                    pend_target, pend_reason = target, reason
                     reason = NONE
                 base = c[t]
             if reason == NONE:
                 continue
             if phase != 1:  # an order to a target: size it, check buying power
                 equity_now = rules.equity_at(cash, held, base, r)
-                goal = rules.target_shares(target_, base, equity_now, r)
+                goal = rules.target_shares(target, base, equity_now, r)
                 if goal == held:
                     continue
                 end = rules.allowed(goal, held, base, equity_now, r)
@@ -314,17 +250,14 @@ def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
                 tsize = new
                 tcomm += comm_left
             held = new
-        value = cash + held * c[t]
-        if curve:
-            equity[t] = value
-            position[t] = held
-        acc, rets[t] = _mark(acc, value, held, c[t], rf)
+        equity[t] = cash + held * c[t]
+        position[t] = held
     if held != 0.0 and record:
         _trade(trades[ntr], entry_bar, n - 1, tsize, entry_px, c[n - 1], tcomm,
                tpnl + held * (c[n - 1] - entry_px) - tcomm, OPEN)
         ntr += 1
     st = stats[row]
-    _finish(acc, rets, r, traded, broke, st)
+    curve_stats(equity, position, c, r, traded, broke, st)
     st.trades_closed = closed
     st.trades_won = won
     st.pnl_sum = psum
@@ -337,20 +270,15 @@ def cycle(bars, series, rule, first, r, equity, position, trades, stats, row):
 
 
 @rules.compiled
-def simulate(bars, want, r, equity, position, trades, stats, row):
-    """`cycle` over the targets `want` (one per bar): equity and position per bar into `equity`
-    and `position` (if they have rows), trades into `trades` (returns how many), statistics into
-    `stats[row]`."""
-    return cycle(bars, (want, want, want), None, 0, r, equity, position, trades, stats, row)
-
-
-@rules.compiled
 def simulate_many(bars, wants, r, stats):
     """`simulate` for every row of `wants` (combos x bars) into `stats` (one row each), metrics
     only."""
-    none = np.empty(0)
+    n = len(bars.close)
+    equity = np.empty(n)
+    position = np.empty(n)
+    none = np.empty(0, TRADE_DTYPE)
     for k in range(wants.shape[0]):
-        simulate(bars, wants[k], r, none, none, np.empty(0, TRADE_DTYPE), stats, k)
+        simulate(bars, wants[k], r, equity, position, none, stats, k)
 
 
 class Run(NamedTuple):
