@@ -49,32 +49,54 @@ def stats_table(rows: int) -> np.ndarray:
     return np.zeros(rows, STATS_DTYPE)
 
 
-@rules.compiled
-def curve_stats(equity, shares, close, r, traded, bankrupt, st):
-    """The equity-curve metrics of metrics.py into the record `st`: one pass over the curve, then
-    one over its returns for the standard deviation (two passes, as numpy's std; a running
-    Welford mean would put a division on every bar's dependency chain, which cost more than the
-    bar cycle itself); a bankrupt run gets no ratios and a CAGR of -1."""
+@rules.compiled(fastmath=frozenset({"reassoc"}))
+def _sums(equity, shares, close, r, rf, rets):
+    """The curve's sums (of returns, of squared returns below zero, of squared deviations from
+    their mean, bars in the market, gross exposure, values), each in its own branch-free loop
+    and in any order ("reassoc"), so LLVM vectorises them: per-bar returns into `rets`."""
     n = len(equity)
-    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
-    rets = np.empty(n)
     prev = r.cash
+    for t in range(n):
+        rets[t] = equity[t] / prev - 1.0 - rf if prev != 0.0 else math.nan
+        prev = equity[t]
     total = 0.0
     down2 = 0.0
-    peak = r.cash
-    dd = 0.0
-    dd_money = 0.0
+    for t in range(n):
+        ret = rets[t]
+        total += ret
+        down2 += ret * ret if ret < 0 else 0.0
     in_mkt = 0
     gross = 0.0
     eq_sum = 0.0
     for t in range(n):
         value = equity[t]
-        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
-        rets[t] = ret
-        prev = value
-        total += ret
-        if ret < 0:
-            down2 += ret * ret
+        held = shares[t] != 0.0
+        in_mkt += 1 if held else 0
+        gross += abs(shares[t] * close[t]) / value if held and value > 0 else 0.0
+        eq_sum += value
+    mean = total / n
+    m2 = 0.0
+    for t in range(n):
+        delta = rets[t] - mean
+        m2 += delta * delta
+    return mean, m2, down2, in_mkt, gross, eq_sum
+
+
+@rules.compiled
+def curve_stats(equity, shares, close, r, traded, bankrupt, st):
+    """The equity-curve metrics of metrics.py into the record `st`: the sums in vectorised
+    passes (`_sums`; the standard deviation from the squared deviations of the returns from
+    their mean, as numpy's std, not a running Welford mean, which puts a division on every bar's
+    dependency chain), then the drawdown in one ordered scan; a bankrupt run gets no ratios and
+    a CAGR of -1."""
+    n = len(equity)
+    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
+    mean, m2, down2, in_mkt, gross, eq_sum = _sums(equity, shares, close, r, rf, np.empty(n))
+    peak = r.cash
+    dd = 0.0
+    dd_money = 0.0
+    for t in range(n):
+        value = equity[t]
         if value > peak:
             peak = value
         drop = peak - value
@@ -84,16 +106,6 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
         # covered by SHY) so the division runs only on bars that may deepen the drawdown
         if drop > dd * peak * SHY and peak > 0 and drop / peak > dd:
             dd = drop / peak
-        if shares[t] != 0.0:
-            in_mkt += 1
-            if value > 0:
-                gross += abs(shares[t] * close[t]) / value
-        eq_sum += value
-    mean = total / n
-    m2 = 0.0
-    for t in range(n):
-        delta = rets[t] - mean
-        m2 += delta * delta
     final = equity[n - 1]
     growth = (max(final / r.cash, 0.0)) ** (YEAR / n) - 1.0
     sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
