@@ -170,12 +170,32 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     stops = not (math.isnan(r.stop) and math.isnan(r.take))
     target = 0.0
     carries = r.interest != 0.0 or r.borrow != 0.0
-    for t in range(n):
+    t = -1
+    while t < n - 1:
+        t += 1
+        # a run of quiet bars (most bars; see below) without carry: nothing changes the books
+        # between them, so only the checks that depend on the bar are made, in a small loop;
+        # the first bar that is not quiet goes on below
+        if not carries and pend_reason == NONE and not broke:
+            side = 1.0 if held > 0 else -1.0
+            watch = stops and held != 0.0
+            while t < n:
+                if watch and rules.exit_hit(o[t], h[t], lo[t], entry_px, side, r)[1] != NONE:
+                    break
+                close_value = cash + held * c[t]
+                if rules.bankrupt(close_value) or rules.resend(want[t], sized_for) or \
+                        (held != 0.0 and rules.held_too_long(t, entry_bar, r)):
+                    break
+                equity[t] = close_value
+                position[t] = held
+                t += 1
+            if t == n:
+                break
         if carries and t > 0 and not broke:  # the night's interest and borrow fee
             cash += rules.carry(cash, held, c[t - 1], r)
-        # a quiet bar (most bars): nothing fills at the open, no stop or target is hit, and at
-        # the close the rules of phase 2 below ask for nothing, so only the books are written;
-        # any other bar takes the three phases
+        # a quiet bar: nothing fills at the open, no stop or target is hit, and at the close the
+        # rules of phase 2 below ask for nothing, so only the books are written; any other bar
+        # takes the three phases
         quiet = pend_reason == NONE and not broke
         if quiet and stops and held != 0.0:
             quiet = rules.exit_hit(o[t], h[t], lo[t], entry_px, 1.0 if held > 0 else -1.0,
