@@ -82,11 +82,23 @@ def exact_sum(x: np.ndarray, lo: int, hi: int) -> float:
 
 
 @rules.compiled(depends=(kernel,))
+def near_tie(close: np.ndarray, t: int, f: int, s: int, prev: float) -> float:
+    """The SMA's side at bar t where its averages are within sma.NEAR x close: both summed
+    exactly; an exact tie keeps the previous side `prev`, short on the first bar."""
+    gap = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
+    if gap == 0.0:
+        return -1.0 if t == max(f, s) - 1 else prev
+    return 1.0 if gap > 0.0 else -1.0
+
+
+@rules.compiled(depends=(kernel,))
 def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
                 long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
     """One combination's targets (the rules of sma.grid, or with `exact` False those of
-    ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`."""
+    ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`.
+    The rare near tie is a call (`near_tie`), so the loop itself stays small."""
     prev = 0.0
+    warm = max(f, s) - 1
     for t in range(len(close)):
         d = fast[t] - slow[t]
         if d > 0.0:
@@ -97,13 +109,9 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
             v = 0.0  # the warm-up (NaN), or an exact zero: decided below
         if not exact:
             if d == 0.0:  # False for NaN
-                v = -1.0 if t == max(f, s) - 1 else prev
+                v = -1.0 if t == warm else prev
         elif abs(d) <= sma.NEAR * close[t]:  # False for NaN
-            exact = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
-            if exact == 0.0:
-                v = -1.0 if t == max(f, s) - 1 else prev
-            else:
-                v = 1.0 if exact > 0.0 else -1.0
+            v = near_tie(close, t, f, s, prev)
         prev = v
         if t >= first:
             want[t - first] = 0.0 if long_only and v < 0.0 else v

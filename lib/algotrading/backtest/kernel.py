@@ -49,32 +49,54 @@ def stats_table(rows: int) -> np.ndarray:
     return np.zeros(rows, STATS_DTYPE)
 
 
-@rules.compiled
-def curve_stats(equity, shares, close, r, traded, bankrupt, st):
-    """The equity-curve metrics of metrics.py into the record `st`: one pass over the curve, then
-    one over its returns for the standard deviation (two passes, as numpy's std; a running
-    Welford mean would put a division on every bar's dependency chain, which cost more than the
-    bar cycle itself); a bankrupt run gets no ratios and a CAGR of -1."""
+@rules.compiled(fastmath=frozenset({"reassoc"}))
+def _sums(equity, shares, close, r, rf, rets):
+    """The curve's sums (of returns, of squared returns below zero, of squared deviations from
+    their mean, bars in the market, gross exposure, values), each in its own branch-free loop
+    and in any order ("reassoc"), so LLVM vectorises them: per-bar returns into `rets`."""
     n = len(equity)
-    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
-    rets = np.empty(n)
     prev = r.cash
+    for t in range(n):
+        rets[t] = equity[t] / prev - 1.0 - rf if prev != 0.0 else math.nan
+        prev = equity[t]
     total = 0.0
     down2 = 0.0
-    peak = r.cash
-    dd = 0.0
-    dd_money = 0.0
+    for t in range(n):
+        ret = rets[t]
+        total += ret
+        down2 += ret * ret if ret < 0 else 0.0
     in_mkt = 0
     gross = 0.0
     eq_sum = 0.0
     for t in range(n):
         value = equity[t]
-        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
-        rets[t] = ret
-        prev = value
-        total += ret
-        if ret < 0:
-            down2 += ret * ret
+        held = shares[t] != 0.0
+        in_mkt += 1 if held else 0
+        gross += abs(shares[t] * close[t]) / value if held and value > 0 else 0.0
+        eq_sum += value
+    mean = total / n
+    m2 = 0.0
+    for t in range(n):
+        delta = rets[t] - mean
+        m2 += delta * delta
+    return mean, m2, down2, in_mkt, gross, eq_sum
+
+
+@rules.compiled
+def curve_stats(equity, shares, close, r, traded, bankrupt, st):
+    """The equity-curve metrics of metrics.py into the record `st`: the sums in vectorised
+    passes (`_sums`; the standard deviation from the squared deviations of the returns from
+    their mean, as numpy's std, not a running Welford mean, which puts a division on every bar's
+    dependency chain), then the drawdown in one ordered scan; a bankrupt run gets no ratios and
+    a CAGR of -1."""
+    n = len(equity)
+    rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
+    mean, m2, down2, in_mkt, gross, eq_sum = _sums(equity, shares, close, r, rf, np.empty(n))
+    peak = r.cash
+    dd = 0.0
+    dd_money = 0.0
+    for t in range(n):
+        value = equity[t]
         if value > peak:
             peak = value
         drop = peak - value
@@ -84,16 +106,6 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
         # covered by SHY) so the division runs only on bars that may deepen the drawdown
         if drop > dd * peak * SHY and peak > 0 and drop / peak > dd:
             dd = drop / peak
-        if shares[t] != 0.0:
-            in_mkt += 1
-            if value > 0:
-                gross += abs(shares[t] * close[t]) / value
-        eq_sum += value
-    mean = total / n
-    m2 = 0.0
-    for t in range(n):
-        delta = rets[t] - mean
-        m2 += delta * delta
     final = equity[n - 1]
     growth = (max(final / r.cash, 0.0)) ** (YEAR / n) - 1.0
     sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
@@ -158,12 +170,32 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     stops = not (math.isnan(r.stop) and math.isnan(r.take))
     target = 0.0
     carries = r.interest != 0.0 or r.borrow != 0.0
-    for t in range(n):
+    t = -1
+    while t < n - 1:
+        t += 1
+        # a run of quiet bars (most bars; see below) without carry: nothing changes the books
+        # between them, so only the checks that depend on the bar are made, in a small loop;
+        # the first bar that is not quiet goes on below
+        if not carries and pend_reason == NONE and not broke:
+            side = 1.0 if held > 0 else -1.0
+            watch = stops and held != 0.0
+            while t < n:
+                if watch and rules.exit_hit(o[t], h[t], lo[t], entry_px, side, r)[1] != NONE:
+                    break
+                close_value = cash + held * c[t]
+                if rules.bankrupt(close_value) or rules.resend(want[t], sized_for) or \
+                        (held != 0.0 and rules.held_too_long(t, entry_bar, r)):
+                    break
+                equity[t] = close_value
+                position[t] = held
+                t += 1
+            if t == n:
+                break
         if carries and t > 0 and not broke:  # the night's interest and borrow fee
             cash += rules.carry(cash, held, c[t - 1], r)
-        # a quiet bar (most bars): nothing fills at the open, no stop or target is hit, and at
-        # the close the rules of phase 2 below ask for nothing, so only the books are written;
-        # any other bar takes the three phases
+        # a quiet bar: nothing fills at the open, no stop or target is hit, and at the close the
+        # rules of phase 2 below ask for nothing, so only the books are written; any other bar
+        # takes the three phases
         quiet = pend_reason == NONE and not broke
         if quiet and stops and held != 0.0:
             quiet = rules.exit_hit(o[t], h[t], lo[t], entry_px, 1.0 if held > 0 else -1.0,
