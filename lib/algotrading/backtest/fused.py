@@ -102,11 +102,11 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
             if d == 0.0:  # False for NaN
                 v = -1.0 if t == max(f, s) - 1 else prev
         elif abs(d) <= sma.NEAR * close[t]:  # False for NaN
-            exact = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
-            if exact == 0.0:
+            gap = exact_sum(close, t + 1 - f, t + 1) / f - exact_sum(close, t + 1 - s, t + 1) / s
+            if gap == 0.0:  # (not `exact`: that name is the flag, read on every later bar)
                 v = -1.0 if t == max(f, s) - 1 else prev
             else:
-                v = 1.0 if exact > 0.0 else -1.0
+                v = 1.0 if gap > 0.0 else -1.0
         prev = v
         if t >= first:
             want[t - first] = 0.0 if long_only and v < 0.0 else v
