@@ -216,11 +216,11 @@ KINDS = {"sma": SMA, "ema": EMA, "breakout": BREAKOUT}
 def valid_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> bool:
     """engine.checked's price rules on one row: 0 < low <= open, close <= high < inf (NaN fails
     every comparison, so this also asks for finite prices)."""
-    for t in range(len(c)):
-        if not (lo[t] > 0.0 and h[t] < np.inf and o[t] >= lo[t] and c[t] >= lo[t]
-                and o[t] <= h[t] and c[t] <= h[t]):
-            return False
-    return True
+    good = True
+    for t in range(len(c)):  # without branches, so the loop runs in vector instructions
+        good &= ((lo[t] > 0.0) & (h[t] < np.inf) & (o[t] >= lo[t]) & (c[t] >= lo[t])
+                 & (o[t] <= h[t]) & (c[t] <= h[t]))
+    return good
 
 
 @rules.compiled(depends=(kernel,))
