@@ -15,6 +15,13 @@ The breakout the same way: one table of channels per window (`breakout.channel`:
 lowest close of the bars before, windows x bars each), then per combination its targets (the rules
 of `breakout.targets`) and `kernel.simulate`.
 
+One parameter set on many symbols (`run_many`) or paths (what-if's `scenarios.run`) goes the other
+way round: `run_row` checks one symbol's prices (engine.checked's rules), computes its own
+indicators (the SMA from a cumulative sum as `sma.averages`, `ema_row` as `ema.ema`, `channel_row`
+as `breakout.channel`, to the bit) and targets, and simulates; `run_blocks` runs it for symbols
+read in place (each frame's own block of numbers, `engine.block`), `run_paths` for the rows of
+(paths x bars) arrays, rows in parallel. tests/test_run_many.py holds every row to `backtest.run`.
+
 Threads: numba's pool, `NUMBA_NUM_THREADS` (default: every core; `threads()`), the one setting
 that bounds every sweep (the thread pool of other strategies' blocks takes the same number).
 tests/test_fused.py holds every row to the unfused path (the strategy's grid, then the kernel).
