@@ -171,3 +171,15 @@ def test_a_tie_then_a_near_tie_keeps_the_position():
     assert_row_is_run(backtest.run_many("sma", {"A": prices}, **params).loc["A"], m, "run_many")
     swept = backtest.sweep("sma", prices, {"fast_period": [1]}, **params).iloc[0]
     assert_row_is_run(swept, m, "sweep")
+
+
+def test_blocks_are_read_where_they_are_or_refused():
+    """run_blocks reads memory by address: only C-contiguous float64 (columns x bars) blocks."""
+    prices = random_walk(50, seed=1)
+    values, rows = backtest.engine.block(prices)
+    assert np.shares_memory(values, prices["close"].to_numpy())  # the frame's own block, no copy
+    address, shape = fused.addresses([values])
+    assert address[0] == values.ctypes.data and shape.tolist() == [list(values.shape)]
+    for bad in (values.T, values.astype(np.float32), values[0]):
+        with pytest.raises(ValueError, match="C-contiguous float64 2-D"):
+            fused.addresses([bad])

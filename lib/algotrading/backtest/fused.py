@@ -32,8 +32,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numba
-import numba.typed
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from algotrading import rules
 from algotrading.backtest import kernel
@@ -312,26 +313,38 @@ def run_paths(kind, o, h, lo, c, a, b, x, y, r, equity, stats, ok):
         ok[i] = run_row(kind, o[i], h[i], lo[i], c[i], a, b, x, y, r, equity[i], stats, i)
 
 
+@intrinsic
+def _floats_at(typingctx, address):
+    """A float64 pointer from a memory address (an integer): `run_blocks` reads each symbol's
+    block where pandas keeps it, with no list or copy to build first."""
+    sig = types.CPointer(types.float64)(types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
 @rules.compiled(parallel=True, depends=(kernel,))
-def run_blocks(kind, blocks, rows, a, b, x, y, r, stats, at, ok):
-    """`run_row` on every symbol i, in parallel, reading its prices in place: blocks[i] is its
-    (columns x bars) numbers (engine.block) and rows[i] the rows of open, high, low, close in
-    it; metrics into stats[at[i]], whether its prices passed into ok[i]. Symbols may differ in
-    length."""
+def run_blocks(kind, address, shape, rows, a, b, x, y, r, stats, at, ok):
+    """`run_row` on every symbol i, in parallel, reading its prices in place: the C-contiguous
+    float64 (columns x bars) block of shape[i] at memory address[i] (`addresses`; the caller
+    keeps the arrays alive), rows[i] the rows of open, high, low, close in it; metrics into
+    stats[at[i]], whether its prices passed into ok[i]. Symbols may differ in length."""
     for i in numba.prange(rows.shape[0]):
-        v = blocks[np.int64(i)]  # the parallel loop counts in uint64; the list wants int64
+        v = numba.carray(_floats_at(address[i]), (shape[i, 0], shape[i, 1]))
         k = rows[i]
         ok[i] = run_row(kind, v[k[0]], v[k[1]], v[k[2]], v[k[3]], a, b, x, y, r,
                         np.empty(v.shape[1]), stats, at[i])
 
 
-BLOCK_TYPE = numba.types.Array(numba.types.float64, 2, "C", readonly=True)
-
-
-def typed_list(blocks: Iterable[np.ndarray]) -> numba.typed.List:
-    """`blocks` (C-contiguous float64 2-D arrays, e.g. engine.block's) as the numba list
-    `run_blocks` reads: the arrays themselves, not copies."""
-    out = numba.typed.List.empty_list(BLOCK_TYPE)
+def addresses(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each C-contiguous float64 2-D array's data starts, and its shape: what
+    `run_blocks` reads (the caller keeps the arrays alive until it returns)."""
+    blocks = list(blocks)
     for v in blocks:
-        out.append(v)
-    return out
+        if v.dtype != np.float64 or v.ndim != 2 or not v.flags.c_contiguous:
+            raise ValueError("run_blocks reads C-contiguous float64 2-D arrays, not "
+                             f"{v.dtype} {v.shape} (C-contiguous: {v.flags.c_contiguous})")
+    return (np.array([v.__array_interface__["data"][0] for v in blocks], np.intp),
+            np.array([v.shape for v in blocks], np.intp).reshape(-1, 2))

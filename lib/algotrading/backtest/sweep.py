@@ -361,9 +361,9 @@ def _batched(kind: str, frames: list[pd.DataFrame], full: dict[str, Any], lookba
         part = range(first, min(first + CHUNK, len(frames)))
         blocks, rows = zip(*(block(frames[i]) for i in part), strict=True)
         ok = np.empty(len(part), np.bool_)
-        fused.run_blocks(fused.KINDS[kind], fused.typed_list(blocks), np.array(rows, np.int64),
+        fused.run_blocks(fused.KINDS[kind], *fused.addresses(blocks), np.array(rows, np.int64),
                          int(a), int(b), bool(x), bool(y), settings.rules, out,
-                         np.arange(part.start, part.stop), ok)
+                         np.arange(part.start, part.stop), ok)  # `blocks` alive till it returns
         bad.extend(part[j] for j in np.flatnonzero(~ok).tolist())
     return bad
 
