@@ -308,10 +308,11 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
     (fused.run_blocks); symbols may differ in length. Anything else runs symbol by symbol:
     `checked`, the strategy's targets, the kernel.
 
-    Measured (2-core AMD EPYC, shared: load 3.3-3.7; SMA 10/30 on 5,000 bars a symbol): 500
-    symbols 46 ms on one core (NUMBA_NUM_THREADS=1), 42 ms on both (92 / 71 ms symbol by
-    symbol); 5,000 symbols 0.37 / 0.46 s (1.51 / 1.00 s); under 1 MB of memory beyond the
-    prices. Most of it is the kernel's bar loop; docs/speed.md has the ranges.
+    Measured (bench/scaling.py, 2-core AMD EPYC, load 2.2-2.4; SMA 10/30 on 5,000 bars a
+    symbol): 500 symbols 37 ms on one core (NUMBA_NUM_THREADS=1), 26 ms on both; 5,000
+    symbols 0.34 / 0.42 s; at most 1 MB of memory beyond the prices (symbol by symbol: 70-170
+    ms and 1.5-2 s under similar load). Most of it is the kernel's bar loop; docs/speed.md has
+    the ranges.
     """
     from algotrading.backtest import kernel
 
