@@ -310,8 +310,8 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
 
     Measured (bench/scaling.py, 2-core AMD EPYC, load 2.2-2.4; SMA 10/30 on 5,000 bars a
     symbol): 500 symbols 37 ms on one core (NUMBA_NUM_THREADS=1), 26 ms on both; 5,000
-    symbols 0.34 / 0.42 s; at most 1 MB of memory beyond the prices (symbol by symbol: 70-170
-    ms and 1.5-2 s under similar load). Most of it is the kernel's bar loop; docs/speed.md has
+    symbols 0.34 / 0.42 s; at most 1 MB of memory beyond the prices (symbol by symbol, load
+    2-5: 68-264 ms and 0.9-4.1 s). Most of it is the kernel's bar loop; docs/speed.md has
     the ranges.
     """
     from algotrading.backtest import kernel
