@@ -51,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check lib tests bench
 
 # Refresh every lock from pyproject.toml (run after changing a dependency; commit the result).
-# dev: what `make run` and `make test` install; bench and live are solved within dev's pins.
+# dev: what `make run` and `make test` install; bench, live and job are solved within dev's pins.
 lock:
 	test -x $(VENV)-tools/bin/pip-compile || { $(PYTHON) -m venv $(VENV)-tools && \
 		$(VENV)-tools/bin/python -m pip install --quiet $(PIP_TOOLS); }
@@ -60,6 +60,10 @@ lock:
 	$(COMPILE) --extra models --extra rl --extra aws --extra notebooks --extra live --extra test \
 		--extra bench -c requirements/dev.txt -o requirements/bench.txt pyproject.toml
 	$(COMPILE) -c requirements/dev.txt -o requirements/live.txt requirements/live.in
+	# the jobs' lock leaves torch to the framework image; the package ships a copy (algotrading.wheelhouse)
+	$(subst --allow-unsafe,--no-allow-unsafe,$(COMPILE)) --unsafe-package torch \
+		-c requirements/dev.txt -o requirements/job.txt requirements/job.in
+	cp requirements/job.txt lib/algotrading/job-lock.txt
 	$(COMPILE) -o requirements/checkov.txt requirements/checkov.in
 
 # Refresh the committed notebook outputs (what nbval compares against) and the committed run's

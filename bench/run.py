@@ -11,6 +11,11 @@ peer module for how its conventions were aligned with ours). Cases:
 4. cold start: fresh processes (numba cache warm, as after `make run`): the `backtest --json`
    CLI on INTC, and the first sweep call.
 
+Our sweeps and run_many are timed at all cores and again at one core (this thread pinned to one
+CPU with os.sched_setaffinity, numba's threads set to 1); vectorbt (whose numba functions are not
+parallel) is timed at one core in those cases. Beside each sweep, the fused lower bound (bench/bound.py: the
+least work an all-in SMA sweep needs, final values only) at both, and the gap to it.
+
 Each engine's first call is timed apart from its warm calls (best of N, time.perf_counter).
 vectorbt compiles its numba kernels on first use; numba's on-disk cache is pointed at a fresh
 temporary folder, so that compile is measured on every run (with a warm cache it is shorter).
@@ -21,6 +26,7 @@ is 1 if any disagree. Speed targets print PASS/FAIL but never fail the run (timi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -29,13 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
+import bound
 import inputs
 import numpy as np
 import pandas as pd
@@ -48,7 +55,6 @@ SWEEP_SLOW = range(20, 201, 5)
 SYMBOLS, BARS = 500, 5000
 SUBSET_COMBOS = 20  # backtrader's sweep: this many combinations, extrapolated to the grid
 SUBSET_SYMBOLS = 10  # backtesting.py and backtrader in the universe case
-PORTFOLIO_SYMBOLS = 50  # our run_portfolio (bar-by-bar loop) in the universe case
 TOLERANCE = 1e-6  # money, on final values of ~100,000
 
 T = TypeVar("T")
@@ -77,6 +83,7 @@ class Row:
     runs: str
     check: str
     agree: bool = True
+    cores: str = "all"  # "all", or "1": pinned to one CPU with one numba thread (`one_core`)
 
 
 @dataclass
@@ -91,6 +98,21 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """This thread (and the threads it starts) on one CPU, numba's parallel loops on one thread."""
+    import numba
+
+    cpus, threads = os.sched_getaffinity(0), numba.get_num_threads()
+    os.sched_setaffinity(0, {min(cpus)})
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+        os.sched_setaffinity(0, cpus)
 
 
 def measure(fn: Callable[[], T], repeats: int) -> tuple[T, float, float]:
@@ -221,19 +243,25 @@ def case_sweep(e: Engines, prices: pd.DataFrame, name: str, peers: bool) -> list
 
         mine, first, warm = measure(ours_sweep, 5)
         rows.append(Row(case, "ours", first, warm, "best of 5", f"{len(mine)} rows"))
+        with one_core():
+            _, first, warm = measure(ours_sweep, 5)
+        rows.append(Row(case, "ours", first, warm, "best of 5", f"{len(mine)} rows", cores="1"))
+        rows += bound_rows(case, prices, combos, mine if mode == "all-in" else None)
         peer_rows: list[tuple[Row, pd.DataFrame, list[str]]] = []
         if vbt:
-            theirs, first, warm = measure(
-                lambda p=theirs_params: vbt.run(prices["close"], prices["open"],
-                                                [f for f, _ in combos], [s for _, s in combos],
-                                                columns=grid, high=prices["high"],
-                                                low=prices["low"], **p), 3)
+            with one_core():
+                theirs, first, warm = measure(
+                    lambda p=theirs_params: vbt.run(prices["close"], prices["open"],
+                                                    [f for f, _ in combos], [s for _, s in combos],
+                                                    columns=grid, high=prices["high"],
+                                                    low=prices["low"], **p), 3)
             check, agree = compare(mine, theirs, "combos")
             if "sl_stop" in theirs_params and not agree:  # a documented convention difference
                 check, agree = check.replace("DISAGREE", "differ (stops checked on the entry "
                                              "bar by us, from the next bar by vectorbt)"), True
             rows.append(Row(case, "vectorbt", first, warm,
-                            f"best of 3, one {len(grid)}-column Portfolio", check, agree))
+                            f"best of 3, one {len(grid)}-column Portfolio", check, agree,
+                            cores="1"))
             peer_rows.append((rows[-1], theirs, COLUMNS))
         if peers and "size" in params and btpy:
             heatmap, seconds = timed(lambda: btpy.sweep(btpy.bars(prices), SWEEP_FAST, SWEEP_SLOW,
@@ -266,6 +294,26 @@ def case_sweep(e: Engines, prices: pd.DataFrame, name: str, peers: bool) -> list
                              "rounds to one side (backtrader, summing exactly like us, agrees "
                              "with ours on them)")
                 row.agree = True
+    return rows
+
+
+def bound_rows(case: str, prices: pd.DataFrame, combos: list[tuple[int, int]],
+               mine: pd.DataFrame | None) -> list[Row]:
+    """The fused lower bound on the same grid at all cores and at one core; its final values are
+    checked against ours where the rules are the same (all-in, long-only, no stops: `mine`)."""
+    o, c = prices["open"].to_numpy(float), prices["close"].to_numpy(float)
+    fast = np.array([f for f, _ in combos])
+    slow = np.array([s for _, s in combos])
+    rows = []
+    for cores in ("all", "1"):
+        with one_core() if cores == "1" else contextlib.nullcontext():
+            values, first, warm = measure(lambda: bound.run_sweep(o, c, fast, slow, CASH), 5)
+        check = "final values only (the least work; not our rules' metrics)"
+        if mine is not None:
+            same = np.abs(values[:, 0] - mine["final_value"].to_numpy()) <= TOLERANCE
+            check = (f"final values agree with ours on {int(same.sum())}/{len(same)} (exact ties "
+                     "of the averages, which it does not sum exactly, aside)")
+        rows.append(Row(case, "bound", first, warm, "best of 5", check, cores=cores))
     return rows
 
 
@@ -346,25 +394,30 @@ def case_universe(e: Engines, universe: dict[str, pd.DataFrame]) -> list[Row]:
                                                     == mine["trades_closed"].to_numpy()).all()
     rows.append(Row(case, "ours run_many", first, warm, "best of 3, one call",
                     ("agree" if same else "DISAGREE") + " with the 500 run() calls", same))
-    portfolio = names[:PORTFOLIO_SYMBOLS]
-    result, seconds = timed(lambda: backtest.run_portfolio(
-        "sma", {s: universe[s] for s in portfolio}, fast_period=FAST, slow_period=SLOW,
-        size=SIZE, long_only=True))
+    with one_core():
+        _, first, warm = measure(lambda: backtest.run_many(
+            "sma", universe, fast_period=FAST, slow_period=SLOW, size=SIZE, long_only=True), 3)
+    rows.append(Row(case, "ours run_many", first, warm, "best of 3, one call", rows[-1].check,
+                    same, cores="1"))
+    portfolio = names
+    result, first, warm = measure(lambda: backtest.run_portfolio(
+        "sma", universe, fast_period=FAST, slow_period=SLOW, size=SIZE, long_only=True), 3)
     # With a fixed size and costs 0, shared cash changes nothing (orders are never rejected), so
     # the portfolio's final value is the cash plus the PnL of each symbol's own backtest.
     expected = CASH + (mine.loc[portfolio, "final_value"] - CASH).sum()
     same = abs(result.metrics["final_value"] - expected) <= TOLERANCE * len(portfolio)
-    rows.append(Row(case, "ours run_portfolio (shared cash)", None,
-                    seconds * SYMBOLS / len(portfolio),
-                    f"{len(portfolio)} symbols in {seconds:.1f} s, extrapolated to {SYMBOLS}",
+    rows.append(Row(case, "ours run_portfolio (shared cash)", first, warm,
+                    "best of 3, one call (the compiled shared-cash loop)",
                     ("agree" if same else "DISAGREE") + " with the sum of the per-symbol runs",
                     same))
     if vbt:
         close = pd.DataFrame({s: f["close"] for s, f in universe.items()})
         open_ = pd.DataFrame({s: f["open"] for s, f in universe.items()})
-        theirs, first, warm = measure(lambda: vbt.run(close, open_, FAST, SLOW, SIZE, names), 3)
+        with one_core():
+            theirs, first, warm = measure(lambda: vbt.run(close, open_, FAST, SLOW, SIZE, names),
+                                          3)
         rows.append(Row(case, "vectorbt", first, warm, f"best of 3, one {SYMBOLS}-column Portfolio",
-                        *compare(mine, theirs, "symbols")))
+                        *compare(mine, theirs, "symbols"), cores="1"))
     subset = names[:SUBSET_SYMBOLS]
     for peer, label, run in (
             (btpy, "backtesting.py",
@@ -390,20 +443,22 @@ def report(rows: list[Row], imports: dict[str, float]) -> None:
     print(f"\nmachine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("imports [s]: " + ", ".join(f"{k} {v:.2f}" for k, v in imports.items()))
-    ours: dict[str, float] = {}  # the faster of our per-call and batch rows, per case
+    ours: dict[tuple[str, str], float] = {}  # the faster of our per-call and batch rows
     for r in rows:
         if r.engine in ("ours", "ours run_many"):
-            ours[r.case] = min(r.warm, ours.get(r.case, r.warm))
+            key = (r.case, r.cores)
+            ours[key] = min(r.warm, ours.get(key, r.warm))
     print(f"load average while running: {os.getloadavg()[0]:.1f} (1 min), "
           f"{os.getloadavg()[1]:.1f} (5 min)")
-    print("\n| case | engine | first call [s] | warm [s] | ours faster by | timed | check |")
-    print("|---|---|---:|---:|---:|---|---|")
+    print("\n| case | engine | cores | first call [s] | warm [s] | ours faster by | timed | check |")
+    print("|---|---|---|---:|---:|---:|---|---|")
     for r in rows:
         first = "-" if r.first is None else f"{r.first:.3f}"
-        ratio = "-" if r.engine.startswith("ours") or r.case not in ours else \
-            f"{r.warm / ours[r.case]:,.1f}x"
-        print(f"| {r.case} | {r.engine} | {first} | {r.warm:.3f} | {ratio} | {r.runs} | "
-              f"{r.check} |")
+        mine = ours.get((r.case, r.cores), ours.get((r.case, "all")))
+        ratio = "-" if r.engine.startswith("ours") or mine is None else \
+            f"{r.warm / mine:,.2f}x"  # below 1 for the bound: ours takes 1 / that as long
+        print(f"| {r.case} | {r.engine} | {r.cores} | {first} | {r.warm:.4f} | {ratio} | "
+              f"{r.runs} | {r.check} |")
     print("\n| target | measured | result |")
     print("|---|---|---|")
     for name, measured, ok in targets(rows):
@@ -429,7 +484,8 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     out = []
     for name in ("INTC", "GSPC"):
         fixed = f"2 sweep {name}"
-        sweeps = [r for r in rows if r.case.startswith(fixed) and r.engine == "ours"]
+        sweeps = [r for r in rows if r.case.startswith(fixed) and r.engine == "ours"
+                  and r.cores == "all"]
         if not sweeps:
             out.append((f"sweeps on {name}", "not measured (data missing)", None))
             continue
@@ -457,6 +513,63 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
         r = find(case, "ours")
         out.append((label, "not measured" if r is None else f"{r.warm:.2f} s",
                     None if r is None else r.warm < limit))
+    return out + machine_limit(rows)
+
+
+SWEEP_LIMIT = {"INTC": 0.010, "GSPC": 0.030}  # seconds, issue 21 ("on this kind of machine")
+
+
+def machine_limit(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
+    """Issue 21's targets: sweeps within 2x of the fused bound and under SWEEP_LIMIT, 25x vectorbt
+    on one core; run_many 500 x 5,000 <= 40 ms and 10x vectorbt; one run <= 3 ms per 1,000 bars;
+    cold `backtest --json` <= 0.4 s, first sweep in a fresh process <= 0.3 s."""
+    def pick(case: str, engine: str, cores: str) -> Row | None:
+        return next((r for r in rows if r.case.startswith(case) and r.engine == engine
+                     and r.cores == cores), None)
+
+    def at_most(label: str, row: Row | None, limit: float, unit: float = 1.0, what: str = "s"
+                ) -> tuple[str, str, bool | None]:
+        if row is None:
+            return label, "not measured", None
+        return label, f"{row.warm * unit:.4g} {what}", row.warm * unit <= limit
+
+    def ratio(label: str, slow: Row | None, fast: Row | None, factor: float
+              ) -> tuple[str, str, bool | None]:
+        if slow is None or fast is None:
+            return label, "not measured", None
+        x = slow.warm / fast.warm
+        return label, f"{x:,.2f}x ({fast.warm:.4f} s vs {slow.warm:.4f} s)", x >= factor
+
+    out = []
+    for r in rows:
+        if not (r.case.startswith("2 sweep") and r.engine == "ours"):
+            continue
+        name, mode = r.case.split()[2], r.case.split("combos, ")[1]
+        label = f"{name} sweep, {mode}, {r.cores} core{'s' if r.cores == 'all' else ''}"
+        if r.cores == "all":
+            out.append(at_most(f"{label}: <= {SWEEP_LIMIT[name] * 1e3:.0f} ms", r,
+                               SWEEP_LIMIT[name] * 1e3, 1e3, "ms"))
+        gap = pick(r.case, "bound", r.cores)
+        if gap is not None:
+            out.append((f"{label}: within 2x of the fused bound", f"{r.warm / gap.warm:.1f}x "
+                        f"({r.warm:.4f} s vs {gap.warm:.4f} s)", r.warm <= 2 * gap.warm))
+        if r.cores == "1":
+            out.append(ratio(f"{label}: >= 25x vectorbt on one core",
+                             pick(r.case, "vectorbt", "1"), r, 25))
+    for cores in ("all", "1"):
+        many = pick("3 ", "ours run_many", cores)
+        out.append(at_most(f"run_many {SYMBOLS} x {BARS:,}, {cores} core(s): <= 40 ms", many, 40,
+                           1e3, "ms"))
+        if cores == "1":
+            out.append(ratio(f"run_many {SYMBOLS} x {BARS:,}: >= 10x vectorbt on one core",
+                             pick("3 ", "vectorbt", "1"), many, 10))
+    single = pick("1 ", "ours", "all")
+    bars = int(single.case.split(", ")[1].split()[0]) if single else 1
+    out.append(at_most("one run: <= 3 ms per 1,000 bars", single, 3.0, 1e6 / bars, "ms"))
+    out.append(at_most("cold `backtest --json` <= 0.4 s", pick("4 cold: algotrading", "ours",
+                                                                "all"), 0.4))
+    out.append(at_most("first sweep call in a fresh process <= 0.3 s",
+                       pick("4 cold: first sweep", "ours", "all"), 0.3))
     return out
 
 

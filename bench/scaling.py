@@ -101,8 +101,10 @@ def child(engine: str, axis: str, n: int, repeats: int, out: str) -> None:
     once = _timed(call)[1]
     # short calls repeat more (up to a second in all), so one busy moment does not decide
     times = [once] + [_timed(call)[1] for _ in range(max(repeats, min(50, int(1.0 / once))) - 1)]
+    data_mb = sum(f.memory_usage(index=True, deep=True).sum() for f in universe.values()) / 2**20
     np.save(out + ".npy", np.asarray(values, dtype=float))
-    Path(out).write_text(json.dumps({"first": first_call, "times": times, "peak_mb": peak}))
+    Path(out).write_text(json.dumps({"first": first_call, "times": times, "peak_mb": peak,
+                                     "data_mb": data_mb}))
 
 
 def _timed(fn):
@@ -213,6 +215,7 @@ def main() -> int:
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---|")
     cores_list = ("1", "all") if args.cores == "both" else (args.cores,)
     flagged = 0
+    seen: dict[tuple[str, int, str], dict] = {}  # (axis, size, cores) -> our row
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         for axis in args.axis or AXES:
             for n in (QUICK if args.quick else AXES)[axis]:
@@ -228,9 +231,50 @@ def main() -> int:
                             continue
                         rows[engine] = measure(engine, axis, n, cores, args.repeats, tmp)
                     flagged += report(axis, n, cores, rows, runs, bars)
+                    seen[axis, n, cores] = {**rows.get("ours", {}), "runs": runs, "bars": bars}
     print(f"\nload average at the end: {load()}; rows whose repeats spread over "
           f"{SPREAD:.0%}: {flagged}")
+    print("\n| target | measured | result |\n|---|---|---|")
+    for name, measured, ok in targets(seen, flagged):
+        print(f"| {name} | {measured} | {'n/a' if ok is None else 'PASS' if ok else 'FAIL'} |")
     return 0
+
+
+def targets(seen: dict[tuple[str, int, str], dict], flagged: int
+            ) -> list[tuple[str, str, bool | None]]:
+    """Issue 21's scaling targets, on our rows: 100,000 combinations x 5,000 bars <= 1.5 s with
+    <= 200 MB extra; a flat cost per combination-bar from 100 to 100,000 combinations (the
+    dearest point at most 1.5x the cheapest); 5,000 symbols <= 0.4 s, holding at most 1.2x the
+    price data (the call's extra peak <= 0.2x the frames' size); repeats within SPREAD."""
+    def best(row: dict) -> float:
+        return min(row["times"])
+
+    out: list[tuple[str, str, bool | None]] = []
+    for cores in ("1", "all"):
+        row = seen.get(("combinations", 100_000, cores), {})
+        if "times" in row:
+            out.append((f"100,000 combinations x 5,000 bars, {cores} core(s): <= 1.5 s",
+                        f"{best(row):.2f} s", best(row) <= 1.5))
+            out.append((f"100,000 combinations x 5,000 bars, {cores} core(s): <= 200 MB extra",
+                        f"{row['peak_mb']:.0f} MB", row["peak_mb"] <= 200))
+        costs = {n: best(r) / (r["runs"] * r["bars"]) * 1e9 for (axis, n, c), r in seen.items()
+                 if axis == "combinations" and c == cores and "times" in r}
+        if len(costs) > 1:
+            spread = max(costs.values()) / min(costs.values())
+            out.append((f"flat cost per combination, {min(costs):,} to {max(costs):,}, {cores} "
+                        "core(s): dearest <= 1.5x cheapest", ", ".join(
+                            f"{n:,}: {v:.1f} ns" for n, v in sorted(costs.items()))
+                        + f" ({spread:.2f}x)", spread <= 1.5))
+        row = seen.get(("symbols", 5_000, cores), {})
+        if "times" in row:
+            out.append((f"run_many 5,000 symbols x 5,000 bars, {cores} core(s): <= 0.4 s",
+                        f"{best(row):.3f} s", best(row) <= 0.4))
+            out.append((f"run_many 5,000 symbols, {cores} core(s): extra memory <= 0.2x the "
+                        "price data", f"{row['peak_mb']:.0f} MB of {row['data_mb']:.0f} MB",
+                        row["peak_mb"] <= 0.2 * row["data_mb"]))
+    out.append((f"repeats within {SPREAD:.0%} of the best (median)",
+                f"{flagged} rows over", flagged == 0))
+    return out
 
 
 def report(axis: str, n: int, cores: str, rows: dict, runs: int, bars: int) -> int:

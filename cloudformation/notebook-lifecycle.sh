@@ -62,7 +62,9 @@ import json, os, sys
 from algotrading.numerics import PINS  # kernels that round the same on every CPU
 path, python = sys.argv[1], sys.argv[2]
 env = {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": os.environ.get("ALGO_STACK", ""),
-       "AWS_REGION": os.environ.get("AWS_REGION", "")}
+       "AWS_REGION": os.environ.get("AWS_REGION", ""),
+       # the jobs' wheels (algotrading.wheelhouse) on the volume that outlives a restart
+       "ALGO_WHEELHOUSE": os.path.expanduser("~/SageMaker/.algotrading/wheels")}
 spec = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python (algotrading)", "language": "python",
         "env": {k: v for k, v in env.items() if v}}

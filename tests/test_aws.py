@@ -31,7 +31,7 @@ import pytest
 pytest.importorskip("moto.server")
 pytest.importorskip("pyathena")
 
-from algotrading import aws, config, lake, query, sources  # noqa: E402
+from algotrading import aws, config, lake, query, sources, wheelhouse  # noqa: E402
 from algotrading.config import Settings  # noqa: E402
 from algotrading.schema import COLUMNS, NAMES  # noqa: E402
 
@@ -39,8 +39,9 @@ pytestmark = pytest.mark.aws
 
 REGION = "us-east-1"
 CLEARED = ("ALGO_BACKEND", "ALGO_LAKE", "ALGO_DATABASE", "ALGO_WORKGROUP", "ALGO_STACK", "ALGO_KMS_KEY",
-           "ALGO_ATHENA_OUTPUT", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN",
-           "AWS_ATHENA_WORK_GROUP", "AWS_ATHENA_S3_STAGING_DIR")
+           "ALGO_ATHENA_OUTPUT", "ALGO_JOB_SUBNETS", "ALGO_JOB_SECURITY_GROUP",
+           "ALGO_JOB_NETWORK_ISOLATION", "ALGO_WHEELHOUSE", "AWS_REGION", "AWS_PROFILE",
+           "AWS_SESSION_TOKEN", "AWS_ATHENA_WORK_GROUP", "AWS_ATHENA_S3_STAGING_DIR")
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,21 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     config.stack_outputs.cache_clear()  # the emulator was reset: no stack is known any more
+    monkeypatch.setattr(wheelhouse, "fill", placeholder_wheels)
     return moto_url
+
+
+def placeholder_wheels(pins: list, target: Path, cache: Path | None = None) -> list[Path]:
+    """In place of algotrading.wheelhouse.fill for the moto tests: moto runs no container, so a
+    job's code channel gets a small placeholder per wheel instead of a download (the real wheels,
+    their hashes and an offline install are tested in tests/test_wheelhouse.py)."""
+    target.mkdir(parents=True, exist_ok=True)
+    out = []
+    for pin in pins:
+        path = target / f"{pin.name.replace('-', '_')}-{pin.version}-py3-none-any.whl"
+        path.write_text(f"placeholder for {pin.name}=={pin.version}\n")
+        out.append(path)
+    return out
 
 
 def _post(url: str, body: dict) -> None:

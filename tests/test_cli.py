@@ -207,6 +207,23 @@ def test_console_script_exit_code(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and "the lake is empty" in done.stderr
 
 
+@pytest.mark.slow
+def test_cold_backtest_imports_no_compiler_or_scientific_stack(lake_dir):
+    """A cold `backtest --json` is its imports (pandas and DuckDB are its floor): it runs the
+    Broker in Python, so numba, scipy, arch, matplotlib and torch stay unloaded."""
+    script = ("import sys; from algotrading.cli import main\n"
+              "assert main(['backtest', 'sma', '--symbol', 'GSPC', '--json']) == 0\n"
+              "heavy = ('numba', 'llvmlite', 'scipy', 'arch', 'matplotlib', 'torch', 'sklearn')\n"
+              "print(sorted({k.split('.')[0] for k in sys.modules} & set(heavy)))")
+    env = {**os.environ, "ALGO_LAKE": str(lake_dir)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
+    assert json.loads(first)["metrics"]["final_value"] > 0  # the backtest ran
+    assert last == "[]"
+
+
 def test_parse_grid():
     assert parse_grid(["fast_period=5:15:5", "long_only=true,false"]) == {
         "fast_period": [5, 10, 15], "long_only": [True, False]}

@@ -182,6 +182,12 @@ def _vpc_keys(request: dict) -> dict[str, list[str]]:
             "sagemaker:VpcSecurityGroupIds": vpc["SecurityGroupIds"]} if vpc else {}
 
 
+def _isolation_key(request: dict) -> dict[str, str]:
+    """sagemaker:NetworkIsolation of a job request: its EnableNetworkIsolation, when stated."""
+    stated = request.get("EnableNetworkIsolation")
+    return {} if stated is None else {"sagemaker:NetworkIsolation": str(bool(stated)).lower()}
+
+
 def _iam_view(service: str, op: str, p: dict, key_arn: str,
               stack_id: str) -> list[tuple[str, str, dict[str, str]]]:
     arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
@@ -227,7 +233,7 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             out = [(action, arn.format("sagemaker", f"training-job/{name.lower()}"), {
                 "sagemaker:VolumeKmsKey": p.get("ResourceConfig", {}).get("VolumeKmsKeyId", ""),
                 "sagemaker:OutputKmsKey": p.get("OutputDataConfig", {}).get("KmsKeyId", ""),
-                **_vpc_keys(p)} if op == "CreateTrainingJob" else {})]
+                **_vpc_keys(p), **_isolation_key(p)} if op == "CreateTrainingJob" else {})]
             if op == "CreateTrainingJob":
                 out.append(("iam:PassRole", p["RoleArn"],
                             {"iam:PassedToService": "sagemaker.amazonaws.com"}))
@@ -237,7 +243,8 @@ def _iam_view(service: str, op: str, p: dict, key_arn: str,
             out = [(action, arn.format("sagemaker", f"hyper-parameter-tuning-job/{name.lower()}"),
                     {"sagemaker:OutputKmsKey": p.get("TrainingJobDefinition", {}).get(
                         "OutputDataConfig", {}).get("KmsKeyId", ""),
-                     **_vpc_keys(p.get("TrainingJobDefinition", {}))}
+                     **_vpc_keys(p.get("TrainingJobDefinition", {})),
+                     **_isolation_key(p.get("TrainingJobDefinition", {}))}
                     if op.startswith("Create") else {})]
             if op.startswith("Create"):
                 out.append(("iam:PassRole", p["TrainingJobDefinition"]["RoleArn"],
@@ -299,7 +306,7 @@ class Stack:
                      "LiveAlertTopic": self.topic,
                      "LiveLogGroup.Arn":
                          f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/algotrading/{STACK}/live:*"}
-        self.conditions = {"CreateKey": True, "InVpc": False, "HasRepository": False,
+        self.conditions = {"CreateKey": True, "InVpc": False, "IsolateJobs": True, "HasRepository": False,
                            "HasBoundary": False, "LiveWithAlpacaKeys": False, "HasKeyAdmins": False}
         self.key_policy = render(self.template["Resources"]["Key"]["Properties"]["KeyPolicy"],
                                  self.refs, self.conditions)["Statement"]
@@ -536,6 +543,7 @@ def test_tune_as_the_notebook_role_and_its_trials_as_the_job_role(stack: Stack,
     (request,) = _created(calls, "CreateHyperParameterTuningJob")
     definition = request["TrainingJobDefinition"]
     assert definition["RoleArn"] == stack.outputs["JobRoleArn"]
+    assert definition["EnableNetworkIsolation"] is True
     channels = {c["ChannelName"] for c in definition["InputDataConfig"]}
     assert channels == {"prices", "sm_drivers"}
     read = _as_the_job(stack, request, definition)
@@ -555,7 +563,10 @@ def test_train_as_the_notebook_role_and_the_job_as_the_job_role(stack: Stack, ca
     (request,) = _created(calls, "CreateTrainingJob")
     assert request["TrainingJobName"] == name and request["RoleArn"] == stack.outputs["JobRoleArn"]
     assert request["ResourceConfig"]["VolumeKmsKeyId"] == stack.key
-    _as_the_job(stack, request)
+    assert request["EnableNetworkIsolation"] is True
+    read = _as_the_job(stack, request)
+    assert any(k.endswith("/requirements.txt") for k in read)  # the code channel, as the job role
+    assert any("/wheels/" in k for k in read)  # ... with the lock's wheels (placeholders here)
 
 
 def test_the_lifecycle_script_calls_no_aws_api() -> None:
@@ -670,3 +681,48 @@ def test_jobs_in_a_vpc_only_in_the_job_subnet_and_group(stack: Stack, calls: Cal
         assert not allowed(in_vpc, action, resource, outside)
         assert not allowed(in_vpc, action, resource, other)
         assert allowed(stack.policies["Role"], action, resource, outside)  # the stack without a VPC
+
+
+def test_jobs_only_with_network_isolation(stack: Stack, calls: Calls,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training and tuning requests carry EnableNetworkIsolation true by default (the tuning
+    definition's is added to what the SDK builds, with the trials' volume key); the notebook
+    role's policy allows them and refuses the same requests with isolation false or unstated.
+    A stack deployed with JobNetworkIsolation=false allows a job either way, still stated, and
+    ALGO_JOB_NETWORK_ISOLATION=false sends false. moto does not evaluate condition keys, so
+    this is the policy-level evaluator against the template's statements."""
+    from algotrading.models import forecast, train
+
+    _ingest(stack, calls)
+    prices = schema.to_prices(sources.read("sample").frame, "IXIC")
+    relaxed = role_statements(stack.template, "Role", {**stack.refs, "JobNetworkIsolation": "false"},
+                              {**stack.conditions, "IsolateJobs": False})
+    for isolated in (True, False):
+        monkeypatch.setenv("ALGO_JOB_NETWORK_ISOLATION", str(isolated).lower())
+        stack.become("Role")
+        calls.seen.clear()
+        train.submit(prices, forecast.Config(symbol="IXIC", epochs=1, patience=1),
+                     f"s3://{stack.bucket}/jobs/models", requirements=())
+        # tuning job names have minute resolution: another strategy for the second round
+        job.tune("ema" if isolated else "sma", "GSPC", {"fast_period": (5, 10), "slow_period": (21, 31)},
+                 train=("1999-01-04", "2006-12-29"), validation=("2007-01-03", "2012-12-31"),
+                 params={"size": 10}, max_jobs=2, max_parallel_jobs=1, requirements=())
+        (trained,) = _created(calls, "CreateTrainingJob")
+        (tuned,) = _created(calls, "CreateHyperParameterTuningJob")
+        definition = tuned["TrainingJobDefinition"]
+        assert trained["EnableNetworkIsolation"] is isolated
+        assert definition["EnableNetworkIsolation"] is isolated
+        assert definition["ResourceConfig"]["VolumeKmsKeyId"] == stack.key
+        needed = calls.permissions(stack.key, stack.stack_id)
+        creates = [(a, r, c) for a, r, c in needed if a in ("sagemaker:CreateTrainingJob",
+                                                            "sagemaker:CreateHyperParameterTuningJob")]
+        assert len(creates) == 2
+        for action, resource, context in creates:
+            assert context["sagemaker:NetworkIsolation"] == str(isolated).lower()
+            assert allowed(stack.policies["Role"], action, resource, context) is isolated
+            assert allowed(relaxed, action, resource, context)
+            unstated = {k: v for k, v in context.items() if k != "sagemaker:NetworkIsolation"}
+            assert not allowed(stack.policies["Role"], action, resource, unstated)
+            assert not allowed(relaxed, action, resource, unstated)
+        if isolated:
+            stack.check("Role", calls)  # and everything else the two submissions needed

@@ -3,8 +3,11 @@ against a moto server on 127.0.0.1.
 
 What the emulator proves: the SageMaker SDK 3.x ModelTrainer request we build is well formed and
 carries the image, role, command, hyperparameters, channels, output path, instance and metric
-definitions we asked for; the code channel uploaded to S3 holds the `algotrading` package and a
-requirements file, and the SDK's launcher script runs `python -m <entry>` from it.
+definitions we asked for, with network isolation on by default; the code channel uploaded to S3
+holds the `algotrading` package, a requirements file that installs only from the channel's
+`wheels/` (placeholders here: tests/test_aws.py `placeholder_wheels`; the real wheels and an
+offline install: tests/test_wheelhouse.py), and the SDK's launcher script runs
+`python -m <entry>` from it.
 moto RECORDS the training job and does not run it (it reports "Completed" at once, with no
 container, no logs and no model.tar.gz), so nothing here proves that the image starts, that the
 requirements install, or that the entry succeeds in the container: the entry scripts are run
@@ -107,14 +110,24 @@ def test_submit_records_the_training_job_we_asked_for(sagemaker_env: str, sent: 
     keys = {o["Key"].removeprefix(code_prefix).lstrip("/")
             for o in s3.list_objects_v2(Bucket="algo-bucket", Prefix=code_prefix)["Contents"]}
     assert {"algotrading/__init__.py", "algotrading/jobs.py", "algotrading/cli.py",
-            "requirements.txt"} <= keys
+            "algotrading/job-lock.txt", "requirements.txt"} <= keys
     assert not any("__pycache__" in k for k in keys)
+    # network isolation (the default): the container installs the lock's wheels from the channel
+    assert request["EnableNetworkIsolation"] is True and job["EnableNetworkIsolation"] is True
     requirements = s3.get_object(Bucket="algo-bucket",
                                  Key=f"{code_prefix}/requirements.txt")["Body"].read().decode()
+    lines = [line for line in requirements.splitlines() if not line.startswith("#")]
+    assert lines[:2] == ["--no-index", "--find-links wheels"]
+    assert not re.search(r"index-url|https?://", requirements)
+    pins = dict(line.split(" --hash=")[0].split("==") for line in lines[2:])
     from importlib.metadata import version
 
-    assert requirements.split() == [f"{r.split('>')[0]}=={version(r.split('>')[0])}"
-                                    for r in jobs.REQUIREMENTS]  # what runs here, pinned
+    for spec in jobs.REQUIREMENTS:  # each at the version that runs here, with what it needs
+        name = spec.split(">")[0]
+        assert pins[name] == version(name)
+    assert {"scipy", "joblib", "threadpoolctl", "python-dateutil"} <= set(pins)  # sklearn's, pandas'
+    wheels = sorted(k for k in keys if k.startswith("wheels/"))
+    assert len(wheels) == len(pins) and all(k.endswith(".whl") for k in wheels)
     launcher = _launcher(job)
     assert f"python -m {ENTRY}" in launcher
     assert "install_requirements.py requirements.txt" in launcher
@@ -140,6 +153,32 @@ def test_role_and_job_name_come_from_the_stack(sagemaker_env: str, sent: list, m
 
 
 @pytest.mark.aws
+def test_isolation_off_pins_for_the_index_and_says_so(sagemaker_env: str, sent: list,
+                                                      monkeypatch) -> None:
+    """ALGO_JOB_NETWORK_ISOLATION=false (a stack deployed with JobNetworkIsolation=false): the
+    request states isolation off, the container pip-installs the pinned requirements from the
+    index (no wheels shipped), and the submitter warns that it does."""
+    monkeypatch.setenv("ALGO_JOB_NETWORK_ISOLATION", "false")
+    with pytest.warns(UserWarning, match="network isolation is off.*pip-installs"):
+        name = jobs.submit(ENTRY, {"training": "s3://algo-bucket/data/"}, "s3://algo-bucket/o",
+                           role=_role())
+    (request,) = sent
+    assert request["EnableNetworkIsolation"] is False
+    job = jobs.describe(name)
+    (code,) = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
+               if c["ChannelName"] == "code"]
+    prefix = code.removeprefix("s3://algo-bucket/").rstrip("/")
+    s3 = aws.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="algo-bucket", Prefix=prefix)["Contents"]]
+    assert not [k for k in keys if "/wheels/" in k]
+    text = s3.get_object(Bucket="algo-bucket", Key=f"{prefix}/requirements.txt")["Body"].read()
+    assert text.decode().split() == jobs.pinned(jobs.REQUIREMENTS)
+    monkeypatch.setenv("ALGO_JOB_NETWORK_ISOLATION", "maybe")
+    with pytest.raises(ParameterError, match="ALGO_JOB_NETWORK_ISOLATION='maybe'"):
+        jobs.network_isolation()
+
+
+@pytest.mark.aws
 def test_bad_job_requests_fail_before_anything_is_created(sagemaker_env: str, tmp_path,
                                                           monkeypatch) -> None:
     monkeypatch.delenv("ALGO_STACK", raising=False)
@@ -152,6 +191,11 @@ def test_bad_job_requests_fail_before_anything_is_created(sagemaker_env: str, tm
                            role="arn:aws:iam::123456789012:role/algo-sagemaker")
     with pytest.raises(ValueError, match="module name"):
         jobs.submit("algotrading/cli.py", {}, "s3://algo-bucket/out", role="x")
+    # a channel staged for the index cannot feed an isolated job (its pip would find no index)
+    staged = jobs.stage_source(tmp_path / "indexed", isolated=False)
+    with pytest.raises(ParameterError, match="installs from a package index"):
+        jobs.model_trainer(ENTRY, staged, "s3://algo-bucket/o", isolated=True,
+                           role="arn:aws:iam::123456789012:role/algo-sagemaker")
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
 
@@ -192,9 +236,11 @@ def test_entry_contract_reads_the_sm_layout(tmp_path, monkeypatch, capsys) -> No
 
 
 def test_stage_source_copies_the_package_only(tmp_path) -> None:
+    """Without isolation (the pip-from-the-index path); the isolated code channel:
+    tests/test_wheelhouse.py."""
     (tmp_path / "algotrading").mkdir()
     (tmp_path / "algotrading" / "stale.py").write_text("old")  # a previous staging is replaced
-    out = jobs.stage_source(tmp_path, requirements=["pandas>=2.2"])
+    out = jobs.stage_source(tmp_path, requirements=["pandas>=2.2"], isolated=False)
     assert out == tmp_path
     assert (tmp_path / "algotrading" / "jobs.py").is_file()
     assert (tmp_path / "algotrading" / "backtest" / "engine.py").is_file()

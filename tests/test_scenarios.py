@@ -236,3 +236,193 @@ def test_block_length_is_archs(prices, seed):
               np.cumsum(rng.normal(size=800)) * 1e-3, rng.standard_t(3, 2000) ** 2]
     for x in series:
         assert scenarios.stationary_block_length(x) == optimal_block_length(x)["stationary"].iloc[0]
+
+
+def _garch_series(seed: int, n: int, omega: float, alpha: float, beta: float, nu: float
+                  ) -> np.ndarray:
+    """n returns (in percent) of a GARCH(1,1) with standardised Student-t shocks, mean 0.03."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_t(nu, n) * np.sqrt((nu - 2) / nu)
+    var, y = omega / (1 - alpha - beta), np.empty(n)
+    for t in range(n):
+        y[t] = 0.03 + np.sqrt(var) * z[t]
+        var = omega + alpha * (y[t] - 0.03) ** 2 + beta * var
+    return y
+
+
+def _arch_fit(y: np.ndarray) -> dict[str, float]:
+    from arch import arch_model
+
+    from algotrading import numerics
+
+    with numerics.one_thread():  # as garch_t fits: one BLAS thread
+        res = arch_model(y, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
+    p = res.params
+    return {"mu": p["mu"], "omega": p["omega"], "alpha": p["alpha[1]"], "beta": p["beta[1]"],
+            "nu": p["nu"], "loglikelihood": res.loglikelihood,
+            "status": res.optimization_result.status}
+
+
+@pytest.fixture(scope="module")
+def gspc() -> pd.DataFrame:
+    from algotrading import schema, sources
+
+    return schema.to_prices(sources.read("sample", symbols=["GSPC"]).frame, "GSPC")
+
+
+@pytest.mark.parametrize("case", ["GSPC", "persistent", "short", "no ARCH", "fat tails"])
+def test_garch_fit_is_archs(gspc, case):
+    """`garch_t` (no arch at run time) against arch's own fit of the same model: every parameter
+    and the log-likelihood to the bit. Exact, not within a tolerance, because it repeats arch's
+    steps in arch's order (starting grid, backcast, variance bounds, the same SLSQP call) in the
+    same process and BLAS: a difference means the steps diverged from arch's (a new arch
+    version, say), which this test should report. Cases: the S&P 500 sample (5,030 returns);
+    simulated GARCH-t series near integration, short, with alpha at its bound 0 (no ARCH
+    effect), and with nu = 3."""
+    y = {"GSPC": lambda: 100 * scenarios.log_returns(gspc),
+         "persistent": lambda: _garch_series(2, 3000, 0.005, 0.05, 0.9495, 4),
+         "short": lambda: _garch_series(1, 1000, 0.2, 0.15, 0.6, 8),
+         "no ARCH": lambda: _garch_series(3, 500, 0.1, 0.0, 0.0, 30) * 10,
+         "fat tails": lambda: _garch_series(4, 4000, 0.02, 0.1, 0.88, 3)}[case]()
+    ours, theirs = scenarios.garch_t(y), _arch_fit(y)
+    assert theirs["status"] == 0
+    assert ours == theirs
+    if case == "no ARCH":
+        assert ours["alpha"] == 0.0  # the bound is active: the constrained path agrees too
+
+
+def test_garch_paths_from_our_fit_are_the_paths_of_archs(prices, monkeypatch):
+    """simulate(garch) from garch_t's parameters equals simulate(garch) from arch's fit."""
+    ours = scenarios.simulate(prices, "garch", paths=30, bars=500, seed=2)
+    monkeypatch.setattr(scenarios, "garch_t", _arch_fit)
+    theirs = scenarios.simulate(prices, "garch", paths=30, bars=500, seed=2)
+    assert ours.params == theirs.params
+    for name in ("open", "high", "low", "close", "vol"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+
+
+@pytest.mark.slow
+def test_whatif_cli_imports_neither_arch_nor_scipy_stats(tmp_path, monkeypatch, capsys):
+    """arch (and scipy.stats, which it imports) cost 1.4 s of the garch what-if's start: the
+    three models run in a fresh process without loading either."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ALGO_LAKE", str(tmp_path / "lake"))
+    assert main(["ingest", "sample", "--symbols", "GSPC"]) == 0
+    script = ("import sys; from algotrading.cli import main\n"
+              "for m in ('gbm', 'garch', 'bootstrap'):\n"
+              "    assert main(['whatif', 'sma', '--symbol', 'GSPC', '--model', m, '--paths', '20',"
+              " '--bars', '400', '--param', 'fast_period=5', '--param', 'slow_period=20']) == 0\n"
+              "print(sorted(k for k in sys.modules if k == 'arch' or k.startswith(('arch.', "
+              "'scipy.stats'))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("sma on 20 ") for line in lines) == 3  # the three models ran
+    assert json.loads(lines[-1].replace("'", '"')) == []
+
+
+def _whole_array_paths(prices: pd.DataFrame, model: str, paths: int, bars: int, seed: int
+                       ) -> dict[str, np.ndarray]:
+    """The paths as `simulate` built them before its compiled loops: numpy over whole (paths x
+    bars) arrays, the same draws from the same generator (the reference for the loops)."""
+    params = scenarios.fit(prices, model)
+    rng = np.random.default_rng(seed)
+    r_hist = scenarios.log_returns(prices)
+    shape, hist_vol = scenarios._shapes(prices)
+    n = len(r_hist)
+    if model == "bootstrap":
+        new = rng.random((paths, bars)) < 1.0 / params["block"]
+        new[:, 0] = True
+        starts = rng.integers(0, n, size=(paths, bars))
+        t = np.arange(bars)
+        last = np.maximum.accumulate(np.where(new, t, 0), axis=1)
+        pick = (np.take_along_axis(starts, last, axis=1) + (t - last)) % n
+        r, scale = r_hist[pick], None
+    else:
+        pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)
+        if model == "gbm":
+            r = rng.standard_normal((paths, bars)) * params["sigma"] + params["mu"]
+            sigma = params["sigma"]
+        else:
+            nu = params["nu"]
+            z = rng.standard_t(nu, size=(paths, bars)) * np.sqrt((nu - 2) / nu)
+            sigma, eps = np.empty((paths, bars)), np.empty((paths, bars))
+            v = np.full(paths, params["sigma0"] ** 2)
+            for t in range(bars):
+                sigma[:, t] = np.sqrt(v)
+                eps[:, t] = sigma[:, t] * z[:, t]
+                v = params["omega"] + params["alpha"] * eps[:, t] ** 2 + params["beta"] * v
+            r = params["mu"] + eps
+        scale = sigma / hist_vol[pick]
+        target = np.mean(np.log(prices["high"].to_numpy()[1:] / prices["low"].to_numpy()[1:]))
+        step = max(1, pick.size // 200_000)
+        k, s, ret = pick.ravel()[::step], scale.ravel()[::step], r.ravel()[::step]
+        gap, wicks = shape[k, 0] * s, (shape[k, 1] + shape[k, 2]) * s
+        lo, hi = 0.0, 1.0
+        while np.mean(hi * wicks + np.abs(ret - hi * gap)) < target and hi < 1e3:
+            hi *= 2
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            below = np.mean(mid * wicks + np.abs(ret - mid * gap)) < target
+            lo, hi = (mid, hi) if below else (lo, mid)
+        scale = scale * ((lo + hi) / 2)
+    start = float(prices["close"].iloc[0])
+    close = np.exp(np.cumsum(r, axis=1) + np.log(start))
+    gap, up, down = (shape[:, k][pick] * (1.0 if scale is None else scale) for k in range(3))
+    open_ = np.concatenate([np.full((paths, 1), start), close[:, :-1]], axis=1) * np.exp(gap)
+    return {"open": open_, "high": np.maximum(open_, close) * np.exp(up),
+            "low": np.minimum(open_, close) * np.exp(-down), "close": close,
+            "vol": prices["vol"].to_numpy(float)[1:][pick]}
+
+
+@pytest.mark.parametrize("model", scenarios.MODELS)
+def test_compiled_paths_equal_the_whole_array_steps(prices, model):
+    """The compiled bar loops give the paths the whole-array numpy steps give, to the bit (the
+    same exp: numpy's, over the whole block)."""
+    paths = scenarios.simulate(prices, model, paths=40, bars=700, seed=5)
+    expected = _whole_array_paths(prices, model, 40, 700, 5)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(getattr(paths, name), values, err_msg=name)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0, "low above open", "close above high"])
+def test_the_first_bad_bar_is_the_whole_array_checks(prices, bad):
+    """The compiled price check names the bar the whole-array comparisons find first (row-major:
+    the lowest path, then its first bar), for each broken rule."""
+    from algotrading.schema import DataError
+
+    paths = scenarios.simulate(prices, "gbm", paths=6, bars=300, seed=2)
+    for i, t in ((4, 250), (1, 40), (4, 10)):  # path 1 bar 40 comes first
+        if bad == "low above open":
+            paths.low[i, t] = paths.open[i, t] * 1.01
+        elif bad == "close above high":
+            paths.close[i, t] = paths.high[i, t] * 1.01
+        else:
+            paths.high[i, t] = bad
+    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
+    with np.errstate(invalid="ignore"):
+        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
+    i, t = (int(v[0]) for v in np.nonzero(~good))
+    assert (i, t) == (1, 40)
+    with pytest.raises(DataError, match=rf"path {i}, bar {t} "):
+        scenarios.run("sma", paths, fast_period=5, slow_period=20)
+
+
+def test_garch_fit_says_when_the_optimiser_did_not_converge(gspc, monkeypatch):
+    """arch warned when SLSQP stopped short of convergence; garch_t does too, with the status."""
+    import scipy.optimize
+
+    real = scipy.optimize.minimize
+
+    def stopped(*args, **kwargs):
+        kwargs["options"] = {**kwargs.get("options", {}), "maxiter": 2}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", stopped)
+    with pytest.warns(RuntimeWarning, match=r"GARCH fit on 5030 returns: .* status 9"):
+        fitted = scenarios.garch_t(100 * scenarios.log_returns(gspc))
+    assert fitted["status"] == 9

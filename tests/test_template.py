@@ -139,12 +139,23 @@ def test_pass_role_only_the_job_role_and_jobs_to_the_prefix_with_the_key(templat
     in_vpc = {"ForAllValues:StringEquals": {"sagemaker:VpcSubnets": [{"Ref": "SubnetId"}],
                                             "sagemaker:VpcSecurityGroupIds": [{"Ref": "JobSecurityGroup"}]},
               "Null": {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}}
+    # network isolation: required by default, stated either way with JobNetworkIsolation=false
+    isolation = {"Bool": {"sagemaker:NetworkIsolation": {
+        "Fn::If": ["IsolateJobs", ["true"], ["true", "false"]]}}}
     (create,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateTrainingJob"]
-    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:VolumeKmsKey": key, "sagemaker:OutputKmsKey": key}, **isolation}
     assert create["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
     (tune,) = [s for s in sagemaker if s["Action"] == "sagemaker:CreateHyperParameterTuningJob"]
-    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}}
+    keys = {"ArnEquals": {"sagemaker:OutputKmsKey": key}, **isolation}
     assert tune["Condition"] == {"Fn::If": ["InVpc", {**keys, **in_vpc}, keys]}
+    assert template["Conditions"]["IsolateJobs"] == {
+        "Fn::Equals": [{"Ref": "JobNetworkIsolation"}, "true"]}
+    parameter = template["Parameters"]["JobNetworkIsolation"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("true", ["true", "false"])
+    # the stack says which it is, and the client reads it (algotrading.jobs.network_isolation)
+    assert template["Outputs"]["JobNetworkIsolation"]["Value"] == {"Ref": "JobNetworkIsolation"}
+    assert config.STACK_OUTPUTS["JobNetworkIsolation"] == ("job_network_isolation",
+                                                           "ALGO_JOB_NETWORK_ISOLATION")
     for name in ("Role", "JobRole"):
         principal = template["Resources"][name]["Properties"]["AssumeRolePolicyDocument"][
             "Statement"][0]["Principal"]
@@ -313,10 +324,11 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert run.returncode == 0, run.stderr
     env_python = home / "SageMaker" / ".algotrading" / "env" / "bin" / "python"
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
+    wheels = str(home / "SageMaker" / ".algotrading" / "wheels")  # kept across restarts
     assert spec == {"argv": [str(env_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                     "display_name": "Python (algotrading)", "language": "python",
                     "env": {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod",
-                            "AWS_REGION": "eu-west-1"}}
+                            "AWS_REGION": "eu-west-1", "ALGO_WHEELHOUSE": wheels}}
     imported = subprocess.run([str(env_python), "-c", "import algotrading; print(algotrading.__file__)"],
                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert imported.strip() == str(home / "SageMaker/algotrading/lib/algotrading/__init__.py")  # editable
@@ -329,7 +341,8 @@ def test_lifecycle_script_builds_the_env_and_registers_the_kernel(tmp_path: Path
     assert again.returncode == 0, again.stderr
     assert marker.exists()
     spec = json.loads((home / ".local/share/jupyter/kernels/algotrading/kernel.json").read_text())
-    assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod"}
+    assert spec["env"] == {**PINS, "ALGO_BACKEND": "aws", "ALGO_STACK": "algo-prod",
+                           "ALGO_WHEELHOUSE": wheels}
 
 
 @pytest.mark.slow

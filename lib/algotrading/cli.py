@@ -428,6 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"algotrading: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        # And what the command loaded (numba's registries and compiled code, the paths): left
+        # to the interpreter's exit, the collector walked and finalised them for 0.2-0.8 s after
+        # a what-if had printed (docs/speed.md).
+        gc.freeze()
     return 0
 
 

@@ -22,6 +22,7 @@ STACK_OUTPUTS: dict[str, tuple[str, str]] = {
     "KmsKeyArn": ("kms_key", "ALGO_KMS_KEY"),
     "JobSubnetIds": ("job_subnets", "ALGO_JOB_SUBNETS"),  # only when the stack has a VPC
     "JobSecurityGroupId": ("job_security_group", "ALGO_JOB_SECURITY_GROUP"),
+    "JobNetworkIsolation": ("job_network_isolation", "ALGO_JOB_NETWORK_ISOLATION"),
 }
 ROLE_OUTPUT = "JobRoleArn"  # the jobs' own role; stacks from before it have only:
 NOTEBOOK_ROLE_OUTPUT = "SageMakerRoleArn"
@@ -49,6 +50,7 @@ class Settings:
     kms_key: str | None = None
     job_subnets: str | None = None  # comma-separated; with job_security_group: jobs run in the VPC
     job_security_group: str | None = None
+    job_network_isolation: str | None = None  # "true"/"false"; None: on (jobs.network_isolation)
     public_data: str | None = None
     run_dir: str = "runs/latest"
 
@@ -105,6 +107,7 @@ def settings(**overrides: object) -> Settings:
         kms_key=env.get("ALGO_KMS_KEY") or None,
         job_subnets=env.get("ALGO_JOB_SUBNETS") or None,
         job_security_group=env.get("ALGO_JOB_SECURITY_GROUP") or None,
+        job_network_isolation=env.get("ALGO_JOB_NETWORK_ISOLATION") or None,
         public_data=env.get("ALGO_PUBLIC_DATA") or None,
         run_dir=env.get("ALGO_RUN_DIR", "runs/latest"),
     )

@@ -6,7 +6,8 @@ One contract for every job (model training, tuning trials, sharded sweeps), on b
 - Client side: `submit` (or `stage_source` + `model_trainer` when something else, such as a
   hyperparameter tuner, drives the trainer) copies the `algotrading` package into the job's code
   channel and has the container run `python -m <entry module>` from there, in a framework
-  image from `sagemaker.core.image_uris.retrieve` (PyTorch by default). The SDK uploads that code
+  image from `sagemaker.core.image_uris.retrieve` (PyTorch by default), with network isolation
+  (the channel carries the wheels of what the entry needs: algotrading.wheelhouse). The SDK uploads that code
   channel to S3 itself; data channels are S3 URIs (or local folders, which the SDK uploads).
 - Container side (what an entry module calls): `hyperparameters()` reads
   `/opt/ml/input/config/hyperparameters.json`, `channel(name)` is `SM_CHANNEL_<NAME>`,
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -39,8 +41,9 @@ FRAMEWORK = "pytorch"
 FRAMEWORK_VERSION = "2.5.1"  # the newest PyTorch training image built for Python 3.11, as we are
 PY_VERSION = "py311"
 INSTANCE_TYPE = "ml.m5.large"
-# Installed by the container before the entry runs (pip leaves what the image already has).
-REQUIREMENTS = ("numpy>=1.26", "pandas>=2.2", "scikit-learn>=1.4")
+# Installed by the container before the entry runs (pip leaves what the image already has);
+# pyarrow because pandas uses it for its string dtype when installed, as it is in the notebook.
+REQUIREMENTS = ("numpy>=1.26", "pandas>=2.2", "pyarrow>=15", "scikit-learn>=1.4")
 PACKAGE = "algotrading"
 IGNORED = ("__pycache__", "*.pyc", ".ipynb_checkpoints", ".DS_Store")
 UNIQUE_SUFFIX = 15  # "-YYYYmmddHHMMSS", which the SDK appends to the base job name
@@ -103,25 +106,62 @@ ENTRY_SCRIPT = "algotrading_entry.py"
 
 
 def stage_source(folder: str | Path, requirements: Iterable[str] = REQUIREMENTS,
-                 entry: str | None = None) -> Path:
+                 entry: str | None = None, *, isolated: bool | None = None) -> Path:
     """Copy the installed `algotrading` package (sources only) into `folder/algotrading` and write
     `folder/requirements.txt`; the folder becomes the job's code channel. With `entry` (a module),
     also write ENTRY_SCRIPT, a file that runs it: tuning jobs need a script, because
     CreateHyperParameterTuningJob has no container entrypoint and the framework container runs
-    `python <sagemaker_program>`. Returns `folder`."""
+    `python <sagemaker_program>`. Returns `folder`.
+
+    isolated (default `network_isolation()`): the job runs without network, so the requirements'
+    share of the job lock (algotrading.wheelhouse) goes into `folder/wheels` and requirements.txt
+    installs from there only; otherwise requirements.txt pins each requirement to the version
+    installed here and the container pip-installs it from the index at start."""
     folder = Path(folder)
     source = Path(__file__).resolve().parent
     target = folder / PACKAGE
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED))
-    (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in pinned(requirements)))
+    requirements = list(requirements)
+    isolated = network_isolation() if isolated is None else isolated
+    if isolated and requirements:
+        from algotrading import wheelhouse
+
+        pins = wheelhouse.closure(wheelhouse.read_lock(), [_name(r) for r in requirements])
+        wheels = folder / wheelhouse.FOLDER
+        if wheels.exists():
+            shutil.rmtree(wheels)
+        text = wheelhouse.requirements_text(pins, wheelhouse.fill(pins, wheels))
+    else:
+        text = "".join(f"{r}\n" for r in pinned(requirements))
+    (folder / "requirements.txt").write_text(text)
     if entry is not None:
         _check_entry(entry, folder)
         (folder / ENTRY_SCRIPT).write_text(
             f'"""Run by SageMaker as `python {ENTRY_SCRIPT}` (written by algotrading.jobs)."""\n'
             f"import runpy\n\nrunpy.run_module({entry!r}, run_name=\"__main__\", alter_sys=True)\n")
     return folder
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+
+
+def network_isolation(value: str | bool | None = None) -> bool:
+    """Whether jobs run with SageMaker network isolation: `value`, else the stack output
+    JobNetworkIsolation / ALGO_JOB_NETWORK_ISOLATION, else True. "false" is for a stack deployed
+    with JobNetworkIsolation=false (its policy refuses isolation-less jobs otherwise)."""
+    if value is None:
+        from algotrading.config import settings
+
+        value = settings().job_network_isolation
+    if value is None or isinstance(value, bool):
+        return True if value is None else value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ParameterError(f"ALGO_JOB_NETWORK_ISOLATION={value!r}: want true or false")
+    return text == "true"
 
 
 def pinned(requirements: Iterable[str]) -> list[str]:
@@ -132,7 +172,7 @@ def pinned(requirements: Iterable[str]) -> list[str]:
 
     out = []
     for spec in requirements:
-        name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+        name = _name(spec)
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
@@ -240,7 +280,8 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
                   metric_definitions: Mapping[str, str] | None = None,
                   base_job_name: str | None = None, image: str | None = None,
                   environment: Mapping[str, str] | None = None, max_runtime: int = 3600,
-                  region: str | None = None, requirements: bool = True) -> ModelTrainer:
+                  region: str | None = None, requirements: bool = True,
+                  isolated: bool | None = None) -> ModelTrainer:
     """A ModelTrainer that runs `python -m <entry>` from `source_dir` (see `stage_source`).
 
     entry: a module of the package with a `__main__` block, e.g. "algotrading.models.train".
@@ -249,6 +290,8 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     hyperparameters: name -> value (the SDK sends non-strings as JSON text).
     metric_definitions: name -> regex over the job's log (see `metric_definitions()`).
     base_job_name: default `job_prefix(<last part of entry>)`. image: default `image_uri`.
+    isolated: SageMaker network isolation (default `network_isolation()`, on); stage the source
+    with the same value, since an isolated container installs only the staged wheels.
     """
     from sagemaker.core.training.configs import (
         Compute,
@@ -277,8 +320,19 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     found = settings()
     key = found.kms_key or None  # the stack's key on the volume and the output (its policy
     network = vpc_config(found.job_subnets, found.job_security_group)  # refuses a job without them)
+    isolated = network_isolation() if isolated is None else isolated
+    if isolated and requirements and _needs_an_index(Path(source_dir, "requirements.txt")):
+        raise ParameterError(f"{source_dir}/requirements.txt installs from a package index, which "
+                             "a job with network isolation cannot reach: stage the source with "
+                             "the same `isolated` (jobs.stage_source(..., isolated=True))")
+    if not isolated:
+        warnings.warn("network isolation is off (ALGO_JOB_NETWORK_ISOLATION=false): the job's "
+                      "container reaches the network and pip-installs its requirements from the "
+                      "package index at start", stacklevel=2)
+    sagemaker_session = session(bucket, prefix, region)
+    _complete_tuning_requests(sagemaker_session, isolated, key)
     trainer = ModelTrainer(
-        sagemaker_session=session(bucket, prefix, region),
+        sagemaker_session=sagemaker_session,
         role=role_arn(role),
         base_job_name=base_job_name or job_prefix(entry.rsplit(".", 1)[-1]),
         training_image=image or image_uri(region, instance_type),
@@ -287,7 +341,7 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
                         volume_kms_key_id=key),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime),
         output_data_config=OutputDataConfig(s3_output_path=output_path.rstrip("/"), kms_key_id=key),
-        networking=Networking(**network) if network else None,
+        networking=Networking(enable_network_isolation=isolated, **(network or {})),
         hyperparameters=dict(hyperparameters or {}),
         environment=dict(environment or {}),
     )
@@ -297,19 +351,43 @@ def model_trainer(entry: str, source_dir: str | Path, output_path: str, *,
     return trainer
 
 
+def _needs_an_index(requirements: Path) -> bool:
+    """The requirements file installs something and does not say --no-index."""
+    lines = [line.strip() for line in requirements.read_text().splitlines()] \
+        if requirements.is_file() else []
+    wanted = [line for line in lines if line and not line.startswith("#")]
+    return bool(wanted) and "--no-index" not in wanted
+
+
+def _complete_tuning_requests(sagemaker_session: Any, isolated: bool, key: str | None) -> None:
+    """The SDK's tuner copies neither the trainer's network isolation nor its volume key into
+    the tuning job's TrainingJobDefinition (sagemaker-train 1.27, tuner.py
+    `_build_training_job_definition`), so they are added to the CreateHyperParameterTuningJob
+    request as it leaves this session (botocore's provide-client-params event)."""
+    def complete(params: dict[str, Any], **_: Any) -> None:
+        definition = params.get("TrainingJobDefinition", {})
+        definition["EnableNetworkIsolation"] = isolated
+        if key:
+            definition.setdefault("ResourceConfig", {}).setdefault("VolumeKmsKeyId", key)
+
+    sagemaker_session.boto_session.events.register(
+        "provide-client-params.sagemaker.CreateHyperParameterTuningJob", complete)
+
+
 def submit(entry: str, inputs: Mapping[str, str], output_path: str, *, wait: bool = False,
            requirements: Iterable[str] = REQUIREMENTS, **options: Any) -> str:
     """Stage the package, create the training job and return its name (without waiting, unless
     `wait`). `inputs`: channel name -> s3:// URI (or a local folder, which the SDK uploads);
     `options` go to `model_trainer` (hyperparameters, role, instance_type, metric_definitions,
-    base_job_name, image, environment, max_runtime, region)."""
+    base_job_name, image, environment, max_runtime, region, isolated)."""
     from sagemaker.core.training.configs import InputData
 
     requirements = list(requirements)
+    isolated = network_isolation(options.pop("isolated", None))
     with TemporaryDirectory(prefix="algotrading-job-") as tmp:
-        source = stage_source(tmp, requirements)
+        source = stage_source(tmp, requirements, isolated=isolated)
         trainer = model_trainer(entry, source, output_path, requirements=bool(requirements),
-                                **options)
+                                isolated=isolated, **options)
         trainer.train(input_data_config=[InputData(channel_name=name, data_source=str(uri))
                                          for name, uri in inputs.items()],
                       wait=wait, logs=wait)

@@ -2,15 +2,17 @@
 
 Three generators, each fitted to the symbol's daily log returns:
 - `gbm`: geometric Brownian motion (i.i.d. normal log returns with the history's mean and std);
-- `garch`: GARCH(1,1) with Student-t shocks (fitted by the `arch` package), so volatility clusters
-  and tails are fat. Fitted as is, alpha + beta on the S&P 500 is 0.9997: a shock's half-life of
-  years and a long-run volatility of about 79 % a year, paths that wander off into explosive
-  volatility. So the fit is tamed before simulating: persistence is capped at `PERSISTENCE_CAP`
-  (beta lowered, alpha kept) and omega is set by variance targeting, so the long-run variance is
-  the history's (`fitted_persistence` keeps what the likelihood said);
+- `garch`: GARCH(1,1) with Student-t shocks, so volatility clusters and tails are fat; fitted by
+  `garch_t`, which repeats the `arch` package's maximum-likelihood steps without importing arch
+  (equal to arch's fit to the bit; arch stays the reference in the tests). Fitted as is, alpha +
+  beta on the S&P 500 is 0.9997: a shock's half-life of years and a long-run volatility of about
+  79 % a year, paths that wander off into explosive volatility. So the fit is tamed before
+  simulating: persistence is capped at `PERSISTENCE_CAP` (beta lowered, alpha kept) and omega is
+  set by variance targeting, so the long-run variance is the history's (`fitted_persistence`
+  keeps what the likelihood said);
 - `bootstrap`: the stationary block bootstrap (Politis & Romano 1994) of the historical returns,
-  with a mean block length chosen on squared returns (`arch.bootstrap.optimal_block_length`) so
-  the blocks keep the volatility clustering.
+  with a mean block length chosen on squared returns (`stationary_block_length`, equal to
+  `arch.bootstrap.optimal_block_length`) so the blocks keep the volatility clustering.
 
 A close series alone would make O=H=L=C bars, which stops and next-open fills would see as
 unrealistically calm. Each simulated bar therefore takes the shape of a historical bar (overnight
@@ -28,6 +30,13 @@ the simulated range should cover history's without an explosive tail.
 `run` backtests one strategy with fixed parameters on every path through the engine's compiled
 single-symbol simulation (the same fills, costs and metrics as `backtest.run`), next to
 buy-and-hold on the same path; `distribution` and `probabilities` summarise the outcomes.
+
+Speed: the draws are numpy's (one generator, so a seed gives the same paths as ever); the GARCH
+recursion, the bootstrap's block indices and the bars are compiled loops over the (paths x bars)
+arrays, in parallel over paths (NUMBA_NUM_THREADS), with numpy's exp over the whole block, equal
+to the whole-array steps they replaced to the bit. At 1,000 paths x 5,031 bars a what-if command
+is then mostly start-up: pandas, DuckDB, numba and numba's first compiled call (which imports
+scipy.linalg) before any path exists; docs/speed.md has the measurements.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -107,16 +117,11 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
     if model == "gbm":
         return {"mu": float(r.mean()), "sigma": float(r.std(ddof=1))}
     if model == "garch":
-        from arch import arch_model
-
-        numerics.check("GARCH fit")
-        with numerics.one_thread():  # a BLAS reduction's order must not depend on the cores
-            res = arch_model(100 * r, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
-        p = res.params
+        p = garch_t(100 * r)
         # The drift is the history's mean log return, as for gbm and the bootstrap (the
         # t-likelihood's mean weights calm days and overstates it), and paths start at the
         # history's variance. Persistence capped, omega by variance targeting (module doc).
-        alpha, beta = float(p["alpha[1]"]), float(p["beta[1]"])
+        alpha, beta = p["alpha"], p["beta"]
         fitted = alpha + beta
         if fitted > PERSISTENCE_CAP:
             alpha = alpha if alpha < PERSISTENCE_CAP else PERSISTENCE_CAP / 2
@@ -125,10 +130,10 @@ def fit(prices: pd.DataFrame, model: str, block: float | None = None) -> dict[st
         persistence = alpha + beta
         return {"mu": float(r.mean()), "sigma0": math.sqrt(var),
                 "omega": var * (1 - persistence), "alpha": alpha, "beta": beta,
-                "nu": float(p["nu"]), "fitted_omega": float(p["omega"]) / 1e4,
+                "nu": p["nu"], "fitted_omega": p["omega"] / 1e4,
                 "fitted_persistence": fitted, "persistence": persistence,
                 "long_run_vol": math.sqrt(var * YEAR),
-                "fitted_long_run_vol": math.sqrt(float(p["omega"]) / 1e4 / (1 - fitted) * YEAR)
+                "fitted_long_run_vol": math.sqrt(p["omega"] / 1e4 / (1 - fitted) * YEAR)
                 if fitted < 1 else float("inf"),
                 "half_life_days": math.log(0.5) / math.log(persistence)}
     if block is None:
@@ -172,6 +177,138 @@ def stationary_block_length(x: np.ndarray) -> float:
     return float(min(((2 * g ** 2) / d_sb) ** (1 / 3) * nobs ** (1 / 3), b_max))
 
 
+# -- the GARCH(1,1)-t fit -------------------------------------------------------------------
+NU_BOUNDS = (2.05, 500.0)  # the Student-t degrees of freedom the fit may take (arch's)
+EWMA_LAMBDA = 0.94  # the backcast's and the variance bounds' smoothing (arch's)
+
+
+def garch_t(y: np.ndarray) -> dict[str, float]:
+    """Maximum likelihood fit of y_t = mu + e_t, e_t = sigma_t z_t, sigma2_t = omega +
+    alpha e2_{t-1} + beta sigma2_{t-1}, z standardised Student-t with `nu` degrees of freedom:
+    what `arch.arch_model(y, mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit()` computes,
+    step by step as arch does it (starting values from the same grid, backcast, variance bounds,
+    parameter bounds and the alpha + beta <= 1 constraint, SLSQP from scipy.optimize), without
+    importing arch: that import (scipy.stats, numba-compiled recursions) was 1.4 s of the garch
+    what-if CLI. tests/test_scenarios.py holds the result to arch's. Returns mu, omega, alpha,
+    beta, nu, the log-likelihood and the optimiser's status (0: converged)."""
+    import scipy.optimize  # noqa: F401  (loads scipy's BLAS before one_thread() limits it)
+
+    numerics.check("GARCH fit")
+    with numerics.one_thread():  # SLSQP's steps and numpy's reductions round alike on any cores
+        return _garch_t(np.ascontiguousarray(y, dtype=float))
+
+
+def _garch_t(y: np.ndarray) -> dict[str, float]:
+    import warnings
+
+    from scipy.optimize import minimize
+    from scipy.special import gammaln
+
+    n = y.shape[0]
+    mu0 = np.linalg.pinv(np.ones((n, 1))).dot(y)  # arch's least-squares start for the mean
+    resids = y - mu0[0]
+    backcast = _backcast(resids)
+    var_bounds = _variance_bounds(resids)
+    sigma2 = np.zeros(n)
+
+    def variance(omega: float, alpha: float, beta: float, e: np.ndarray) -> np.ndarray:
+        _garch_variance(omega, alpha, beta, np.absolute(e) ** 2.0, sigma2, backcast, var_bounds)
+        return sigma2
+
+    # Starting values: the best Gaussian likelihood on arch's grid (its gamma axis does not
+    # enter a GARCH without asymmetry, so each (alpha, persistence) pair once, in arch's order).
+    target = np.mean(np.absolute(resids) ** 2.0)
+    target *= np.mean(resids ** 2) / target  # arch's rescaling, a no-op up to rounding
+    best, start = -np.inf, np.empty(3)
+    for a in (0.01, 0.05, 0.1, 0.2):
+        for persistence in (0.5, 0.7, 0.9, 0.98):
+            sv = np.array([(1.0 - persistence) * target, a, persistence - a])
+            s2 = variance(*sv, resids)
+            llf = float(np.sum(-0.5 * (np.log(2 * np.pi) + np.log(s2) + resids ** 2.0 / s2)))
+            if llf > best:
+                best, start = llf, sv
+    std = resids / np.sqrt(variance(*start, resids))
+    dev = std - np.mean(std, keepdims=True)
+    kurt = np.mean((dev ** 2) ** 2) / np.mean(dev ** 2) ** 2.0  # scipy.stats.kurtosis, Pearson
+    nu0 = max((4.0 * kurt - 6.0) / (kurt - 3.0) if kurt > 3.75 else 12.0, 4.0)
+    x0 = np.hstack([mu0, start, [nu0]])
+
+    v = float(np.mean(np.absolute(resids) ** 2.0))
+    bounds = [(-np.inf, np.inf), (1e-8 * v, 10.0 * v), (0.0, 1.0), (0.0, 1.0), NU_BOUNDS]
+    rows = np.zeros((6, 5))  # rows @ x - lower >= 0: omega, alpha, beta >= 0, alpha + beta <= 1,
+    rows[[0, 1, 2], [1, 2, 3]] = 1.0  # and nu within NU_BOUNDS (arch states bounds twice)
+    rows[3, 1:4] = [0.0, -1.0, -1.0]
+    rows[4, 4], rows[5, 4] = 1.0, -1.0
+    lower = np.array([0.0, 0.0, 0.0, -1.0, NU_BOUNDS[0], -NU_BOUNDS[1]])
+    constraints = [{"type": "ineq", "fun": lambda x, c=c, b=b: np.dot(c, x) - b}
+                   for c, b in zip(rows, lower, strict=True)]
+
+    def negative_llf(x: np.ndarray) -> float:
+        e = y - x[0]
+        s2 = variance(x[1], x[2], x[3], e)
+        nu = x[4]
+        lls = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        lls -= 0.5 * (np.log(s2))
+        lls -= ((nu + 1) / 2) * (np.log(1 + (e ** 2.0) / (s2 * (nu - 2))))
+        return -float(np.sum(lls))
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Values in x were outside bounds during a minimize step",
+                                RuntimeWarning)
+        opt = minimize(negative_llf, x0, method="SLSQP", bounds=bounds, constraints=constraints,
+                       options={"disp": False})
+    if opt.status != 0:  # as arch's ConvergenceWarning
+        warnings.warn(f"GARCH fit on {n} returns: the optimiser (SLSQP) stopped with status "
+                      f"{opt.status}: {opt.message}", RuntimeWarning, stacklevel=3)
+    mu, omega, alpha, beta, nu = (float(v) for v in opt.x)
+    return {"mu": mu, "omega": omega, "alpha": alpha, "beta": beta, "nu": nu,
+            "loglikelihood": -float(opt.fun), "status": int(opt.status)}
+
+
+@numba.njit(cache=True, nogil=True)
+def _garch_variance(omega: float, alpha: float, beta: float, e2: np.ndarray, sigma2: np.ndarray,
+                    backcast: float, bounds: np.ndarray) -> None:
+    """sigma2_t = omega + alpha e2_{t-1} + beta sigma2_{t-1} from the backcast, each kept within
+    bounds[t] as arch's recursion keeps it (below the floor: the floor; above the ceiling: the
+    ceiling plus the log of the excess), in arch's order of operations."""
+    for t in range(e2.shape[0]):
+        s = omega
+        s += alpha * (backcast if t == 0 else e2[t - 1])
+        s += beta * (backcast if t == 0 else sigma2[t - 1])
+        if s < bounds[t, 0]:
+            s = bounds[t, 0]
+        elif s > bounds[t, 1]:
+            s = bounds[t, 1] + (1000.0 if s > 1.7976931348623157e308 else math.log(s / bounds[t, 1]))
+        sigma2[t] = s
+
+
+def _ewma_weights(n: int) -> np.ndarray:
+    w = EWMA_LAMBDA ** np.arange(min(75, n))
+    return w / sum(w)  # the builtin sum, as arch's: summed left to right
+
+
+def _backcast(resids: np.ndarray) -> float:
+    """The variance before the first return: an EWMA of the first 75 squared residuals."""
+    w = _ewma_weights(resids.shape[0])
+    return float(np.sum((np.absolute(resids[:w.shape[0]]) ** 2.0) * w))
+
+
+def _variance_bounds(resids: np.ndarray) -> np.ndarray:
+    """Per observation, the floor and ceiling of the conditional variance during the fit (arch's
+    loose bounds around an EWMA of the squared residuals, which keep the likelihood finite)."""
+    n = resids.shape[0]
+    w = _ewma_weights(n)
+    ewma = np.zeros(n)
+    _garch_variance(0.0, 1.0 - EWMA_LAMBDA, EWMA_LAMBDA, resids ** 2.0, ewma,
+              w.dot(resids[:w.shape[0]] ** 2.0), np.ones((n, 2)) * np.array([-1.0, 1.7e308]))
+    bounds = np.vstack((ewma / 1e6, ewma * 1e6)).T
+    floor, most = float(np.var(resids)) / 1e8, 1 + float(np.max(resids ** 2.0))
+    bounds[bounds[:, 0] < floor, 0] = floor
+    bounds[bounds[:, 1] < most, 1] = most
+    bounds[bounds[:, 1] > 1e7 * most, 1] = 1e7 * most
+    return np.ascontiguousarray(bounds)
+
+
 def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: int | None = None,
              seed: int = 0, block: float | None = None) -> Paths:
     """`paths` seeded OHLCV paths of `bars` bars (default: as long as the history) from `model`
@@ -187,56 +324,90 @@ def simulate(prices: pd.DataFrame, model: str = "gbm", paths: int = 1000, bars: 
     r_hist = log_returns(prices)
     shape, hist_vol = _shapes(prices)
     n = len(r_hist)
+    factor = 1.0
     if model == "bootstrap":
         pick = _stationary_indices(rng, n, paths, bars, params["block"])
-        r, scale = r_hist[pick], None  # the bar's own shape, unscaled
+        r, sigma, hist_vol = r_hist[pick], np.ones((1, 1)), np.empty(0)  # the bar's own shape
     else:
         pick = rng.integers(0, n, size=(paths, bars), dtype=np.int32)
         r, sigma = (_gbm(rng, params, paths, bars) if model == "gbm"
                     else _garch(rng, params, paths, bars))
-        scale = hist_vol[pick]
-        np.divide(sigma, scale, out=scale)
-        scale *= _range_factor(prices, shape, r, pick, scale)  # the ratio's bias (doc)
-    # Whole-array steps in place: 1,000 x 5,000 paths are 40 MB per array.
-    start = float(prices["close"].iloc[0])
-    close = np.cumsum(r, axis=1)
-    close += math.log(start)
-    np.exp(close, out=close)
-    open_ = np.empty_like(close)
-    open_[:, 0] = start
-    open_[:, 1:] = close[:, :-1]
-    parts = []
-    for k, sign in ((0, 1.0), (1, 1.0), (2, -1.0)):  # gap, upper wick, lower wick (log units)
-        part = shape[:, k][pick]
-        if scale is not None:
-            part *= scale
-        if sign < 0:
-            np.negative(part, out=part)
-        parts.append(np.exp(part, out=part))
-    open_ *= parts[0]
-    high = np.maximum(open_, close)
-    high *= parts[1]
-    low = np.minimum(open_, close)
-    low *= parts[2]
-    del parts, scale
-    vol = prices["vol"].to_numpy(float)[1:][pick] if "vol" in prices else np.zeros((paths, bars))
+        factor = _range_factor(prices, shape, r, pick, sigma, hist_vol)  # the ratio's bias (doc)
+    # Two compiled passes and one exp over (4 x paths x bars): log close, gap, upper and lower
+    # wick (scaled), exponentiated in place, then open = previous close x gap, high and low
+    # around max/min(open, close). numpy's exp, as the whole-array steps before them used (40 MB
+    # per array at 1,000 x 5,000), so the paths are the same to the bit.
+    block = np.empty((4, paths, bars))
+    _log_bars(r, pick, sigma, hist_vol, shape, factor, math.log(float(prices["close"].iloc[0])),
+              block)
+    del sigma
+    np.exp(block, out=block)
+    _open_high_low(block, float(prices["close"].iloc[0]))
+    vol = r  # the returns' memory, already paged in, takes the volumes (indices in range: clip)
+    if "vol" in prices:
+        np.take(prices["vol"].to_numpy(float)[1:], pick, out=vol, mode="clip")
+    else:
+        vol.fill(0.0)
     index = pd.bdate_range(prices.index[0], periods=bars, name="dt")
-    return Paths(model, open_, high, low, close, vol, index, params)
+    return Paths(model, block[1], block[2], block[3], block[0], vol, index, params)
+
+
+@numba.njit(cache=True, parallel=True)
+def _log_bars(r: np.ndarray, pick: np.ndarray, sigma: np.ndarray, hist_vol: np.ndarray,
+              shape: np.ndarray, factor: float, log_start: float, out: np.ndarray) -> None:
+    """Per path (in parallel) and bar: out[0] the log close (log start + cumulative return),
+    out[1..3] the drawn bar's gap, upper wick and minus its lower wick, times
+    sigma / hist_vol[bar] x factor (sigma per bar, or one value as (1, 1); no hist_vol: unscaled)."""
+    per_bar = sigma.shape[1] > 1
+    for i in numba.prange(r.shape[0]):
+        acc = 0.0
+        for t in range(r.shape[1]):
+            acc += r[i, t]
+            out[0, i, t] = acc + log_start
+            k = pick[i, t]
+            if hist_vol.shape[0] == 0:
+                out[1, i, t], out[2, i, t] = shape[k, 0], shape[k, 1]
+                out[3, i, t] = -shape[k, 2]
+            else:
+                s = (sigma[i, t] if per_bar else sigma[0, 0]) / hist_vol[k] * factor
+                out[1, i, t], out[2, i, t] = shape[k, 0] * s, shape[k, 1] * s
+                out[3, i, t] = -(shape[k, 2] * s)
+
+
+@numba.njit(cache=True, parallel=True)
+def _open_high_low(block: np.ndarray, start: float) -> None:
+    """In place, from close and the exponentiated shapes: open = previous close x gap (the
+    first: `start` x gap), high = max(open, close) x upper, low = min(open, close) x lower."""
+    for i in numba.prange(block.shape[1]):
+        prev = start
+        for t in range(block.shape[2]):
+            close = block[0, i, t]
+            open_ = prev * block[1, i, t]
+            block[1, i, t] = open_
+            block[2, i, t] = max(open_, close) * block[2, i, t]
+            block[3, i, t] = min(open_, close) * block[3, i, t]
+            prev = close
 
 
 def _range_factor(prices: pd.DataFrame, shape: np.ndarray, r: np.ndarray, pick: np.ndarray,
-                  scale: np.ndarray, sample: int = 200_000) -> float:
+                  sigma: np.ndarray, hist_vol: np.ndarray, sample: int = 200_000) -> float:
     """The constant c that makes the simulated bars' mean log range, wicks + |return - gap|
-    with the shapes scaled by c * scale, equal the history's mean log(high / low) (bisection on
-    up to `sample` simulated bars; the range grows with c)."""
+    with the shapes scaled by c * sigma / hist_vol, equal the history's mean log(high / low)
+    (bisection on up to `sample` simulated bars; the range grows with c)."""
     target = float(np.mean(np.log(prices["high"].to_numpy(float)[1:]
                                   / prices["low"].to_numpy(float)[1:])))
     step = max(1, pick.size // sample)
-    k, s, ret = pick.ravel()[::step], scale.ravel()[::step], r.ravel()[::step]
+    k, ret = pick.ravel()[::step], r.ravel()[::step]
+    s = (sigma[0, 0] if sigma.size == 1 else sigma.ravel()[::step]) / hist_vol[k]
     gap, wicks = shape[k, 0] * s, (shape[k, 1] + shape[k, 2]) * s
+    buf, part = np.empty_like(gap), np.empty_like(gap)
 
-    def mean_range(c: float) -> float:
-        return float(np.mean(c * wicks + np.abs(ret - c * gap)))
+    def mean_range(c: float) -> float:  # mean(c * wicks + |ret - c * gap|), without temporaries
+        np.multiply(gap, c, out=buf)
+        np.subtract(ret, buf, out=buf)
+        np.abs(buf, out=buf)
+        np.multiply(wicks, c, out=part)
+        return float(np.mean(np.add(part, buf, out=buf)))
 
     lo, hi = 0.0, 1.0
     while mean_range(hi) < target and hi < 1e3:
@@ -248,39 +419,59 @@ def _range_factor(prices: pd.DataFrame, shape: np.ndarray, r: np.ndarray, pick: 
 
 
 def _gbm(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
-         ) -> tuple[np.ndarray, np.float64]:
+         ) -> tuple[np.ndarray, np.ndarray]:
     r = rng.standard_normal((paths, bars))
     r *= p["sigma"]
     r += p["mu"]
-    return r, np.float64(p["sigma"])
+    return r, np.full((1, 1), p["sigma"])
 
 
 def _garch(rng: np.random.Generator, p: Mapping[str, float], paths: int, bars: int
            ) -> tuple[np.ndarray, np.ndarray]:
-    """GARCH(1,1) recursion across all paths at once, from the history's variance."""
-    omega, alpha, beta, nu = p["omega"], p["alpha"], p["beta"], p["nu"]
-    var = p["sigma0"] ** 2
-    z = rng.standard_t(nu, size=(paths, bars)) * math.sqrt((nu - 2) / nu)  # unit variance
+    """GARCH(1,1) returns and volatilities of every path, from the history's variance."""
+    nu = p["nu"]
+    z = rng.standard_t(nu, size=(paths, bars))
     sigma = np.empty((paths, bars))
-    eps = np.empty((paths, bars))
-    v = np.full(paths, var)
-    for t in range(bars):
-        sigma[:, t] = np.sqrt(v)
-        eps[:, t] = sigma[:, t] * z[:, t]
-        v = omega + alpha * eps[:, t] ** 2 + beta * v
-    return p["mu"] + eps, sigma
+    _garch_paths(z, math.sqrt((nu - 2) / nu), p["mu"], p["omega"], p["alpha"], p["beta"],
+                 p["sigma0"] ** 2, sigma)
+    return z, sigma
+
+
+@numba.njit(cache=True, parallel=True)
+def _garch_paths(z: np.ndarray, unit: float, mu: float, omega: float, alpha: float, beta: float,
+                 var: float, sigma: np.ndarray) -> None:
+    """The GARCH(1,1) recursion per path (in parallel): shocks z x `unit` (unit variance), the
+    returns mu + sigma x shock written over z, each bar's sigma into `sigma`."""
+    for i in numba.prange(z.shape[0]):
+        v = var
+        for t in range(z.shape[1]):
+            sigma[i, t] = math.sqrt(v)
+            eps = sigma[i, t] * (z[i, t] * unit)
+            z[i, t] = mu + eps
+            v = omega + alpha * eps ** 2 + beta * v
 
 
 def _stationary_indices(rng: np.random.Generator, n: int, paths: int, bars: int, block: float
                         ) -> np.ndarray:
     """Indices of the stationary bootstrap: a new block (random start) with probability 1/block,
     else the next observation, wrapping around the end (circular)."""
-    new = rng.random((paths, bars)) < 1.0 / block
-    new[:, 0] = True
+    u = rng.random((paths, bars))
     starts = rng.integers(0, n, size=(paths, bars))
-    t = np.arange(bars)
-    last = np.maximum.accumulate(np.where(new, t, 0), axis=1)
-    return (np.take_along_axis(starts, last, axis=1) + (t - last)) % n
+    _block_indices(u, 1.0 / block, starts, n)
+    return starts
+
+
+@numba.njit(cache=True, parallel=True)
+def _block_indices(u: np.ndarray, p_new: float, starts: np.ndarray, n: int) -> None:
+    """In place over `starts`: per path (in parallel), bar t opens a block at starts[t] when
+    t = 0 or u[t] < p_new, else continues the open block (its start + bars since, modulo n)."""
+    for i in numba.prange(u.shape[0]):
+        first = starts[i, 0]
+        opened = 0
+        for t in range(u.shape[1]):
+            if t == 0 or u[i, t] < p_new:
+                first, opened = starts[i, t], t
+            starts[i, t] = (first + (t - opened)) % n
 
 
 # -- how well each generator fits -------------------------------------------------------------
@@ -420,13 +611,28 @@ def _check_paths(paths: Paths) -> None:
 
     if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
         raise DataError("paths", "dates not in increasing order or duplicated")
-    o, h, lo, c = paths.open, paths.high, paths.low, paths.close
-    with np.errstate(invalid="ignore"):
-        good = (lo > 0) & (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (h < np.inf)
-    if not good.all():
-        i, t = (int(v[0]) for v in np.nonzero(~good))
+    first = np.empty(len(paths), dtype=np.int64)
+    _first_bad_bars(*(np.ascontiguousarray(a, dtype=float)
+                      for a in (paths.open, paths.high, paths.low, paths.close)), first)
+    bad = np.flatnonzero(first >= 0)
+    if bad.size:
+        i, t = int(bad[0]), int(first[bad[0]])
         raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
                         where=f"path {i}, bar {t} ({paths.index[t].date()})")
+
+
+@numba.njit(cache=True, parallel=True)
+def _first_bad_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                    first: np.ndarray) -> None:
+    """first[i]: path i's first bar (in parallel over paths) that breaks the price rules (NaN
+    breaks every comparison), or -1."""
+    for i in numba.prange(o.shape[0]):
+        first[i] = -1
+        for t in range(o.shape[1]):
+            if not (lo[i, t] > 0 and lo[i, t] <= o[i, t] and lo[i, t] <= c[i, t]
+                    and o[i, t] <= h[i, t] and c[i, t] <= h[i, t] and h[i, t] < np.inf):
+                first[i] = t
+                break
 
 
 def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -12,9 +12,10 @@ bankruptcy rules are the Broker's, see broker.py and ARCHITECTURE.md "Where the 
   are then not computed.
 - A position still open at the end is marked to the last close and reported as "open".
 
-Paths: `run` and `run_portfolio` drive the Broker bar by bar (no compile step: a one-off run or
-the CLI starts at once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel
-(kernel.py). Both decide every size, cost, fill and exit with the same functions
+Paths: `run` drives the Broker bar by bar (no compile step: a one-off run or the CLI starts at
+once); batches (`sweep`, `run_many`, `scenarios.run`) use the compiled kernel (kernel.py), and
+`run_portfolio` the compiled shared-cash loop (shared.py; `loop` drives the Broker over the same
+symbols as its reference). All decide every size, cost, fill and exit with the same functions
 (`algotrading.rules`), and tests/parity holds them to each other trade for trade.
 
 Building blocks for such batch paths (public, used by sweep.py and scenarios.py): `split_params`
@@ -30,7 +31,7 @@ import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,8 +39,12 @@ import pandas as pd
 from algotrading import metrics
 from algotrading.backtest.broker import Broker
 from algotrading.backtest.settings import ENGINE_PARAMS, Settings
+from algotrading.rules import REASONS
 from algotrading.schema import DataError
 from algotrading.strategies import Strategy, get, positions
+
+if TYPE_CHECKING:  # imported where used: numba only loads for a portfolio, not for `run` or the CLI
+    from algotrading.backtest.shared import Run
 
 StrategyLike = str | Strategy | Callable[..., Any] | pd.Series | np.ndarray
 TRADE_KEYS = ("col", "entry_bar", "exit_bar", "size", "entry_price", "exit_price", "commission",
@@ -343,25 +348,68 @@ def result(prices: pd.DataFrame, sim: Sim, settings: Settings, params: dict[str,
                   prices=prices)
 
 
+class Universe(NamedTuple):
+    """A portfolio's symbols: each one's checked frame (`full`: indicators see its whole
+    history), the mask of its rows on the dates all symbols share (`rows`) and its frame on those
+    dates (`frames`: the bars the account trades)."""
+
+    symbols: list[str]
+    full: list[pd.DataFrame]
+    rows: list[np.ndarray]
+    frames: list[pd.DataFrame]
+
+
+def portfolio_frames(prices: Mapping[str, pd.DataFrame]) -> Universe:
+    """The checked `Universe` of a portfolio's prices (DataError naming the symbol)."""
+    symbols = list(prices)
+    if not symbols:
+        raise ValueError("a portfolio needs at least one symbol")
+    full = []
+    for s in symbols:
+        try:
+            full.append(check_prices(prices[s]))
+        except DataError as e:
+            raise DataError(e.origin, e.rule, sym=s, where=e.where) from None
+    dates = functools.reduce(pd.Index.intersection, (f.index for f in full))
+    rows = [np.asarray(f.index.isin(dates)) for f in full]
+    return Universe(symbols, full, rows, [f if keep.all() else f[keep]
+                                          for f, keep in zip(full, rows, strict=True)])
+
+
+def portfolio_settings(settings: Settings, symbols: int) -> Settings:
+    """Equal weight: with `fraction` (default 1), each symbol gets fraction / symbols of equity."""
+    if settings.size is None:
+        return replace(settings, fraction=settings.fraction / symbols)
+    return settings
+
+
 def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
                   **params: Any) -> Result:
     """Run `strategy` on several symbols with one shared cash account, equal weight: each
     position gets fraction (default 1) / n_symbols of equity; with `size`, each gets `size`
-    shares. Bars are the dates all symbols share."""
+    shares. Bars are the dates all symbols share.
+
+    It runs the compiled shared-cash loop (shared.py: the Broker's bar cycle and rules, compiled
+    once and cached on disk); `loop` (the Broker itself) is the reference tests/parity holds it
+    to, trade for trade."""
+    from algotrading.backtest import shared
+
     engine, own = split_params(params)
     settings = Settings(**engine)
-    symbols = list(prices)
-    prices = {s: check_prices(p) for s, p in prices.items()}
-    dates = functools.reduce(pd.Index.intersection, (p.index for p in prices.values())).sort_values()
-    frames = [prices[s].loc[dates] for s in symbols]
-    targets = np.stack([resolve(strategy, prices[s], own)[prices[s].index.isin(dates)]
-                        for s in symbols], axis=1)
-    if settings.size is None:
-        settings = replace(settings, fraction=settings.fraction / len(symbols))
+    symbols, full, shared_rows, frames = portfolio_frames(prices)
+    targets = np.stack([resolve(strategy, f, own)[rows]
+                        for f, rows in zip(full, shared_rows, strict=True)], axis=1)
+    settings = portfolio_settings(settings, len(symbols))
+    dates = frames[0].index
     keep = np.ones(len(dates), bool) if settings.start is None else dates >= pd.Timestamp(
         settings.start)
-    frames, targets = [f[keep] for f in frames], targets[keep]
-    sim = loop(frames, targets, settings)
+    if not keep.all():
+        frames, targets = [f[keep] for f in frames], targets[keep]
+    if len(targets) == 0:
+        raise ValueError("no bars to backtest (no shared dates, or start after the last bar)")
+    run = shared.simulate_one(*(shared.prices_2d(frames, k) for k in OHLC), targets,
+                              settings.rules)
+    sim = portfolio_sim(run)
     index = frames[0].index
     closes = np.stack([f["close"].to_numpy(float) for f in frames], axis=1)
     gross = np.abs(sim.positions.T * closes).sum(axis=1)
@@ -371,3 +419,19 @@ def run_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
     return Result(stats, pd.Series(sim.equity, index=index, name="equity"),
                   pd.DataFrame(sim.positions.T, index=index, columns=symbols), {**own, **engine},
                   sim.trades, symbols)
+
+
+def portfolio_sim(run: Run) -> Sim:
+    """A compiled portfolio run (shared.Run) in `loop`'s terms: trades as TRADE_KEYS arrays with
+    the reasons named."""
+    tr = run.trades
+    if len(tr) == 0:
+        trades = {k: np.array([], dtype=object if k == "reason" else float) for k in TRADE_KEYS}
+    else:
+        reason = np.array([REASONS[int(code)] for code in tr["reason"]])
+        trades = {"col": tr["col"], "entry_bar": tr["entry_bar"], "exit_bar": tr["exit_bar"],
+                  "size": tr["size"], "entry_price": tr["entry_price"],
+                  "exit_price": tr["exit_price"], "commission": tr["commission"],
+                  "reason": reason, "open": reason == "open", "pnl": tr["pnl"]}
+    return Sim(run.positions.T, run.equity, run.traded, trades, int(run.stats["orders_rejected"]),
+               bool(run.stats["bankrupt"]))

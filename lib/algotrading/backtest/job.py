@@ -154,7 +154,8 @@ def trial_metric_definitions() -> dict[str, str]:
 # --- the client side: submit the shards or the tuning job, gather the shards' tables ------------
 
 ENTRY = "algotrading.backtest.job"
-# The backtest engine's own imports beyond jobs.REQUIREMENTS (pinned as in pyproject.toml).
+# The backtest engine's own imports beyond jobs.REQUIREMENTS (pinned as in pyproject.toml); with
+# network isolation their share of requirements/job.txt ships as wheels (algotrading.wheelhouse).
 REQUIREMENTS = (*jobs.REQUIREMENTS, "numba>=0.60,<0.70", "tqdm>=4.66")
 
 
@@ -244,7 +245,8 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
     prints its train-period metrics as `algo:<name>` (the objective, e.g. algo:pnl, maximised)
     and its validation-period metrics as `valid:<name>`, which are recorded but never optimised.
     Returns the HyperparameterTuner (its `latest_tuning_job` names the job). `options` go to
-    `jobs.model_trainer` (role, instance_type, image, max_runtime, region)."""
+    `jobs.model_trainer` (role, instance_type, image, max_runtime, region, isolated: network
+    isolation, default `jobs.network_isolation()`)."""
     from sagemaker.core.parameter import IntegerParameter
     from sagemaker.core.training.configs import InputData
     from sagemaker.train.tuner import HyperparameterTuner
@@ -261,14 +263,15 @@ def tune(strategy: str, symbol: str, ranges: Mapping[str, tuple[int, int]], *,
           "tuned": sorted(ranges),
           **{k: v for k, v in zip(("train_start", "train_end", "valid_start", "valid_end"),
                                   (*train, *validation), strict=True) if v}}
+    isolated = jobs.network_isolation(options.pop("isolated", None))
     with TemporaryDirectory(prefix="algotrading-tune-") as tmp:
         requirements = list(requirements)
         # JSON text ourselves: the tuner sends static values as str(), a Python repr
         # ("['a']", "{'size': 10}") that the entry could not decode
         hp = {k: v if isinstance(v, str) else json.dumps(v) for k, v in hp.items()}
-        trainer = jobs.model_trainer(ENTRY, jobs.stage_source(tmp, requirements, entry=ENTRY), out,
-                                     hyperparameters=hp, requirements=bool(requirements),
-                                     **options)
+        source = jobs.stage_source(tmp, requirements, entry=ENTRY, isolated=isolated)
+        trainer = jobs.model_trainer(ENTRY, source, out, hyperparameters=hp,
+                                     requirements=bool(requirements), isolated=isolated, **options)
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=objective, objective_type="Maximize",
             hyperparameter_ranges={k: IntegerParameter(lo, hi) for k, (lo, hi) in ranges.items()},

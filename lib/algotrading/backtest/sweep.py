@@ -46,6 +46,7 @@ from algotrading.strategies import Strategy, unknown_message
 BLOCK = 2_000_000  # combination-bars per block: bounds memory at ~16 MB per float array
 MAX_COMBOS = 200_000  # ~40 s on 5,000 bars; the combinations and their rows stay in memory
 MAX_WORK = 2e9  # combinations x bars
+PORTFOLIO_BLOCK = 8_000_000  # combination-bar-symbols per block of sweep_portfolio: 64 MB of targets
 
 
 def _values(strat: Strategy | None, grid: Mapping[str, Iterable[Any]], bars: int | None
@@ -281,6 +282,74 @@ def curves(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Iter
                                   settings.rules)
         rows.append(run.equity)
     return pd.DataFrame(combos, columns=list(grid)), np.stack(rows)
+
+
+def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
+                    grid: Mapping[str, Iterable[Any]], sort: str | None = None,
+                    top: int | None = None, **params: Any) -> pd.DataFrame:
+    """`run_portfolio` (one shared cash account over every symbol of `prices`) for every
+    combination of `grid`, with the other `params` fixed: one row per combination, the grid's
+    parameters then `metrics.KEYS`, each equal to `run_portfolio(strategy, prices, **params,
+    **combination).metrics`; `sort` and `top` as in `sweep`.
+
+    Targets come from the strategy's `grid` on each symbol's own history (all combinations at
+    once), then every combination runs in one compiled call (backtest/shared.py: the Broker's
+    shared-cash bar cycle), combinations in parallel on numba's threads (NUMBA_NUM_THREADS bounds
+    them), in blocks of at most `PORTFOLIO_BLOCK` combination-bar-symbols (at least one
+    combination per thread) so memory stays bounded."""
+    from algotrading.backtest import kernel, shared
+    from algotrading.backtest.engine import OHLC, portfolio_frames, portfolio_settings
+
+    if top is not None and top < 1:
+        raise ValueError(f"top={top}: want a positive number of rows")
+    if sort is not None and sort not in metrics.KEYS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {list(metrics.KEYS)}")
+    Settings(**split_params(params)[0])  # bad fixed settings fail before any work
+    symbols, full, rows, frames = portfolio_frames(prices)
+    strategy = strategy_of(strategy) or strategy
+    combos = combinations(strategy, grid, min(len(f) for f in full), split_params(params)[1])
+    if not combos:
+        return pd.DataFrame(columns=[*grid, *metrics.KEYS])
+    arrays = {k: shared.prices_2d(frames, k) for k in OHLC}
+    n, m = arrays["close"].shape
+    if n == 0:
+        raise ValueError(f"the symbols {symbols} share no dates")
+    from algotrading.backtest.fused import threads
+
+    size = max(threads(), PORTFOLIO_BLOCK // (n * m))
+    parts = []
+    for lo in range(0, len(combos), size):
+        block = combos[lo:lo + size]
+        wants = np.empty((len(block), n, m))
+        for a, (frame, keep) in enumerate(zip(full, rows, strict=True)):
+            want = _targets(strategy, frame, block, params)
+            wants[:, :, a] = want if keep.all() else want[:, keep]
+        stats = kernel.stats_table(len(block))
+        cash = np.empty(len(block))
+        groups: dict[tuple, list[int]] = {}
+        for i, combo in enumerate(block):
+            engine = split_params({**params, **combo})[0]
+            groups.setdefault(tuple(sorted(engine.items(), key=lambda kv: kv[0])), []).append(i)
+        for key, members in groups.items():
+            settings = portfolio_settings(Settings(**dict(key)), m)
+            dates = frames[0].index
+            keep = np.ones(n, bool) if settings.start is None else \
+                np.asarray(dates >= pd.Timestamp(settings.start))
+            if not keep.any():
+                raise ValueError("no bars to backtest (no shared dates, or start after the last "
+                                 "bar)")
+            out = kernel.stats_table(len(members))
+            part = wants if len(members) == len(block) else wants[members]
+            bars = [arrays[k] for k in OHLC]
+            if not keep.all():
+                part = np.ascontiguousarray(part[:, keep])
+                bars = [np.ascontiguousarray(a[keep]) for a in bars]
+            shared.simulate_grid(*bars, part, settings.rules, out)
+            stats[members] = out
+            cash[members] = settings.cash
+        table = pd.concat([pd.DataFrame(block, columns=list(grid)), _table(stats, cash)], axis=1)
+        parts.append(_keep(table, sort, top))
+    return _keep(pd.concat(parts, ignore_index=True), sort, top).reset_index(drop=True)
 
 
 def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
