@@ -220,18 +220,28 @@ class Sim:
 
 
 def ohlc(prices: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """open, high, low, close as contiguous float64 arrays (the kernel's inputs).
+    """open, high, low, close as contiguous float64 arrays (the kernel's inputs): rows of
+    `block`."""
+    values, rows = block(prices)
+    return tuple(values[i] for i in rows)
+
+
+def block(prices: pd.DataFrame) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The frame's numbers as one C-contiguous float64 (columns x bars) array and the rows of
+    open, high, low and close in it.
 
     A narrow frame of numbers (OHLCV and a few more) is read as one 2-D block (for an all-float64
     frame a view, ~1 us) rather than column by column (~12 us each): most of `run_many`'s cost
-    per symbol was this. A wide frame is read by name, so no copy grows with its width."""
+    per symbol was this, and its batched path reads each symbol's block in place. A wide frame
+    is read by name (the four columns stacked), so no copy grows with its width."""
     if len(prices.columns) <= 2 * len(OHLC):
         try:
-            values = prices.to_numpy(float)
-            return tuple(np.ascontiguousarray(values[:, prices.columns.get_loc(k)]) for k in OHLC)
+            values = prices.to_numpy(float).T
+            return (np.ascontiguousarray(values),
+                    tuple(int(prices.columns.get_loc(k)) for k in OHLC))
         except (TypeError, ValueError):  # a column that is not numbers (e.g. a symbol)
             pass
-    return tuple(np.ascontiguousarray(prices[k].to_numpy(float)) for k in OHLC)
+    return np.stack([prices[k].to_numpy(float) for k in OHLC]), (0, 1, 2, 3)
 
 
 CURVE = ("final_value", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_money",

@@ -15,6 +15,13 @@ The breakout the same way: one table of channels per window (`breakout.channel`:
 lowest close of the bars before, windows x bars each), then per combination its targets (the rules
 of `breakout.targets`) and `kernel.simulate`.
 
+One parameter set on many symbols (`run_many`) or paths (what-if's `scenarios.run`) goes the other
+way round: `run_row` checks one symbol's prices (engine.checked's rules), computes its own
+indicators (the SMA from a cumulative sum as `sma.averages`, `ema_row` as `ema.ema`, `channel_row`
+as `breakout.channel`, to the bit) and targets, and simulates; `run_blocks` runs it for symbols
+read in place (each frame's own block of numbers, `engine.block`), `run_paths` for the rows of
+(paths x bars) arrays, rows in parallel. tests/test_run_many.py holds every row to `backtest.run`.
+
 Threads: numba's pool, `NUMBA_NUM_THREADS` (default: every core; `threads()`), the one setting
 that bounds every sweep (the thread pool of other strategies' blocks takes the same number).
 tests/test_fused.py holds every row to the unfused path (the strategy's grid, then the kernel).
@@ -22,8 +29,12 @@ tests/test_fused.py holds every row to the unfused path (the strategy's grid, th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from algotrading import rules
 from algotrading.backtest import kernel
@@ -142,22 +153,12 @@ def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@rules.compiled(parallel=True, depends=(kernel,))
-def sma_paths(o, h, lo, c, f, s, long_only, r, equity, stats):
-    """One SMA (f, s) run per row of the (paths x bars) price arrays: its averages, its targets
-    and `kernel.simulate`, paths in parallel; equity per bar into equity[i], metrics into
-    stats[i]."""
-    n = c.shape[1]
-    for i in numba.prange(c.shape[0]):
-        close = c[i]
-        csum = np.zeros(n + 1)
-        for t in range(n):
-            csum[t + 1] = csum[t] + close[t]
-        want = np.empty(n)
-        sma_targets(close, average(close, csum, f), average(close, csum, s), f, s, long_only, 0,
-                    want)
-        kernel.simulate(kernel.Bars(o[i], h[i], lo[i], close), want, r, equity[i], np.empty(n),
-                        np.empty(0, kernel.TRADE_DTYPE), stats, i)
+def sma_paths(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, f: int, s: int,
+              long_only: bool, r: rules.Rules, equity: np.ndarray, stats: np.ndarray) -> None:
+    """One SMA (f, s) run per row of the (paths x bars) price arrays (`run_paths`), equity per bar
+    into equity[i], metrics into stats[i]; the caller has checked the prices."""
+    run_paths(SMA, o, h, lo, c, f, s, long_only, False, r, equity, stats,
+              np.empty(len(c), np.bool_))
 
 
 def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray,
@@ -223,3 +224,135 @@ def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.nd
     return stats
 
 
+SMA, EMA, BREAKOUT = 0, 1, 2  # run_row's kinds
+KINDS = {"sma": SMA, "ema": EMA, "breakout": BREAKOUT}
+
+
+@rules.compiled(depends=(kernel,))
+def valid_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> bool:
+    """engine.checked's price rules on one row: 0 < low <= open, close <= high < inf (NaN fails
+    every comparison, so this also asks for finite prices)."""
+    good = True
+    for t in range(len(c)):  # without branches, so the loop runs in vector instructions
+        good &= ((lo[t] > 0.0) & (h[t] < np.inf) & (o[t] >= lo[t]) & (c[t] >= lo[t])
+                 & (o[t] <= h[t]) & (c[t] <= h[t]))
+    return good
+
+
+@rules.compiled(depends=(kernel,))
+def ema_row(close: np.ndarray, period: int) -> np.ndarray:
+    """ema.ema to the bit: the first `period` closes' exact mean (math.fsum), then
+    prev * (1 - alpha) + close * alpha in that order; NaN before."""
+    out = np.full(len(close), np.nan)
+    if len(close) < period:
+        return out
+    alpha = 2.0 / (1.0 + period)
+    alpha1 = 1.0 - alpha
+    prev = exact_sum(close, 0, period) / period
+    out[period - 1] = prev
+    for t in range(period, len(close)):
+        prev = prev * alpha1 + close[t] * alpha
+        out[t] = prev
+    return out
+
+
+@rules.compiled(depends=(kernel,))
+def channel_row(close: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """breakout.channel: the highest and lowest close of the `period` bars before each bar (NaN
+    until they exist), from two monotonic queues of bar numbers; max and min are exact, so the
+    numbers are the strategy's for finite closes (the only ones `run_row` runs)."""
+    n = len(close)
+    high = np.full(n, np.nan)
+    low = np.full(n, np.nan)
+    up = np.empty(n, np.int64)  # bars whose close may still be a window's highest, falling
+    down = np.empty(n, np.int64)  # ... lowest, rising
+    uh = ut = dh = dt = 0  # each queue's head and tail
+    for t in range(n - 1):  # bar t joins the window of bar t + 1
+        v = close[t]
+        while ut > uh and close[up[ut - 1]] <= v:
+            ut -= 1
+        up[ut] = t
+        ut += 1
+        while dt > dh and close[down[dt - 1]] >= v:
+            dt -= 1
+        down[dt] = t
+        dt += 1
+        if up[uh] <= t - period:
+            uh += 1
+        if down[dh] <= t - period:
+            dh += 1
+        if t + 1 >= period:
+            high[t + 1] = close[up[uh]]
+            low[t + 1] = close[down[dh]]
+    return high, low
+
+
+@rules.compiled(depends=(kernel,))
+def run_row(kind, o, h, lo, c, a, b, x, y, r, equity, stats, row):
+    """One built-in strategy's run on one symbol's bars, or False (nothing run) when its prices
+    break engine.checked's rules (`valid_bars`): the strategy's indicators and targets (SMA or
+    EMA: (a, b) = (fast, slow), x = long_only; BREAKOUT: a = period, x = go_long, y = go_short;
+    the rules of sma.grid, ema.grid, breakout.targets), then `kernel.simulate`, its equity per
+    bar into `equity` and its metrics into stats[row]."""
+    if not valid_bars(o, h, lo, c):
+        return False
+    n = len(c)
+    want = np.empty(n)
+    if kind == BREAKOUT:
+        high, low = channel_row(c, a)
+        breakout_targets(c, high, low, x, y, 0, want)
+    elif kind == EMA:
+        sma_targets(c, ema_row(c, a), ema_row(c, b), a, b, x, 0, want, False)
+    else:
+        csum = np.zeros(n + 1)
+        for t in range(n):
+            csum[t + 1] = csum[t] + c[t]
+        sma_targets(c, average(c, csum, a), average(c, csum, b), a, b, x, 0, want)
+    kernel.simulate(kernel.Bars(o, h, lo, c), want, r, equity, np.empty(n),
+                    np.empty(0, kernel.TRADE_DTYPE), stats, row)
+    return True
+
+
+@rules.compiled(parallel=True, depends=(kernel,))
+def run_paths(kind, o, h, lo, c, a, b, x, y, r, equity, stats, ok):
+    """`run_row` on every row i of the (paths x bars) price arrays, in parallel: equity into
+    equity[i], metrics into stats[i], whether its prices passed into ok[i]."""
+    for i in numba.prange(c.shape[0]):
+        ok[i] = run_row(kind, o[i], h[i], lo[i], c[i], a, b, x, y, r, equity[i], stats, i)
+
+
+@intrinsic
+def _floats_at(typingctx, address):
+    """A float64 pointer from a memory address (an integer): `run_blocks` reads each symbol's
+    block where pandas keeps it, with no list or copy to build first."""
+    sig = types.CPointer(types.float64)(types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@rules.compiled(parallel=True, depends=(kernel,))
+def run_blocks(kind, address, shape, rows, a, b, x, y, r, stats, at, ok):
+    """`run_row` on every symbol i, in parallel, reading its prices in place: the C-contiguous
+    float64 (columns x bars) block of shape[i] at memory address[i] (`addresses`; the caller
+    keeps the arrays alive), rows[i] the rows of open, high, low, close in it; metrics into
+    stats[at[i]], whether its prices passed into ok[i]. Symbols may differ in length."""
+    for i in numba.prange(rows.shape[0]):
+        v = numba.carray(_floats_at(address[i]), (shape[i, 0], shape[i, 1]))
+        k = rows[i]
+        ok[i] = run_row(kind, v[k[0]], v[k[1]], v[k[2]], v[k[3]], a, b, x, y, r,
+                        np.empty(v.shape[1]), stats, at[i])
+
+
+def addresses(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each C-contiguous float64 2-D array's data starts, and its shape: what
+    `run_blocks` reads (the caller keeps the arrays alive until it returns)."""
+    blocks = list(blocks)
+    for v in blocks:
+        if v.dtype != np.float64 or v.ndim != 2 or not v.flags.c_contiguous:
+            raise ValueError("run_blocks reads C-contiguous float64 2-D arrays, not "
+                             f"{v.dtype} {v.shape} (C-contiguous: {v.flags.c_contiguous})")
+    return (np.array([v.__array_interface__["data"][0] for v in blocks], np.intp),
+            np.array([v.shape for v in blocks], np.intp).reshape(-1, 2))
