@@ -89,3 +89,37 @@ def test_state_and_check_report_what_is_in_force(monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "AUTO")  # as if the user overrode a pin after import
     with pytest.warns(numerics.NumericsWarning, match="a test: kernels chosen by this CPU"):
         assert not numerics.check("a test")["baseline"]
+
+
+KERNEL = r"""
+import hashlib, json
+import numba, numpy as np
+from algotrading import backtest, schema, sources
+prices = schema.to_prices(sources.read("sample").frame, "GSPC")
+table = backtest.sweep("sma", prices, {"fast_period": range(5, 30, 3),
+                                       "slow_period": range(40, 200, 20)})
+many = backtest.run_many("sma", {"A": prices, "B": prices.iloc[1000:]}, fast_period=10,
+                         slow_period=30)
+x = np.random.default_rng(0).normal(size=10_001)
+loose = numba.njit(fastmath={"reassoc"})(lambda a: a.sum())
+print(json.dumps({"sweep": hashlib.sha256(table.to_numpy(float).tobytes()).hexdigest(),
+                  "many": hashlib.sha256(many.to_numpy(float).tobytes()).hexdigest(),
+                  "reassoc": float(loose(x)).hex()}))
+"""
+
+
+def test_compiled_backtests_give_the_same_bits_on_a_baseline_cpu(tmp_path):
+    """numba compiles the kernel for this CPU (AVX-512 here); NUMBA_CPU_NAME=generic compiles it
+    for the x86-64 baseline (SSE2, two lanes). The sweep's and run_many's tables are the same
+    bits on both: no fast-math anywhere, and the vectorised sums (kernel.lane_sum) add in one
+    fixed order. Not vacuous: a sum compiled with fast-math reassociation differs between them."""
+    def run(extra: dict[str, str]) -> dict:
+        done = subprocess.run([sys.executable, "-c", KERNEL], env={**os.environ, **extra},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    host = run({})
+    generic = run({"NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert generic["sweep"] == host["sweep"] and generic["many"] == host["many"]
+    assert generic["reassoc"] != host["reassoc"]

@@ -169,17 +169,16 @@ _checked: set[Path] = set()
 
 
 def compiled(fn: Callable | None = None, *, parallel: bool = False,
-             depends: tuple[ModuleType, ...] = (), fastmath: frozenset[str] = frozenset()
-             ) -> Callable:
+             depends: tuple[ModuleType, ...] = ()) -> Callable:
     """`fn` compiled by numba (cached on disk; GIL released, or `parallel` for a prange loop)
     with these rules compiled into it, so the compiled loops run the same source as the
     plain-Python callers. numba's cache only watches `fn`'s own file, so the file's cache is
     dropped here whenever rules.py (or a module in `depends` whose compiled code `fn` calls)
-    changes. `fastmath`: LLVM's floating-point freedoms for `fn` alone (e.g. {"reassoc"}: sums
-    in any order, so they vectorise). Use as `@compiled` or
+    changes. No fast-math: the same bits on every CPU (kernel.lane_sum vectorises sums without
+    it). Use as `@compiled` or
     `@compiled(parallel=True, depends=(kernel,))`."""
     if fn is None:
-        return functools.partial(compiled, parallel=parallel, depends=depends, fastmath=fastmath)
+        return functools.partial(compiled, parallel=parallel, depends=depends)
     import numba
     from numba.extending import register_jitable
 
@@ -190,8 +189,6 @@ def compiled(fn: Callable | None = None, *, parallel: bool = False,
         _registered = True
     _drop_stale_cache(Path(fn.__code__.co_filename), depends)
     options: dict = {"parallel": True} if parallel else {"nogil": True}
-    if fastmath:
-        options["fastmath"] = set(fastmath)
     return numba.njit(cache=True, **options)(fn)
 
 

@@ -49,37 +49,114 @@ def stats_table(rows: int) -> np.ndarray:
     return np.zeros(rows, STATS_DTYPE)
 
 
-@rules.compiled(fastmath=frozenset({"reassoc"}))
-def _sums(equity, shares, close, r, rf, rets):
-    """The curve's sums (of returns, of squared returns below zero, of squared deviations from
-    their mean, bars in the market, gross exposure, values), each in its own branch-free loop
-    and in any order ("reassoc"), so LLVM vectorises them: per-bar returns into `rets`."""
-    n = len(equity)
-    prev = r.cash
-    for t in range(n):
-        rets[t] = equity[t] / prev - 1.0 - rf if prev != 0.0 else math.nan
-        prev = equity[t]
+@rules.compiled
+def lane_sum(x):
+    """sum(x) as eight interleaved partial sums (the tail into the first) added together in a
+    fixed order: each lane is its own chain, so LLVM vectorises the loop without reordering any
+    addition (no fast-math), and every CPU, whatever its vector width, gives the same bits."""
+    n = len(x)
+    m = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = -0.0  # -0.0 + v is v for every v, -0.0 too
+    for i in range(0, m, 8):
+        a0 += x[i]
+        a1 += x[i + 1]
+        a2 += x[i + 2]
+        a3 += x[i + 3]
+        a4 += x[i + 4]
+        a5 += x[i + 5]
+        a6 += x[i + 6]
+        a7 += x[i + 7]
+    for i in range(m, n):
+        a0 += x[i]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@rules.compiled
+def numpy_block(x):
+    """numpy's sum of up to 128 values (its pairwise_sum's leaf): under 8 a plain loop, else
+    eight lanes combined as lane_sum does, and the tail added after them."""
+    n = len(x)
+    res = -0.0
+    if n < 8:
+        for i in range(n):
+            res += x[i]
+        return res
+    m = n - n % 8
+    res = lane_sum(x[:m])
+    for i in range(m, n):
+        res += x[i]
+    return res
+
+
+@rules.compiled
+def pairwise_sum(x):
+    """numpy's sum of x to the bit (its pairwise_sum: `numpy_block`s of up to 128
+    values, a longer piece cut in two halves at a multiple of 8 and summed left + right), for
+    the mean, where an error is amplified (it is subtracted from every return before squaring).
+    numpy recurses; this walks the same tree with a stack (numba's on-disk cache cannot hold a
+    recursive function)."""
+    n = len(x)
+    if n <= 128:
+        return 0.0 + numpy_block(x)  # numpy's reduction starts from 0.0: a sum of -0.0s is 0.0
+    start = np.empty(64, np.int64)  # the pieces being cut, from the whole (0) down
+    size = np.empty(64, np.int64)
+    stage = np.empty(64, np.int64)  # 0: cut it, 1: its left half is summed, 2: both are
+    left = np.empty(64)
+    right = np.empty(64)
+    top = 0
+    start[0], size[0], stage[0] = 0, n, 0
     total = 0.0
-    down2 = 0.0
-    for t in range(n):
-        ret = rets[t]
-        total += ret
-        down2 += ret * ret if ret < 0 else 0.0
+    while top >= 0:
+        m = size[top]
+        half = m // 2 - (m // 2) % 8
+        if m <= 128 or stage[top] == 2:
+            value = numpy_block(x[start[top]:start[top] + m]) if m <= 128 else \
+                left[top] + right[top]
+            top -= 1
+            if top < 0:
+                total = value
+            elif stage[top] == 1:
+                left[top] = value
+            else:
+                right[top] = value
+        elif stage[top] == 0:
+            stage[top] = 1
+            top += 1
+            start[top], size[top], stage[top] = start[top - 1], half, 0
+        else:
+            stage[top] = 2
+            top += 1
+            start[top], size[top], stage[top] = start[top - 1] + half, m - half, 0
+    return 0.0 + total
+
+
+@rules.compiled
+def _sums(equity, shares, close, r, rf):
+    """The curve's sums (of returns, of squared returns below zero, of squared deviations from
+    their mean, bars in the market, gross exposure, values): the per-bar terms in branch-free
+    element-wise passes, then `lane_sum` over each (vectorised, and the same on every CPU); the
+    mean numpy's own sum (`pairwise_sum`)."""
+    n = len(equity)
+    rets = np.empty(n)
+    down = np.empty(n)
+    gross = np.empty(n)
+    prev = r.cash
     in_mkt = 0
-    gross = 0.0
-    eq_sum = 0.0
     for t in range(n):
         value = equity[t]
+        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
+        rets[t] = ret
+        prev = value
+        down[t] = ret * ret if ret < 0 else 0.0
         held = shares[t] != 0.0
         in_mkt += 1 if held else 0
-        gross += abs(shares[t] * close[t]) / value if held and value > 0 else 0.0
-        eq_sum += value
-    mean = total / n
-    m2 = 0.0
+        gross[t] = abs(shares[t] * close[t]) / value if held and value > 0 else 0.0
+    down2 = lane_sum(down)
+    mean = pairwise_sum(rets) / n
     for t in range(n):
         delta = rets[t] - mean
-        m2 += delta * delta
-    return mean, m2, down2, in_mkt, gross, eq_sum
+        rets[t] = delta * delta
+    return mean, lane_sum(rets), down2, in_mkt, lane_sum(gross), lane_sum(equity)
 
 
 @rules.compiled
@@ -91,7 +168,7 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
     a CAGR of -1."""
     n = len(equity)
     rf = (1.0 + r.risk_free) ** (1.0 / YEAR) - 1.0
-    mean, m2, down2, in_mkt, gross, eq_sum = _sums(equity, shares, close, r, rf, np.empty(n))
+    mean, m2, down2, in_mkt, gross, eq_sum = _sums(equity, shares, close, r, rf)
     peak = r.cash
     dd = 0.0
     dd_money = 0.0
