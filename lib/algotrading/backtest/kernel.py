@@ -1,7 +1,8 @@
 """The compiled single-symbol simulation: the Broker's bar cycle in one numba loop, over the
 shared rules (`algotrading.rules`, compiled into this loop).
 
-`sweep`, `run_many` and `scenarios.run` use it for batches of backtests; `run`, `run_portfolio`,
+`sweep`, `run_many` and `scenarios.run` use it for batches of backtests (`run_portfolio` its
+many-symbol sibling, shared.py); `run`,
 the RL environment and paper trading use the Broker. Both call the same rule functions for every
 size, cost, buying-power check, exit, holding limit and bankruptcy; this loop and the Broker only
 keep the books (cash, position, trades), and tests/parity holds the two to each other.
