@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -123,18 +122,11 @@ def child(symbols: int, bars: int, repeats: int, out: str) -> None:
 def measure(cores: str, args: argparse.Namespace, tmp: str) -> dict:
     """`child` in a fresh process, at one core (affinity + NUMBA_NUM_THREADS=1) or all."""
     out = os.path.join(tmp, f"portfolio-{cores}.json")
-    env = dict(os.environ)
-    cmd = [sys.executable, __file__, "--child", str(args.symbols), str(args.bars),
-           str(args.repeats), out]
-    if cores == "1":
-        env["NUMBA_NUM_THREADS"] = "1"
-        cmd = [sys.executable, "-c",
-               "import os, runpy, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-               f"sys.argv = {cmd[1:]!r}; runpy.run_path(sys.argv[0], run_name='__main__')"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(Path(out).read_text())
+    from scaling import run_script  # beside this file (a script's folder is on sys.path)
+
+    error = run_script(__file__, ["--child", str(args.symbols), str(args.bars), str(args.repeats),
+                                  out], cores)
+    return {"error": error} if error else json.loads(Path(out).read_text())
 
 
 def main() -> int:

@@ -164,8 +164,19 @@ def _universe_call(engine: str, universe: dict):
 def measure(engine: str, axis: str, n: int, cores: str, repeats: int, tmp: str) -> dict:
     """Run `child` in a fresh process (one core or all); its JSON plus the final values."""
     out = os.path.join(tmp, f"{engine}-{axis}-{n}-{cores}.json")
+    error = run_script(__file__, ["--child", engine, axis, str(n), str(repeats), out], cores)
+    if error:
+        return {"error": error}
+    result = json.loads(Path(out).read_text())
+    result["values"] = np.load(out + ".npy")
+    return result
+
+
+def run_script(script: str, args: list[str], cores: str) -> str | None:
+    """`python script args` in a fresh process, at all cores or pinned to one CPU with
+    NUMBA_NUM_THREADS=1 (`cores` "1"); None, or the last line of its error."""
     env = dict(os.environ)
-    cmd = [sys.executable, __file__, "--child", engine, axis, str(n), str(repeats), out]
+    cmd = [sys.executable, script, *args]
     if cores == "1":
         env["NUMBA_NUM_THREADS"] = "1"
         cmd = [sys.executable, "-c",
@@ -173,10 +184,8 @@ def measure(engine: str, axis: str, n: int, cores: str, repeats: int, tmp: str) 
                f"sys.argv = {cmd[1:]!r}; runpy.run_path(sys.argv[0], run_name='__main__')"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-    result = json.loads(Path(out).read_text())
-    result["values"] = np.load(out + ".npy")
-    return result
+        return (done.stderr.strip().splitlines() or ["failed"])[-1]
+    return None
 
 
 def machine() -> str:

@@ -203,8 +203,8 @@ def curve_stats(equity, shares, close, r, traded, bankrupt, st):
 
 
 @rules.compiled
-def _trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, reason):
-    """Write one trade into its TRADE_DTYPE record."""
+def write_trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, reason):
+    """Write one trade into its record (TRADE_DTYPE, or shared.py's, which adds the column)."""
     tr.entry_bar = entry_bar
     tr.exit_bar = exit_bar
     tr.size = size
@@ -340,7 +340,7 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
                 if closing == abs(held):
                     pnl = tpnl - tcomm
                     if record:
-                        _trade(trades[ntr], entry_bar, t, tsize, entry_px, px, tcomm, pnl, reason)
+                        write_trade(trades[ntr], entry_bar, t, tsize, entry_px, px, tcomm, pnl, reason)
                         ntr += 1
                     closed += 1
                     psum += pnl
@@ -363,7 +363,7 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
         equity[t] = cash + held * c[t]
         position[t] = held
     if held != 0.0 and record:
-        _trade(trades[ntr], entry_bar, n - 1, tsize, entry_px, c[n - 1], tcomm,
+        write_trade(trades[ntr], entry_bar, n - 1, tsize, entry_px, c[n - 1], tcomm,
                tpnl + held * (c[n - 1] - entry_px) - tcomm, OPEN)
         ntr += 1
     st = stats[row]

@@ -75,17 +75,10 @@ def value(book, acct, skip):
 
 @rules.compiled(depends=(kernel,))
 def record(trades, k, entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl, reason, col):
-    """Write trade `k` into its TRADE_DTYPE record."""
-    tr = trades[k]
-    tr.entry_bar = entry_bar
-    tr.exit_bar = exit_bar
-    tr.size = size
-    tr.entry_price = entry_px
-    tr.exit_price = exit_px
-    tr.commission = commission
-    tr.pnl = pnl
-    tr.reason = reason
-    tr.col = col
+    """Write trade `k` into its record: kernel.write_trade's fields and the column."""
+    kernel.write_trade(trades[k], entry_bar, exit_bar, size, entry_px, exit_px, commission, pnl,
+                       reason)
+    trades[k].col = col
 
 
 @rules.compiled(depends=(kernel,))
