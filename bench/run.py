@@ -393,7 +393,7 @@ def case_universe(e: Engines, universe: dict[str, pd.DataFrame]) -> list[Row]:
                        rtol=0, atol=TOLERANCE) and (table["trades_closed"].to_numpy()
                                                     == mine["trades_closed"].to_numpy()).all()
     rows.append(Row(case, "ours run_many", first, warm, "best of 3, one call",
-                    ("agree" if same else "DISAGREE") + " with the 500 run() calls", same))
+                    ("agree" if same else "DISAGREE") + f" with the {SYMBOLS} run() calls", same))
     with one_core():
         _, first, warm = measure(lambda: backtest.run_many(
             "sma", universe, fast_period=FAST, slow_period=SLOW, size=SIZE, long_only=True), 3)
@@ -469,17 +469,19 @@ def report(rows: list[Row], imports: dict[str, float]) -> None:
                              "; ".join(f"{r.engine} ({r.case}) disagrees" for r in bad)))
 
 
+def versus(label: str, ours: Row | None, peer: Row | None, factor: float
+           ) -> tuple[str, str, bool | None]:
+    """A target "ours at least `factor` times faster than the peer": (label, measured, verdict)."""
+    if ours is None or peer is None:
+        return label, "not measured (peer or data missing)", None
+    ratio = peer.warm / ours.warm
+    return label, f"{ratio:,.2f}x ({ours.warm:.4f} s vs {peer.warm:.4f} s)", ratio >= factor
+
+
 def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, PASS/FAIL/None when the peer or case is missing)."""
     def find(case: str, engine: str) -> Row | None:
         return next((r for r in rows if r.case.startswith(case) and r.engine == engine), None)
-
-    def versus(label: str, ours: Row | None, peer: Row | None, factor: float
-               ) -> tuple[str, str, bool | None]:
-        if ours is None or peer is None:
-            return label, "not measured (peer or data missing)", None
-        ratio = peer.warm / ours.warm
-        return label, f"{ratio:,.1f}x ({ours.warm:.4f} s vs {peer.warm:.3f} s)", ratio >= factor
 
     out = []
     for name in ("INTC", "GSPC"):
@@ -504,7 +506,7 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
                       find(bt.case, "ours") if bt else None, bt, 1000))
     out.append(versus("single >= 10x vectorbt", find("1 ", "ours"), find("1 ", "vectorbt"), 10))
     many = [r for r in (find("3 ", "ours"), find("3 ", "ours run_many")) if r]
-    out.append(versus("500 symbols >= 3x vectorbt (faster of run() and run_many)",
+    out.append(versus(f"{SYMBOLS} symbols >= 3x vectorbt (faster of run() and run_many)",
                       min(many, key=lambda r: r.warm) if many else None,
                       find("3 ", "vectorbt"), 3))
     for case, label, limit in (("4 cold: algotrading", "cold `backtest --json` < 1.5 s", 1.5),
@@ -533,13 +535,6 @@ def machine_limit(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
             return label, "not measured", None
         return label, f"{row.warm * unit:.4g} {what}", row.warm * unit <= limit
 
-    def ratio(label: str, slow: Row | None, fast: Row | None, factor: float
-              ) -> tuple[str, str, bool | None]:
-        if slow is None or fast is None:
-            return label, "not measured", None
-        x = slow.warm / fast.warm
-        return label, f"{x:,.2f}x ({fast.warm:.4f} s vs {slow.warm:.4f} s)", x >= factor
-
     out = []
     for r in rows:
         if not (r.case.startswith("2 sweep") and r.engine == "ours"):
@@ -554,15 +549,15 @@ def machine_limit(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
             out.append((f"{label}: within 2x of the fused bound", f"{r.warm / gap.warm:.1f}x "
                         f"({r.warm:.4f} s vs {gap.warm:.4f} s)", r.warm <= 2 * gap.warm))
         if r.cores == "1":
-            out.append(ratio(f"{label}: >= 25x vectorbt on one core",
-                             pick(r.case, "vectorbt", "1"), r, 25))
+            out.append(versus(f"{label}: >= 25x vectorbt on one core", r,
+                              pick(r.case, "vectorbt", "1"), 25))
     for cores in ("all", "1"):
         many = pick("3 ", "ours run_many", cores)
         out.append(at_most(f"run_many {SYMBOLS} x {BARS:,}, {cores} core(s): <= 40 ms", many, 40,
                            1e3, "ms"))
         if cores == "1":
-            out.append(ratio(f"run_many {SYMBOLS} x {BARS:,}: >= 10x vectorbt on one core",
-                             pick("3 ", "vectorbt", "1"), many, 10))
+            out.append(versus(f"run_many {SYMBOLS} x {BARS:,}: >= 10x vectorbt on one core", many,
+                              pick("3 ", "vectorbt", "1"), 10))
     single = pick("1 ", "ours", "all")
     bars = int(single.case.split(", ")[1].split()[0]) if single else 1
     out.append(at_most("one run: <= 3 ms per 1,000 bars", single, 3.0, 1e6 / bars, "ms"))
