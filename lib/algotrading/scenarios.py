@@ -557,7 +557,8 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
     per core (the kernel releases the GIL)."""
     from algotrading.backtest import Settings, kernel
     from algotrading.backtest.engine import checked, curve_metrics, resolve, split_params, strategy_of
-    from algotrading.backtest.fused import sma_paths, threads
+    from algotrading.backtest.fused import first_bad_bar, sma_paths, threads
+    from algotrading.schema import DataError
     from algotrading.strategies import sma
 
     engine, own = split_params(params)
@@ -575,11 +576,17 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
         if max(full["fast_period"], full["slow_period"]) >= paths.close.shape[1]:
             raise ValueError(f"a lookback of {max(full['fast_period'], full['slow_period'])} "
                              f"needs more than the paths' {paths.close.shape[1]} bars")
-        _check_paths(paths)
-        sma_paths(*(np.ascontiguousarray(a, dtype=float) for a in (paths.open, paths.high,
-                                                                    paths.low, paths.close)),
-                  int(full["fast_period"]), int(full["slow_period"]), bool(full["long_only"]),
-                  settings.rules, equity, stats)
+        if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
+            raise DataError("paths", "dates not in increasing order or duplicated")
+        arrays = [np.ascontiguousarray(a, dtype=float)
+                  for a in (paths.open, paths.high, paths.low, paths.close)]
+        ok = sma_paths(*arrays, int(full["fast_period"]), int(full["slow_period"]),
+                       bool(full["long_only"]), settings.rules, equity, stats)
+        if not ok.all():  # the compiled loop checked each path's prices (fused.valid_bars)
+            i = int(np.flatnonzero(~ok)[0])
+            t = first_bad_bar(*(a[i] for a in arrays))
+            raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
+                            where=f"path {i}, bar {t} ({paths.index[t].date()})")
     else:
         def one(i: int) -> None:
             frame, (o, h, lo, c) = checked(paths.frame(i))
@@ -602,37 +609,6 @@ def run(strategy: Any, paths: Paths, **params: Any) -> Outcome:
 
 
 FUSED = True  # False: every strategy through a DataFrame per path (the reference path, tests)
-
-
-def _check_paths(paths: Paths) -> None:
-    """The engine's price rules (engine.check_prices) on every path at once: finite prices > 0
-    with low <= open, close <= high, on sorted unique dates; DataError names the first bad bar."""
-    from algotrading.schema import DataError
-
-    if not (paths.index.is_monotonic_increasing and paths.index.is_unique):
-        raise DataError("paths", "dates not in increasing order or duplicated")
-    first = np.empty(len(paths), dtype=np.int64)
-    _first_bad_bars(*(np.ascontiguousarray(a, dtype=float)
-                      for a in (paths.open, paths.high, paths.low, paths.close)), first)
-    bad = np.flatnonzero(first >= 0)
-    if bad.size:
-        i, t = int(bad[0]), int(first[bad[0]])
-        raise DataError("paths", "want finite prices > 0 with low <= open, close <= high",
-                        where=f"path {i}, bar {t} ({paths.index[t].date()})")
-
-
-@numba.njit(cache=True, parallel=True)
-def _first_bad_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-                    first: np.ndarray) -> None:
-    """first[i]: path i's first bar (in parallel over paths) that breaks the price rules (NaN
-    breaks every comparison), or -1."""
-    for i in numba.prange(o.shape[0]):
-        first[i] = -1
-        for t in range(o.shape[1]):
-            if not (lo[i, t] > 0 and lo[i, t] <= o[i, t] and lo[i, t] <= c[i, t]
-                    and o[i, t] <= h[i, t] and c[i, t] <= h[i, t] and h[i, t] < np.inf):
-                first[i] = t
-                break
 
 
 def distribution(outcome: Outcome, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -154,11 +154,29 @@ def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
 
 
 def sma_paths(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, f: int, s: int,
-              long_only: bool, r: rules.Rules, equity: np.ndarray, stats: np.ndarray) -> None:
+              long_only: bool, r: rules.Rules, equity: np.ndarray, stats: np.ndarray
+              ) -> np.ndarray:
     """One SMA (f, s) run per row of the (paths x bars) price arrays (`run_paths`), equity per bar
-    into equity[i], metrics into stats[i]; the caller has checked the prices."""
-    run_paths(SMA, o, h, lo, c, f, s, long_only, False, r, equity, stats,
-              np.empty(len(c), np.bool_))
+    into equity[i], metrics into stats[i]; returns whether each row's prices passed
+    (`valid_bars`; a row that failed was not run)."""
+    ok = np.empty(len(c), np.bool_)
+    run_paths(SMA, o, h, lo, c, f, s, long_only, False, r, equity, stats, ok)
+    return ok
+
+
+def first_bad_bar(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> int:
+    """The first bar of one row that breaks `valid_bars`' rules, or -1: a bisection over
+    prefixes with the same rule, for the error message of a row that failed."""
+    if valid_bars(o, h, lo, c):
+        return -1
+    good, bad = 0, len(c)  # the first `good` bars pass; the first `bad` do not
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if valid_bars(o[:mid], h[:mid], lo[:mid], c[:mid]):
+            good = mid
+        else:
+            bad = mid
+    return bad - 1
 
 
 def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast: np.ndarray,
