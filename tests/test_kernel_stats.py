@@ -1,6 +1,6 @@
 """The kernel's equity-curve metrics (`kernel.curve_stats`, which every sweep row reports) against
-metrics.py and against a plain-Python walk of the curve: the two-pass standard deviation and the
-drawdown whose division is skipped on bars that cannot deepen it."""
+metrics.py and against a plain-Python walk of the curve: the two-pass standard deviation, the
+vectorised lane sums and the drawdown taken by stretches between peaks."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def _curves(seed: int) -> list[np.ndarray]:
     return [walk, crash, flat, steps]
 
 
+def _hard_curves() -> list[np.ndarray]:
+    """Peaks met again exactly, a first bar below the cash, a fall through zero, one bar."""
+    again = np.array([1e5, 9e4, 1e5, 8e4, 1e5, 1e5, 95e3, 11e4, 11e4, 5e4])
+    below = np.array([9e4, 8e4, 12e4, 6e4, 6e4])
+    broke = np.array([1e5, 12e4, 3e4, 0.0, -2e4, 0.0])
+    return [again, below, broke, np.array([7e4]), np.array([13e4])]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_curve_stats_equal_metrics_py(seed):
     r = Settings(risk_free=0.02).rules
@@ -45,14 +53,16 @@ def test_curve_stats_equal_metrics_py(seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_drawdown_is_the_largest_drop_over_peak_exactly(seed):
     r = Settings().rules
-    for equity in _curves(seed):
-        peak, deepest = r.cash, 0.0
+    for equity in _curves(seed) + _hard_curves():
+        peak, deepest, money = r.cash, 0.0, 0.0
         for value in equity.tolist():  # every bar divided, in plain Python
             peak = max(peak, value)
             deepest = max(deepest, (peak - value) / peak)
+            money = max(money, peak - value)
         st = kernel.stats_table(1)
         kernel.curve_stats(equity, np.zeros(len(equity)), equity, r, 0.0, False, st[0])
         assert st[0]["max_drawdown"] == deepest
+        assert st[0]["max_drawdown_money"] == money
 
 
 def test_lane_sums_stay_within_numpy_on_adversarial_curves():
