@@ -82,6 +82,16 @@ def combinations(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars
                  fixed_params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every combination of the grid's (checked) values that the strategy accepts (e.g. fast <
     slow), with the strategy's other parameters from `fixed_params`."""
+    names, rows, _ = _rows(strategy, grid, bars, fixed_params)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _rows(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars: int | None,
+          fixed_params: Mapping[str, Any] | None) -> tuple[list[str], list[tuple], dict[str, Any]]:
+    """`combinations` as the grid's names and one tuple of values per accepted combination, in
+    product order, and the strategy's parameters that the grid leaves fixed (its defaults and
+    `fixed_params`; empty without a strategy): tuples, so a sweep of thousands of combinations
+    builds no dict per combination (the rule checks one dict, updated in place)."""
     strat = strategy_of(strategy)
     values = _values(strat, grid, bars)
     count = math.prod(len(v) for v in values.values())
@@ -89,18 +99,25 @@ def combinations(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]], bars
         raise ValueError(f"the grid has {count:,} combinations over {bars or '?'} bars; the limit "
                          f"is {MAX_COMBOS:,} combinations and {MAX_WORK:.0e} combination-bars: "
                          "use fewer values or a coarser step")
-    combos = [dict(zip(values, v, strict=True)) for v in itertools.product(*values.values())]
-    if strat is not None:
-        mine = [k for k in values if k not in ENGINE_PARAMS]  # the strategy's (or **kwargs')
-        fixed = {k: v for k, v in (fixed_params or {}).items() if k not in ENGINE_PARAMS}
-        base = strat.complete({**fixed, **{k: values[k][0] for k in mine}}, bars)
-        full = [{**base, **{k: c[k] for k in mine}} for c in combos]
-        keep = [strat.valid(f) for f in full]
-        if combos and not any(keep):
-            raise ValueError(f"no combination of the grid is valid for {strat.owner}: "
-                             f"{strat.rule(full[0])}")
-        combos = [c for c, k in zip(combos, keep, strict=True) if k]
-    return combos
+    names = list(values)
+    rows = list(itertools.product(*values.values()))
+    if strat is None:
+        return names, rows, {}
+    mine = [i for i, k in enumerate(names) if k not in ENGINE_PARAMS]  # the strategy's (or **kwargs')
+    fixed = {k: v for k, v in (fixed_params or {}).items() if k not in ENGINE_PARAMS}
+    base = strat.complete({**fixed, **{names[i]: values[names[i]][0] for i in mine}}, bars)
+    own = [names[i] for i in mine]
+    picked = rows if len(own) == len(names) else [tuple(row[i] for i in mine) for row in rows]
+    full = dict(base)
+    keep = []
+    for chosen in picked:
+        full.update(zip(own, chosen, strict=True))
+        keep.append(strat.valid(full))
+    if rows and not any(keep):
+        full.update(zip(own, picked[0], strict=True))
+        raise ValueError(f"no combination of the grid is valid for {strat.owner}: "
+                         f"{strat.rule(full)}")
+    return names, list(itertools.compress(rows, keep)), base
 
 
 def rank(table: pd.DataFrame, by: str, ascending: bool = False) -> pd.DataFrame:
@@ -132,12 +149,14 @@ def sweep(strategy: StrategyLike, prices: pd.DataFrame, grid: Mapping[str, Itera
     prices = check_prices(prices)
     Settings(**split_params(params)[0])  # bad fixed settings fail before any work
     strategy = strategy_of(strategy) or strategy  # a name, spec or function: resolved once
-    combos = combinations(strategy, grid, len(prices), split_params(params)[1])
-    kind = _fusable(strategy, grid) if combos else None
+    names, rows, base = _rows(strategy, grid, len(prices), split_params(params)[1])
+    kind = _fusable(strategy, grid) if rows else None
     if kind:
-        table = pd.concat([pd.DataFrame(combos, columns=list(grid)),
-                           _fused_cross(kind, prices, combos, params)], axis=1)
+        columns = {k: np.array(column) for k, column in zip(names, zip(*rows, strict=True),
+                                                               strict=True)}
+        table = pd.DataFrame({**columns, **_fused_cross(kind, prices, columns, base, params)})
         return _keep(table, sort, top).reset_index(drop=True)
+    combos = [dict(zip(names, row, strict=True)) for row in rows]
     from algotrading.backtest.fused import threads
 
     size = max(1, min(-(-len(combos) // threads()), BLOCK // len(prices)))
@@ -168,17 +187,14 @@ def _fusable(strategy: StrategyLike, grid: Mapping[str, Iterable[Any]]) -> str |
     return {sma.grid: "sma", ema.grid: "ema", breakout.grid: "breakout"}.get(strat.grid)
 
 
-def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
-                 params: dict[str, Any]) -> pd.DataFrame:
-    """metrics.KEYS for every SMA, EMA or breakout combination in one compiled, parallel call
-    (fused.py)."""
+def _fused_cross(kind: str, prices: pd.DataFrame, columns: dict[str, np.ndarray],
+                 base: dict[str, Any], params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """metrics.KEYS for every SMA, EMA or breakout combination (the grid's `columns`, the other
+    parameters from `base`) in one compiled, parallel call (fused.py)."""
     from algotrading.backtest import fused, kernel
 
-    engine, own = split_params(params)
-    settings = Settings(**engine)
-    mine = [k for k in combos[0] if k not in ENGINE_PARAMS]
-    base = strategy_of(kind).complete({**own, **{k: combos[0][k] for k in mine}})
-    full = [{**base, **{k: c[k] for k in mine}} for c in combos]
+    settings = Settings(**split_params(params)[0])
+    count = len(next(iter(columns.values())))
     first = 0 if settings.start is None else \
         int(np.searchsorted(prices.index, pd.Timestamp(settings.start), side="left"))
     if first >= len(prices):
@@ -187,7 +203,7 @@ def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
     bars = kernel.Bars(*(a[first:] for a in arrays))
 
     def column(name: str, dtype: type) -> np.ndarray:
-        return np.array([c[name] for c in full], dtype=dtype)
+        return columns[name].astype(dtype) if name in columns else np.full(count, base[name], dtype)
 
     if kind == "breakout":
         stats = fused.run_breakout(bars, arrays[3], first, column("period", np.int64),
@@ -197,7 +213,7 @@ def _fused_cross(kind: str, prices: pd.DataFrame, combos: list[dict[str, Any]],
         stats = fused.run_cross(kind, bars, arrays[3], first, column("fast_period", np.int64),
                                 column("slow_period", np.int64), column("long_only", bool),
                                 settings.rules)
-    return _table(stats, np.full(len(combos), settings.cash))
+    return _columns(stats, np.full(count, settings.cash))
 
 
 def _keep(table: pd.DataFrame, sort: str | None, top: int | None) -> pd.DataFrame:
@@ -354,8 +370,12 @@ def sweep_portfolio(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame],
 
 def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     """The sweep's metrics.KEYS columns from the kernel's per-combination statistics."""
-    stats = rows
-    out = curve_metrics(rows, cash)
+    return pd.DataFrame(_columns(rows, cash))
+
+
+def _columns(stats: np.ndarray, cash: np.ndarray) -> dict[str, np.ndarray]:
+    """metrics.KEYS (in order) from the kernel's per-combination statistics."""
+    out = curve_metrics(stats, cash)
     out.update(metrics.trade_stats_from_sums(stats["trades_closed"], stats["trades_won"],
                                              stats["pnl_sum"], stats["pnl_squares"],
                                              stats["gross_profit"], stats["gross_loss"]))
@@ -363,7 +383,7 @@ def _table(rows: np.ndarray, cash: np.ndarray) -> pd.DataFrame:
     out["trades_open"] = stats["trades_open"].astype(int)
     out["orders_rejected"] = stats["orders_rejected"].astype(int)
     out["bankrupt"] = stats["bankrupt"].astype(bool)
-    return pd.DataFrame({k: out[k] for k in metrics.KEYS})
+    return {k: out[k] for k in metrics.KEYS}
 
 
 def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **params: Any
