@@ -107,7 +107,25 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
                 long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
     """One combination's targets (the rules of sma.grid, or with `exact` False those of
     ema.grid: averages already exact, a tie is an exact zero) for bars first.. into `want`.
-    The rare near tie is a call (`near_tie`), so the loop itself stays small."""
+    Where no bar from `first` on is near a tie, a target is the sign of fast - slow (NaN, the
+    warm-up: flat), whatever came before: one branch-free, vectorised pass, which also counts
+    the bars near a tie; a series with one takes the rules in full (`tie_targets`)."""
+    short = 0.0 if long_only else -1.0
+    ties = 0
+    for t in range(first, len(close)):
+        d = fast[t] - slow[t]
+        want[t - first] = 1.0 if d > 0.0 else (short if d < 0.0 else 0.0)
+        ties += (abs(d) <= sma.NEAR * close[t]) if exact else (d == 0.0)  # False for NaN
+    if ties:
+        tie_targets(close, fast, slow, f, s, long_only, first, want, exact)
+
+
+@rules.compiled(depends=(kernel,))
+def tie_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s: int,
+                long_only: bool, first: int, want: np.ndarray, exact: bool = True) -> None:
+    """`sma_targets` bar by bar, for a series with a bar near a tie: an exact tie keeps the
+    previous target (short on the first bar), so every bar from the start is walked. The rare
+    near tie is a call (`near_tie`), so the loop itself stays small."""
     prev = 0.0
     warm = max(f, s) - 1
     for t in range(len(close)):
