@@ -4,6 +4,7 @@ and settings: the same trades, equity and rejections, from the first bar or mid-
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,3 +64,34 @@ def test_buying_power_refuses_on_several_bars_and_never_retries(data: st.DataObj
         out = path(prices, targets, params)
         assert out.rejected == int(asks.sum())
         assert out.trades == [] and np.all(out.equity == 1_000.0)
+
+
+def _walk(n: int, drift: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(drift, 0.02, n)))
+    open_ = np.concatenate([[50.0], close[:-1]]) * np.exp(rng.normal(0, 0.005, n))
+    high = np.maximum(open_, close) * 1.01
+    low = np.minimum(open_, close) * 0.99
+    index = pd.bdate_range("2010-01-04", periods=n, name="dt")
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close}, index=index)
+
+
+@pytest.mark.parametrize("fill", ["open", "close"])
+@pytest.mark.parametrize(("drift", "side", "params"), [
+    (-0.01, 1.0, {"leverage": 4.0, "fraction": 4.0}),  # a long runs into bankruptcy mid-run
+    (0.01, -1.0, {"leverage": 4.0, "fraction": 4.0}),  # a short likewise
+    (0.0, 1.0, {"max_bars": 37}),  # the holding limit inside a run of 200 quiet bars
+    (0.0, -1.0, {"max_bars": 8, "size": 3.0}),  # ... on a multiple of the passes' eight bars
+    (0.0, 1.0, {}),  # nothing but quiet bars between two orders
+])
+def test_long_quiet_runs_end_where_the_broker_ends_them(fill, drift, side, params):
+    """The kernel writes runs of quiet bars in vectorised passes eight bars at a time
+    (kernel.quiet_run); the random paths above are short, so these hold the passes' ends to the
+    Broker's bar-by-bar checks on runs of hundreds of bars: a bankrupt close, the holding limit,
+    a change of target."""
+    prices = _walk(700, drift, seed=len(params) + int(side > 0))
+    targets = np.zeros(len(prices))
+    targets[3:403] = side  # one long run, then flat
+    targets[480:] = side / 2
+    case = {**params, "fill": fill}
+    assert_same(via_broker(prices, targets, case), via_kernel(prices, targets, case), str(case))

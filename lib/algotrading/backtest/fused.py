@@ -112,10 +112,11 @@ def sma_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
     the bars near a tie; a series with one takes the rules in full (`tie_targets`)."""
     short = 0.0 if long_only else -1.0
     ties = 0
-    for t in range(first, len(close)):
-        d = fast[t] - slow[t]
-        want[t - first] = 1.0 if d > 0.0 else (short if d < 0.0 else 0.0)
-        ties += (abs(d) <= sma.NEAR * close[t]) if exact else (d == 0.0)  # False for NaN
+    a, b, price = fast[first:], slow[first:], close[first:]  # indexed from 0: vector loads
+    for t in range(len(price)):
+        d = a[t] - b[t]
+        want[t] = 1.0 if d > 0.0 else (short if d < 0.0 else 0.0)
+        ties += (abs(d) <= sma.NEAR * price[t]) if exact else (d == 0.0)  # False for NaN
     if ties:
         tie_targets(close, fast, slow, f, s, long_only, first, want, exact)
 

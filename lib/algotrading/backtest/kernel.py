@@ -239,6 +239,61 @@ def write_trade(tr, entry_bar, exit_bar, size, entry_px, exit_px, commission, pn
     tr.reason = reason
 
 
+@intrinsic
+def _resends8(typingctx, want, at, sized_for):
+    """Whether any of want[at:at + 8] != sized_for: `rules.resend` for eight bars at once (NaN
+    differs from everything, as there), one vector comparison where numba's own loop would make
+    eight compares and branches."""
+    if not (isinstance(want, types.Array) and want.ndim == 1 and want.layout == "C"
+            and want.dtype == types.float64):
+        return None
+    sig = types.boolean(want, types.intp, types.float64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        vec = ir.VectorType(ir.DoubleType(), 8)
+        values = builder.load(builder.bitcast(builder.gep(data, [args[1]]), vec.as_pointer()),
+                              align=8)
+        same = cgutils.get_null_value(vec)
+        for j in range(8):
+            same = builder.insert_element(same, args[2], ir.Constant(ir.IntType(32), j))
+        differ = builder.fcmp_unordered("!=", values, same)
+        mask = builder.bitcast(differ, ir.IntType(8))
+        return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(8), 0))
+
+    return sig, codegen
+
+
+@rules.compiled
+def quiet_run(t, c, want, sized_for, cash, held, entry_bar, r, equity, position):
+    """Bars t.. of a run of quiet bars with no stop or target to watch (see `simulate`), in
+    vectorised passes: the targets scanned eight at a time for the next order (`_resends8`), the
+    equity and position written element-wise, the bankrupt closes counted, the holding limit
+    bounded. Returns the first bar that may not be quiet, where `simulate`'s own per-bar checks
+    take over (the bound may come early, never late). The loops run over views indexed from 0:
+    an index numba may wrap (t + u) makes LLVM gather and scatter instead of loading vectors."""
+    n = len(c)
+    end = t
+    while end + 8 <= n and not _resends8(want, end, sized_for):
+        end += 8
+    if held != 0.0 and r.max_bars > 0:  # held_too_long holds from entry_bar + max_bars - 1 or 0
+        end = min(end, max(t, entry_bar + r.max_bars - 1))
+    value, shares, price = equity[t:end], position[t:end], c[t:end]
+    for u in range(len(price)):
+        value[u] = cash + held * price[u]
+        shares[u] = held
+    if held != 0.0:
+        broke = 0
+        for u in range(len(value)):
+            broke += rules.bankrupt(value[u])
+        if broke:
+            u = 0
+            while not rules.bankrupt(value[u]):
+                u += 1
+            end = t + u
+    return end
+
+
 @rules.compiled
 def simulate(bars, want, r, equity, position, trades, stats, row):
     """One account on one symbol, the Broker's bar cycle: fills at the open, then stops and
@@ -276,11 +331,14 @@ def simulate(bars, want, r, equity, position, trades, stats, row):
     while t < n - 1:
         t += 1
         # a run of quiet bars (most bars; see below) without carry: nothing changes the books
-        # between them, so only the checks that depend on the bar are made, in a small loop;
-        # the first bar that is not quiet goes on below
+        # between them, so only the checks that depend on the bar are made: in vectorised
+        # passes without a stop to watch (quiet_run), else in a small loop, which also makes
+        # them bar by bar where the passes stopped; the first bar that is not quiet goes on below
         if not carries and pend_reason == NONE and not broke:
             side = 1.0 if held > 0 else -1.0
             watch = stops and held != 0.0
+            if not watch:
+                t = quiet_run(t, c, want, sized_for, cash, held, entry_bar, r, equity, position)
             while t < n:
                 if watch and rules.exit_hit(o[t], h[t], lo[t], entry_px, side, r)[1] != NONE:
                     break
