@@ -115,3 +115,31 @@ def test_lane_sum_is_eight_fixed_lanes():
         want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + \
             ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
         assert kernel.lane_sum(x) == want, n
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 127, 128, 129, 1_023, 1_024, 1_025, 2_048, 3_001, 5_031,
+                               100_003])
+def test_curve_sums_in_pieces_equal_the_whole_curve_sums(n):
+    """`_sums` takes the curve in pieces of kernel.BLOCK bars (the mean's returns leaf by leaf,
+    the lanes carried from piece to piece), so its buffers stay in cache on long curves: every
+    sum equals, to the bit, the same sums over whole-curve arrays (numpy's sum for the mean,
+    lane_sum for the rest), at lengths around the pieces, the lanes and numpy's blocks; a zero
+    value (NaN returns after it) included."""
+    rng = np.random.default_rng(n)
+    r = Settings(risk_free=0.03).rules
+    rf = (1.0 + r.risk_free) ** (1.0 / 252) - 1.0
+    equity = r.cash * np.cumprod(1 + rng.normal(0, 0.01, n))
+    shares = np.where(rng.random(n) < 0.5, 4.0, 0.0)
+    close = rng.uniform(10, 20, n)
+    if n == 3_001:
+        equity[200] = 0.0
+    prev = np.concatenate([[r.cash], equity[:-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rets = np.where(prev != 0.0, equity / prev - 1.0 - rf, np.nan)
+        gross = np.where((shares != 0) & (equity > 0), np.abs(shares * close) / equity, 0.0)
+    mean = np.sum(rets) / n
+    want = (mean, kernel.lane_sum((rets - mean) ** 2),
+            kernel.lane_sum(np.where(rets < 0, rets * rets, 0.0)), int((shares != 0).sum()),
+            kernel.lane_sum(gross), kernel.lane_sum(equity))
+    got = kernel._sums(equity, shares, close, r, rf)
+    np.testing.assert_array_equal(np.array(got, float), np.array(want, float))

@@ -53,21 +53,28 @@ def stats_table(rows: int) -> np.ndarray:
 
 
 @intrinsic
-def _lanes(typingctx, x, steps):
-    """The eight lane sums of x[:8 x steps] (lane j: x[j], x[j + 8], ... in order, from -0.0) as
-    one <8 x double> addition per step: LLVM lowers it to whatever vector width the CPU has (one
-    AVX-512 add, two AVX ones, four SSE2 ones), each lane its own chain, so no addition is
-    reordered and every CPU gives the same bits. numba leaves the eight scalar chains of the same
-    loop unvectorised (its SLP vectoriser is off), at about 0.7 cycles a value."""
+def _lanes(typingctx, x, steps, start):
+    """The eight lane sums of x[:8 x steps] (lane j: x[j], x[j + 8], ... in order) added to the
+    eight values of `start`, as one <8 x double> addition per step: LLVM lowers it to whatever
+    vector width the CPU has (one AVX-512 add, two AVX ones, four SSE2 ones), each lane its own
+    chain, so no addition is reordered and every CPU gives the same bits; a sum taken in pieces
+    (each a multiple of eight values) carries its lanes from one to the next. numba leaves the
+    eight scalar chains of the same loop unvectorised (its SLP vectoriser is off), at about 0.7
+    cycles a value."""
     if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-            and x.dtype == types.float64 and isinstance(steps, types.Integer)):
+            and x.dtype == types.float64 and isinstance(steps, types.Integer)
+            and start == types.UniTuple(types.float64, 8)):
         return None
-    sig = types.UniTuple(types.float64, 8)(x, types.intp)
+    sig = start(x, types.intp, start)
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         vec = ir.VectorType(ir.DoubleType(), 8)
-        acc = cgutils.alloca_once_value(builder, ir.Constant(vec, [-0.0] * 8))
+        first = cgutils.get_null_value(vec)
+        for j in range(8):
+            first = builder.insert_element(first, builder.extract_value(args[2], j),
+                                           ir.Constant(ir.IntType(32), j))
+        acc = cgutils.alloca_once_value(builder, first)
         base = builder.bitcast(data, vec.as_pointer())
         with cgutils.for_range(builder, args[1]) as loop:
             value = builder.load(builder.gep(base, [loop.index]), align=8)
@@ -79,6 +86,18 @@ def _lanes(typingctx, x, steps):
     return sig, codegen
 
 
+LANES0 = (-0.0,) * 8  # empty lanes: -0.0 + v is v for every v, -0.0 too
+BLOCK = 1024  # bars per piece of the curve's sums (a multiple of 128): their buffers stay in cache
+
+
+@rules.compiled
+def _joined(lanes, first):
+    """Eight lanes added together in lane_sum's fixed order, lane 0 replaced by `first` (lane 0
+    with the tail added)."""
+    return ((first + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5])
+                                                           + (lanes[6] + lanes[7]))
+
+
 @rules.compiled
 def lane_sum(x):
     """sum(x) as eight interleaved partial sums (the tail into the first) added together in a
@@ -87,10 +106,11 @@ def lane_sum(x):
     same bits."""
     n = len(x)
     m = n - n % 8
-    a0, a1, a2, a3, a4, a5, a6, a7 = _lanes(x, m // 8)
+    lanes = _lanes(x, m // 8, LANES0)
+    first = lanes[0]
     for i in range(m, n):
-        a0 += x[i]
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        first += x[i]
+    return _joined(lanes, first)
 
 
 @rules.compiled
@@ -111,15 +131,29 @@ def numpy_block(x):
 
 
 @rules.compiled
-def pairwise_sum(x):
-    """numpy's sum of x to the bit (its pairwise_sum: `numpy_block`s of up to 128
-    values, a longer piece cut in two halves at a multiple of 8 and summed left + right), for
-    the mean, where an error is amplified (it is subtracted from every return before squaring).
-    numpy recurses; this walks the same tree with a stack (numba's on-disk cache cannot hold a
-    recursive function)."""
+def returns(equity, lo, hi, cash, rf, out):
+    """The returns of bars lo..hi-1 into out[:hi - lo]: value / the previous value - 1 - rf
+    (before bar 0, `cash`; NaN after a value of zero), as metrics.py's. Over views indexed from
+    0, so the division runs in vector instructions."""
+    m = hi - lo
+    prev = equity[lo - 1] if lo > 0 else cash
+    out[0] = equity[lo] / prev - 1.0 - rf if prev != 0.0 else math.nan
+    now, before, into = equity[lo + 1:hi], equity[lo:hi - 1], out[1:m]
+    for i in range(m - 1):
+        p = before[i]
+        into[i] = now[i] / p - 1.0 - rf if p != 0.0 else math.nan
+
+
+@rules.compiled
+def _pairwise(x, cash, rf, of_returns):
+    """numpy's sum to the bit (its pairwise_sum: `numpy_block`s of up to 128 values, a longer
+    piece cut in two halves at a multiple of 8 and summed left + right) of x, or of the returns
+    of the equity curve x, computed `BLOCK` bars at a time as the leaves reach them (`returns`),
+    so no array of returns is kept. numpy recurses; this walks the same tree with a stack
+    (numba's on-disk cache cannot hold a recursive function)."""
     n = len(x)
-    if n <= 128:
-        return 0.0 + numpy_block(x)  # numpy's reduction starts from 0.0: a sum of -0.0s is 0.0
+    buf = np.empty(BLOCK if of_returns else 0)
+    have_lo = have_hi = 0  # the bars whose returns `buf` holds
     start = np.empty(64, np.int64)  # the pieces being cut, from the whole (0) down
     size = np.empty(64, np.int64)
     stage = np.empty(64, np.int64)  # 0: cut it, 1: its left half is summed, 2: both are
@@ -132,8 +166,16 @@ def pairwise_sum(x):
         m = size[top]
         half = m // 2 - (m // 2) % 8
         if m <= 128 or stage[top] == 2:
-            value = numpy_block(x[start[top]:start[top] + m]) if m <= 128 else \
-                left[top] + right[top]
+            if m > 128:
+                value = left[top] + right[top]
+            elif not of_returns:
+                value = numpy_block(x[start[top]:start[top] + m])
+            else:
+                lo, hi = start[top], start[top] + m
+                if hi > have_hi:  # the leaves come in order: the next piece of returns
+                    have_lo, have_hi = lo, min(n, lo + BLOCK)
+                    returns(x, have_lo, have_hi, cash, rf, buf)
+                value = numpy_block(buf[lo - have_lo:hi - have_lo])
             top -= 1
             if top < 0:
                 total = value
@@ -149,36 +191,63 @@ def pairwise_sum(x):
             stage[top] = 2
             top += 1
             start[top], size[top], stage[top] = start[top - 1] + half, m - half, 0
-    return 0.0 + total
+    return 0.0 + total  # numpy's reduction starts from 0.0: a sum of -0.0s is 0.0
+
+
+@rules.compiled
+def pairwise_sum(x):
+    """numpy's sum of x to the bit (`_pairwise`): for the mean, where an error is amplified (it
+    is subtracted from every return before squaring)."""
+    return _pairwise(x, 0.0, 0.0, False)
 
 
 @rules.compiled
 def _sums(equity, shares, close, r, rf):
     """The curve's sums (of returns, of squared returns below zero, of squared deviations from
-    their mean, bars in the market, gross exposure, values): the per-bar terms in branch-free
-    element-wise passes, then `lane_sum` over each (vectorised, and the same on every CPU); the
-    mean numpy's own sum (`pairwise_sum`)."""
+    their mean, bars in the market, gross exposure, values) in two passes over the curve: the
+    mean of the returns (numpy's own sum, `_pairwise`), then the per-bar terms in pieces of
+    `BLOCK` bars, branch-free and element-wise, each added into its eight lanes (`_lanes`,
+    carried from piece to piece: lane_sum's bits). The pieces keep the work in cache however
+    long the curve (at 100,000 bars, whole-curve arrays made it 6x dearer per bar)."""
     n = len(equity)
-    rets = np.empty(n)
-    down = np.empty(n)
-    gross = np.empty(n)
-    prev = r.cash
+    mean = _pairwise(equity, r.cash, rf, True) / n
+    ret = np.empty(BLOCK)
+    down = np.empty(BLOCK)
+    dev = np.empty(BLOCK)
+    gross = np.empty(BLOCK)
+    s_down = s_dev = s_gross = s_value = LANES0
     in_mkt = 0
-    for t in range(n):
-        value = equity[t]
-        ret = value / prev - 1.0 - rf if prev != 0.0 else math.nan
-        rets[t] = ret
-        prev = value
-        down[t] = ret * ret if ret < 0 else 0.0
-        held = shares[t] != 0.0
-        in_mkt += 1 if held else 0
-        gross[t] = abs(shares[t] * close[t]) / value if held and value > 0 else 0.0
-    down2 = lane_sum(down)
-    mean = pairwise_sum(rets) / n
-    for t in range(n):
-        delta = rets[t] - mean
-        rets[t] = delta * delta
-    return mean, lane_sum(rets), down2, in_mkt, lane_sum(gross), lane_sum(equity)
+    last = n - n % 8  # the lanes take the bars before it; the rest go into lane 0, in order
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + BLOCK)
+        returns(equity, lo, hi, r.cash, rf, ret)
+        held_, price, value = shares[lo:hi], close[lo:hi], equity[lo:hi]
+        for i in range(hi - lo):
+            x = ret[i]
+            down[i] = x * x if x < 0 else 0.0
+            delta = x - mean
+            dev[i] = delta * delta
+            held = held_[i] != 0.0
+            in_mkt += 1 if held else 0
+            gross[i] = abs(held_[i] * price[i]) / value[i] if held and value[i] > 0 else 0.0
+        steps = (min(hi, last) - lo) // 8
+        s_down = _lanes(down, steps, s_down)
+        s_dev = _lanes(dev, steps, s_dev)
+        s_gross = _lanes(gross, steps, s_gross)
+        s_value = _lanes(value, steps, s_value)
+        if hi < n:
+            lo = hi
+        else:
+            break
+    t_down, t_dev, t_gross, t_value = s_down[0], s_dev[0], s_gross[0], s_value[0]
+    for i in range(last - lo, n - lo):  # the tail, still in the last piece's buffers
+        t_down += down[i]
+        t_dev += dev[i]
+        t_gross += gross[i]
+        t_value += equity[lo + i]
+    return (mean, _joined(s_dev, t_dev), _joined(s_down, t_down), in_mkt,
+            _joined(s_gross, t_gross), _joined(s_value, t_value))
 
 
 @rules.compiled
