@@ -4,11 +4,12 @@ combinations in parallel.
 `sweep("sma" or "ema", ...)` without engine settings in its grid comes here (the EMA the same way
 with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving averages
 (windows x bars, `strategies.sma.averages`, the same numbers `sma.grid` computes) is built once;
-then each combination, in a numba `prange` loop, derives its targets bar by bar from two rows of
-that table (the rules of `sma.grid`: the sign of fast - slow; where the two are within
-`sma.NEAR` x close, both averages summed exactly as `math.fsum` does, and an exact tie keeps the
-previous target, short on the first bar; `long_only` flat instead of short) into a buffer of one
-row of bars, and runs `kernel.simulate` (the shared rules) on it, metrics only. No combinations x
+then each combination, in a numba `prange` loop, derives its targets from two rows of that table
+(the rules of `sma.grid`: the sign of fast - slow, in one vectorised pass; where the two are
+within `sma.NEAR` x close, both averages summed exactly as `math.fsum` does, and an exact tie
+keeps the previous target, short on the first bar, bar by bar; `long_only` flat instead of
+short) into a buffer of one row of bars, and runs `kernel.simulate` (the shared rules) on it,
+metrics only. No combinations x
 bars matrix is built, so memory grows with bars + windows x bars, not with combinations.
 
 The breakout the same way: one table of channels per window (`breakout.channel`: highest and

@@ -397,10 +397,9 @@ def run_many(strategy: StrategyLike, prices: Mapping[str, pd.DataFrame], **param
     (fused.run_blocks); symbols may differ in length. Anything else runs symbol by symbol:
     `checked`, the strategy's targets, the kernel.
 
-    Measured (2-core AMD EPYC, load 1.0-1.3, SMA 10/30 on 5,000 bars a symbol, best of
-    30 / 5 calls): 500 symbols 34-37 ms on one core (NUMBA_NUM_THREADS=1), 28-32 ms on both;
-    5,000 symbols 0.42 / 0.26 s; under 1 MB of memory beyond the prices (symbol by symbol:
-    68-77 / 72-74 ms and 0.74 / 0.91 s). Most of it is the kernel's bar loop (docs/speed.md).
+    Measured by `make bench` (2-core AMD EPYC, load 1.0-1.1, SMA 10/30 on 5,000 bars a symbol):
+    500 symbols 27 ms on one core (NUMBA_NUM_THREADS=1), 17 ms on both; 5,000 symbols 0.25 /
+    0.15 s; under 1 MB of memory beyond the prices (docs/speed.md).
     """
     from algotrading.backtest import kernel
 
