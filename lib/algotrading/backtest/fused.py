@@ -42,11 +42,19 @@ from algotrading.backtest import kernel
 from algotrading.strategies import breakout, ema, sma
 
 PARTIALS = 128  # exact summation: non-overlapping partials of a float64 sum (at most ~40)
+PARTS = 8  # a sweep's combinations per thread come in this many parts, each with its own buffers
+# (allocated once per part: a long series' buffers, fresh from the system per combination, cost
+# more than the run; several parts per thread even out combinations of unequal cost)
 
 
 def threads() -> int:
     """The threads a sweep uses: numba's setting (NUMBA_NUM_THREADS, else the cores)."""
     return numba.get_num_threads()
+
+
+def _parts(count: int) -> int:
+    """How many parts a sweep's `count` combinations run in (`PARTS` per thread)."""
+    return max(1, min(count, PARTS * threads()))
 
 
 @rules.compiled(depends=(kernel,))
@@ -150,17 +158,20 @@ def tie_targets(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, f: int, s
 
 @rules.compiled(parallel=True, depends=(kernel,))
 def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_only, exact, r,
-                stats):
+                stats, parts):
     """Every combination k: targets from rows fast_row[k] / slow_row[k] of `table` (windows
     fast[k] / slow[k]) over `close` (all bars), simulated on `bars` (the bars from `first` on)
-    into stats[k]; `exact`: the SMA's near-tie rule (see sma_targets)."""
+    into stats[k]; `exact`: the SMA's near-tie rule (see sma_targets). The combinations run in
+    `parts` parts in parallel, each with one set of buffers (`PARTS`)."""
     n = len(bars.close)
-    for k in numba.prange(len(fast_row)):
-        want = np.empty(n)
-        sma_targets(close, table[fast_row[k]], table[slow_row[k]], fast[k], slow[k],
-                    long_only[k], first, want, exact)
-        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
-                        stats, k)
+    count = len(fast_row)
+    for part in numba.prange(parts):
+        want, equity, position = np.empty(n), np.empty(n), np.empty(n)
+        none = np.empty(0, kernel.TRADE_DTYPE)
+        for k in range(part * count // parts, (part + 1) * count // parts):
+            sma_targets(close, table[fast_row[k]], table[slow_row[k]], fast[k], slow[k],
+                        long_only[k], first, want, exact)
+            kernel.simulate(bars, want, r, equity, position, none, stats, k)
 
 
 @rules.compiled(depends=(kernel,))
@@ -212,7 +223,7 @@ def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast:
     stats = kernel.stats_table(len(fast))
     cross_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
                 fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_),
-                kind == "sma", r, stats)
+                kind == "sma", r, stats, _parts(len(fast)))
     return stats
 
 
@@ -236,15 +247,19 @@ def breakout_targets(close: np.ndarray, high: np.ndarray, low: np.ndarray, go_lo
 
 
 @rules.compiled(parallel=True, depends=(kernel,))
-def breakout_sweep(bars, close, first, highs, lows, row, go_long, go_short, r, stats):
+def breakout_sweep(bars, close, first, highs, lows, row, go_long, go_short, r, stats, parts):
     """Every combination k: targets from rows row[k] of the channel tables `highs` / `lows`
-    over `close` (all bars), simulated on `bars` (the bars from `first` on) into stats[k]."""
+    over `close` (all bars), simulated on `bars` (the bars from `first` on) into stats[k]; in
+    `parts` parts, as cross_sweep."""
     n = len(bars.close)
-    for k in numba.prange(len(row)):
-        want = np.empty(n)
-        breakout_targets(close, highs[row[k]], lows[row[k]], go_long[k], go_short[k], first, want)
-        kernel.simulate(bars, want, r, np.empty(n), np.empty(n), np.empty(0, kernel.TRADE_DTYPE),
-                        stats, k)
+    count = len(row)
+    for part in numba.prange(parts):
+        want, equity, position = np.empty(n), np.empty(n), np.empty(n)
+        none = np.empty(0, kernel.TRADE_DTYPE)
+        for k in range(part * count // parts, (part + 1) * count // parts):
+            breakout_targets(close, highs[row[k]], lows[row[k]], go_long[k], go_short[k], first,
+                             want)
+            kernel.simulate(bars, want, r, equity, position, none, stats, k)
 
 
 def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.ndarray,
@@ -258,7 +273,8 @@ def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.nd
     lows = np.stack([lo for _, lo in channels])
     stats = kernel.stats_table(len(period))
     breakout_sweep(bars, close, first, highs, lows, row.astype(np.int64),
-                   go_long.astype(np.bool_), go_short.astype(np.bool_), r, stats)
+                   go_long.astype(np.bool_), go_short.astype(np.bool_), r, stats,
+                   _parts(len(period)))
     return stats
 
 
