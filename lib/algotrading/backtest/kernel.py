@@ -222,15 +222,15 @@ def _sums(equity, shares, close, r, rf):
     while lo < n:
         hi = min(n, lo + BLOCK)
         returns(equity, lo, hi, r.cash, rf, ret)
-        held_, price, value = shares[lo:hi], close[lo:hi], equity[lo:hi]
+        units, price, value = shares[lo:hi], close[lo:hi], equity[lo:hi]
         for i in range(hi - lo):
             x = ret[i]
             down[i] = x * x if x < 0 else 0.0
             delta = x - mean
             dev[i] = delta * delta
-            held = held_[i] != 0.0
+            held = units[i] != 0.0
             in_mkt += 1 if held else 0
-            gross[i] = abs(held_[i] * price[i]) / value[i] if held and value[i] > 0 else 0.0
+            gross[i] = abs(units[i] * price[i]) / value[i] if held and value[i] > 0 else 0.0
         steps = (min(hi, last) - lo) // 8
         s_down = _lanes(down, steps, s_down)
         s_dev = _lanes(dev, steps, s_dev)
