@@ -16,13 +16,18 @@ COMPILE = $(VENV)-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe
 $(STAMP): $(LOCKS)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	# checkov pins boto3 to a release sagemaker cannot use, so it gets a venv (and a lock) of its
+	# own; tests/test_template.py runs it from there. pip installs on one core, so the two locks
+	# install side by side, and the bytecode (half of pip's time) is compiled after, on every core.
+	# Like pip, that skips a file this Python cannot compile (torch ships a 3.12-only one).
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet --no-compile --require-hashes --no-deps \
+		-r requirements/checkov.txt & checkov=$$!; \
+	$(BIN)/python -m pip install --quiet --no-compile --require-hashes --no-deps -r requirements/dev.txt; \
+	dev=$$?; wait $$checkov && test $$dev -eq 0
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib $(VENV)/checkov/lib || true
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m algotrading.numerics --install-kernel
-	# checkov pins boto3 to a release sagemaker cannot use, so it gets a venv (and a lock) of its
-	# own; tests/test_template.py runs it from there.
-	$(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements/checkov.txt
 	touch $(STAMP)
 
 run: $(STAMP)
