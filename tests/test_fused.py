@@ -30,6 +30,25 @@ def test_exact_sum_is_math_fsum(seed):
             assert fused.exact_sum(x, lo, hi) == math.fsum(x[lo:hi]), (x, lo, hi)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_tables_are_the_strategies_own_numbers(seed):
+    """The sweep's compiled tables (windows in parallel) against sma.averages, ema.ema and
+    breakout.channel, bit for bit, NaN warm-up included, windows from 1 to the whole series."""
+    from algotrading.strategies import breakout, ema, sma
+
+    close = (ticked if seed % 2 else random_walk)(257, seed)["close"].to_numpy(float)
+    windows = np.array([1, 2, 3, 8, 9, 50, 256, 257])
+    first, second = np.empty((len(windows), len(close))), np.empty((len(windows), len(close)))
+    fused.tables(fused.SMA, close, windows, first, second)
+    np.testing.assert_array_equal(first, sma.averages(close, windows.tolist()))
+    fused.tables(fused.EMA, close, windows, first, second)
+    np.testing.assert_array_equal(first, np.stack([ema.ema(close, n) for n in windows]))
+    fused.tables(fused.BREAKOUT, close, windows, first, second)
+    channels = [breakout.channel(close, n) for n in windows]
+    np.testing.assert_array_equal(first, np.stack([h for h, _ in channels]))
+    np.testing.assert_array_equal(second, np.stack([lo for _, lo in channels]))
+
+
 def _both(prices: pd.DataFrame, grid: dict, monkeypatch, strategy: str = "sma", **params
           ) -> tuple:
     table = backtest.sweep(strategy, prices, grid, **params)

@@ -2,19 +2,19 @@
 combinations in parallel.
 
 `sweep("sma" or "ema", ...)` without engine settings in its grid comes here (the EMA the same way
-with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving averages
-(windows x bars, `strategies.sma.averages`, the same numbers `sma.grid` computes) is built once;
-then each combination, in a numba `prange` loop, derives its targets from two rows of that table
-(the rules of `sma.grid`: the sign of fast - slow, in one vectorised pass; where the two are
-within `sma.NEAR` x close, both averages summed exactly as `math.fsum` does, and an exact tie
-keeps the previous target, short on the first bar, bar by bar; `long_only` flat instead of
-short) into a buffer of one row of bars, and runs `kernel.simulate` (the shared rules) on it,
-metrics only. No combinations x
+with its own averages, `ema.ema`, exact already, so a tie is an exact zero). One table of moving
+averages (windows x bars) is built once, compiled and windows in parallel (`tables`), with the
+numbers `sma.grid` computes (`sma.averages`, or `ema.ema`) to the bit; then each combination, in
+a numba `prange` loop, derives its targets from two rows of that table (the rules of `sma.grid`:
+the sign of fast - slow, in one vectorised pass; where the two are within `sma.NEAR` x close,
+both averages summed exactly as `math.fsum` does, and an exact tie keeps the previous target,
+short on the first bar, bar by bar; `long_only` flat instead of short) into a buffer of one row
+of bars, and runs `kernel.simulate` (the shared rules) on it, metrics only. No combinations x
 bars matrix is built, so memory grows with bars + windows x bars, not with combinations.
 
-The breakout the same way: one table of channels per window (`breakout.channel`: highest and
-lowest close of the bars before, windows x bars each), then per combination its targets (the rules
-of `breakout.targets`) and `kernel.simulate`.
+The breakout the same way: one table of channels per window (`breakout.channel`'s highest and
+lowest close of the bars before, windows x bars each, by `tables`), then per combination its
+targets (the rules of `breakout.targets`) and `kernel.simulate`.
 
 One parameter set on many symbols (`run_many`) or paths (what-if's `scenarios.run`) goes the other
 way round: `run_row` checks one symbol's prices (engine.checked's rules), computes its own
@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 
 from algotrading import rules
 from algotrading.backtest import kernel
-from algotrading.strategies import breakout, ema, sma
+from algotrading.strategies import sma
 
 PARTIALS = 128  # exact summation: non-overlapping partials of a float64 sum (at most ~40)
 PARTS = 8  # a sweep's combinations per thread come in this many parts, each with its own buffers
@@ -175,6 +175,15 @@ def cross_sweep(bars, close, first, table, fast_row, slow_row, fast, slow, long_
 
 
 @rules.compiled(depends=(kernel,))
+def cumulative(close: np.ndarray) -> np.ndarray:
+    """0, then the running sum of `close` bar by bar: `np.cumsum`'s order (`sma.averages`)."""
+    csum = np.zeros(len(close) + 1)
+    for t in range(len(close)):
+        csum[t + 1] = csum[t] + close[t]
+    return csum
+
+
+@rules.compiled(depends=(kernel,))
 def average(close: np.ndarray, csum: np.ndarray, n: int) -> np.ndarray:
     """One simple moving average from the cumulative sum `csum` (len(close) + 1), in the order of
     operations of `sma.averages`, so the numbers are the same to the bit."""
@@ -214,12 +223,10 @@ def run_cross(kind: str, bars: kernel.Bars, close: np.ndarray, first: int, fast:
               slow: np.ndarray, long_only: np.ndarray, r: rules.Rules) -> np.ndarray:
     """STATS_DTYPE rows, one per (fast, slow, long_only) combination of the crossover `kind`
     ("sma" or "ema"): `close` is every bar (the averages' history), `bars` the ones traded (from
-    bar `first` on). The table holds the strategy's own averages (sma.averages, ema.ema)."""
+    bar `first` on). The table holds the strategy's own averages (`tables`)."""
     windows, index = np.unique(np.concatenate([fast, slow]), return_inverse=True)
-    if kind == "sma":
-        table = sma.averages(close, windows.tolist())
-    else:
-        table = np.stack([ema.ema(close, n) for n in windows.tolist()])
+    table = np.empty((len(windows), len(close)))
+    tables(KINDS[kind], close, windows.astype(np.int64), table, table)
     stats = kernel.stats_table(len(fast))
     cross_sweep(bars, close, first, table, index[:len(fast)], index[len(fast):],
                 fast.astype(np.int64), slow.astype(np.int64), long_only.astype(np.bool_),
@@ -266,11 +273,10 @@ def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.nd
                  go_long: np.ndarray, go_short: np.ndarray, r: rules.Rules) -> np.ndarray:
     """STATS_DTYPE rows, one per (period, go_long, go_short) breakout combination; `close` is
     every bar (the channels' history), `bars` the ones traded (from bar `first` on). The tables
-    hold the strategy's own channels (breakout.channel), built once per window."""
+    hold the strategy's own channels (`tables`), built once per window."""
     windows, row = np.unique(period, return_inverse=True)
-    channels = [breakout.channel(close, w) for w in windows.tolist()]
-    highs = np.stack([h for h, _ in channels])
-    lows = np.stack([lo for _, lo in channels])
+    highs, lows = np.empty((len(windows), len(close))), np.empty((len(windows), len(close)))
+    tables(BREAKOUT, close, windows.astype(np.int64), highs, lows)
     stats = kernel.stats_table(len(period))
     breakout_sweep(bars, close, first, highs, lows, row.astype(np.int64),
                    go_long.astype(np.bool_), go_short.astype(np.bool_), r, stats,
@@ -280,6 +286,24 @@ def run_breakout(bars: kernel.Bars, close: np.ndarray, first: int, period: np.nd
 
 SMA, EMA, BREAKOUT = 0, 1, 2  # run_row's kinds
 KINDS = {"sma": SMA, "ema": EMA, "breakout": BREAKOUT}
+
+
+@rules.compiled(parallel=True, depends=(kernel,))
+def tables(kind: int, close: np.ndarray, windows: np.ndarray, first: np.ndarray,
+           second: np.ndarray) -> None:
+    """A sweep's indicator per window j (windows in parallel), the strategy's own numbers to the
+    bit: the SMA (`average`, one cumulative sum) or the EMA (`ema_row`) into first[j]; for
+    BREAKOUT the channel's high and low (`channel_row`) into first[j] and second[j]."""
+    csum = cumulative(close) if kind == SMA else np.empty(0)
+    for j in numba.prange(len(windows)):
+        if kind == SMA:
+            first[j] = average(close, csum, windows[j])
+        elif kind == EMA:
+            first[j] = ema_row(close, windows[j])
+        else:
+            high, low = channel_row(close, windows[j])
+            first[j] = high
+            second[j] = low
 
 
 @rules.compiled(depends=(kernel,))
@@ -358,9 +382,7 @@ def run_row(kind, o, h, lo, c, a, b, x, y, r, equity, stats, row):
     elif kind == EMA:
         sma_targets(c, ema_row(c, a), ema_row(c, b), a, b, x, 0, want, False)
     else:
-        csum = np.zeros(n + 1)
-        for t in range(n):
-            csum[t + 1] = csum[t] + c[t]
+        csum = cumulative(c)
         sma_targets(c, average(c, csum, a), average(c, csum, b), a, b, x, 0, want)
     kernel.simulate(kernel.Bars(o, h, lo, c), want, r, equity, np.empty(n),
                     np.empty(0, kernel.TRADE_DTYPE), stats, row)
