@@ -7,6 +7,8 @@ peer module for how its conventions were aligned with ours). Cases:
 2. sweeps: fast 5..50 x slow 20..200 step 5 with fast < slow (1,590 combinations) on INTC
    (1,258 public bars) and on all 5,031 GSPC bars, each three ways: 10 shares (fixed), all-in
    (our default; vectorbt size=inf), all-in with a 5 % stop loss and 10 % take profit;
+2b. the other fused sweeps on the same bars, ours alone: EMA crossover on the same grid
+   (long-only, all-in), breakout over periods 5..254 (all-in);
 3. universe: 500 seeded synthetic symbols x 5,000 bars, one SMA 10/30 backtest per symbol;
 4. cold start: fresh processes (numba cache warm, as after `make run`): the `backtest --json`
    CLI on INTC, and the first sweep call.
@@ -173,6 +175,7 @@ def main() -> int:
         rows = case_single(engines, prices)
         for name, bars in data.items():
             rows += case_sweep(engines, bars, name, peers=name == next(iter(data)))
+            rows += case_other_sweeps(engines, bars, name)
         rows += case_universe(engines, inputs.universe(SYMBOLS, BARS))
     rows += case_cold(intc)
     report(rows, imports)
@@ -294,6 +297,28 @@ def case_sweep(e: Engines, prices: pd.DataFrame, name: str, peers: bool) -> list
                              "rounds to one side (backtrader, summing exactly like us, agrees "
                              "with ours on them)")
                 row.agree = True
+    return rows
+
+
+OTHER_SWEEPS = {  # label -> (strategy, grid, fixed parameters)
+    "EMA 1,590 combos, long-only": ("ema", {"fast_period": SWEEP_FAST,
+                                            "slow_period": SWEEP_SLOW}, {"long_only": True}),
+    "breakout 250 periods": ("breakout", {"period": range(5, 255)}, {}),
+}
+
+
+def case_other_sweeps(e: Engines, prices: pd.DataFrame, name: str) -> list[Row]:
+    """Case 2b: the other fused sweeps (EMA crossover, breakout) on one symbol, ours alone (the
+    peers here run the SMA rules only)."""
+    rows: list[Row] = []
+    for label, (strategy, grid, params) in OTHER_SWEEPS.items():
+        case = f"2b other sweeps: {name} {len(prices)} bars, {label}, all-in"
+        for cores in ("all", "1"):
+            with one_core() if cores == "1" else contextlib.nullcontext():
+                table, first, warm = measure(
+                    lambda s=strategy, g=grid, p=params: e.ours.sweep(s, prices, g, **p), 5)
+            rows.append(Row(case, "ours", first, warm, "best of 5", f"{len(table)} rows",
+                            cores=cores))
     return rows
 
 
